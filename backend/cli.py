@@ -1,0 +1,101 @@
+"""Command line: `python -m backend serve | worker | models | rollback | train`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from .config import Settings
+
+
+def serve(settings: Settings, args: argparse.Namespace) -> int:
+    """gunicorn with the app factory; one worker in embedded mode (its Redis lives in that process)."""
+    from gunicorn.app.base import BaseApplication
+
+    from .app import create_app
+
+    workers = 1 if settings.embedded else (args.workers or settings.workers)
+
+    class Server(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            options = {
+                "bind": f"{args.host or settings.host}:{args.port or settings.port}",
+                "workers": workers,
+                "threads": settings.threads,
+                "timeout": 120,
+                "graceful_timeout": 30,
+                "limit_request_line": 8190,
+                "limit_request_field_size": 16380,
+                "accesslog": None,
+                "loglevel": settings.log_level.lower(),
+            }
+            for name, value in options.items():
+                self.cfg.set(name, value)
+
+        def load(self) -> Any:
+            return create_app(settings)
+
+    Server().run()
+    return 0
+
+
+def worker(settings: Settings, args: argparse.Namespace) -> int:
+    from .worker import run_worker
+
+    if settings.embedded:
+        print("REDIS_URL is not set: in embedded mode `serve` runs the worker itself", file=sys.stderr)
+        return 2
+    run_worker(settings, burst=args.burst)
+    return 0
+
+
+def models(settings: Settings, args: argparse.Namespace) -> int:
+    from .registry import Registry
+
+    registry = Registry(settings.model_dir)
+    pointer = registry.pointer(args.project)
+    for record in registry.history(args.project):
+        marker = "*" if pointer and record.get("version") == pointer.version else " "
+        metric = record.get("evaluation", {}).get("challenger", {})
+        figures = ", ".join(f"{c}: f1 {m.get('macro_f1', 0):.3f} acc {m.get('accuracy', 0):.3f}" for c, m in metric.items())
+        print(f"{marker} {record.get('version'):<14} {record.get('decision'):<10} examples={record.get('examples')} {figures}")
+        print(f"    parent={record.get('parent')} trigger={record.get('trigger')!r} reason={record.get('reason')!r}")
+    if pointer is None:
+        print(f"project {args.project} has no current model")
+    return 0
+
+
+def rollback(settings: Settings, args: argparse.Namespace) -> int:
+    from .registry import Registry, RegistryError
+
+    try:
+        pointer = Registry(settings.model_dir).rollback(args.project, args.to)
+    except RegistryError as exc:
+        print(f"rollback refused: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(pointer.to_json()))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m backend", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("serve", help="run the HTTP server (gunicorn)")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.add_argument("--workers", type=int)
+    p.set_defaults(func=serve)
+    p = sub.add_parser("worker", help="run an RQ worker for the retrain queue (needs REDIS_URL)")
+    p.add_argument("--burst", action="store_true", help="exit when the queue is empty")
+    p.set_defaults(func=worker)
+    p = sub.add_parser("models", help="list a project's model history")
+    p.add_argument("--project", type=int, required=True)
+    p.set_defaults(func=models)
+    p = sub.add_parser("rollback", help="move a project's current model back to an earlier version")
+    p.add_argument("--project", type=int, required=True)
+    p.add_argument("--to", required=True)
+    p.set_defaults(func=rollback)
+    args = parser.parse_args(argv)
+    return int(args.func(Settings.from_env(), args))

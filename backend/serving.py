@@ -1,0 +1,109 @@
+"""The models this process serves, swapped in the background when a project's pointer moves.
+
+Each process (every gunicorn worker, each RQ work-horse) keeps its own cache. A poller thread,
+started lazily after fork, reads the pointers every `poll_interval` seconds and loads a newer
+artifact off the request path; requests keep the reference they took, so a swap never fails one.
+A process never moves to a lower pointer `seq`, and a fresh process loads whatever is current.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+
+from .estimator import ModelBundle
+from .registry import Pointer, Registry, RegistryError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Served:
+    """One loaded model version of a project."""
+
+    project: int
+    version: str
+    seq: int
+    bundle: ModelBundle
+    loaded_at: float
+
+
+class ModelCache:
+    """Per-process cache of the current model of each project."""
+
+    def __init__(self, registry: Registry, poll_interval: float = 0.25):
+        self.registry = registry
+        self.poll_interval = poll_interval
+        self._served: dict[int, Served] = {}
+        self._known: set[int] = set()
+        self._errors: dict[int, str] = {}
+        self._lock = threading.Lock()
+        self._load_locks: dict[int, threading.Lock] = {}
+        self._poller_pid = 0
+        self._stop = threading.Event()
+
+    def get(self, project: int) -> Served | None:
+        """The served model of a project (loaded now if this process never looked at the project)."""
+        self._ensure_poller()
+        if project not in self._known:
+            with self._lock:
+                self._known.add(project)
+            self.refresh(project)
+        return self._served.get(project)
+
+    def pointer(self, project: int) -> Pointer | None:
+        return self.registry.pointer(project)
+
+    def refresh(self, project: int) -> bool:
+        """Load the project's current artifact if it is newer than the served one; True on a swap."""
+        pointer = self.registry.pointer(project)
+        served = self._served.get(project)
+        if pointer is None or (served is not None and pointer.seq <= served.seq):
+            return False
+        lock = self._load_locks.setdefault(project, threading.Lock())
+        with lock:
+            served = self._served.get(project)
+            if served is not None and pointer.seq <= served.seq:
+                return False
+            try:
+                bundle = self.registry.load(project, pointer.version, pointer.sha256)
+            except RegistryError as exc:
+                if self._errors.get(project) != str(exc):
+                    log.error("project %s: keeping the served model: %s", project, exc)
+                self._errors[project] = str(exc)
+                return False
+            self._errors.pop(project, None)
+            self._served[project] = Served(project, pointer.version, pointer.seq, bundle, time.time())
+            log.info("project %s: now serving %s (seq %s)", project, pointer.version, pointer.seq)
+            return True
+
+    def errors(self) -> dict[int, str]:
+        """Projects whose current artifact could not be loaded (the health endpoint reports them)."""
+        return dict(self._errors)
+
+    def served_versions(self) -> dict[int, str]:
+        return {p: s.version for p, s in self._served.items()}
+
+    def _ensure_poller(self) -> None:
+        if self._poller_pid == os.getpid() or self.poll_interval <= 0:
+            return
+        with self._lock:
+            if self._poller_pid == os.getpid():
+                return
+            self._poller_pid = os.getpid()
+            threading.Thread(target=self._poll, name="model-poller", daemon=True).start()
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self.poll_interval):
+            for project in set(self._known) | set(self.registry.projects()):
+                try:
+                    self._known.add(project)
+                    self.refresh(project)
+                except Exception:  # the poller must survive anything a broken file throws at it
+                    log.exception("project %s: model refresh failed", project)
+
+    def stop(self) -> None:
+        self._stop.set()

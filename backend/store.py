@@ -1,0 +1,189 @@
+"""Durable per-project state in Redis: annotations (latest usable label set per task and control),
+the task texts they need, tombstones of deleted annotations, and project metadata.
+
+Every write is one Lua script, so duplicate deliveries are idempotent, an older update never wins
+over a newer one, and a deletion beats a late update of the same annotation. Texts are stored with
+the labels so training never depends on Label Studio being up.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+from redis import Redis
+
+PREFIX = "lsb"
+
+# KEYS: annotations, annotation labels, annotation times, tombstones, texts, change sequence
+# ARGV: annotation id, updated_at, record json, labels json, task id, task data json
+_UPSERT = """
+if redis.call('HEXISTS', KEYS[4], ARGV[1]) == 1 then return 0 end
+local old = redis.call('HGET', KEYS[3], ARGV[1])
+if old and tonumber(old) > tonumber(ARGV[2]) then return 0 end
+local old_labels = redis.call('HGET', KEYS[2], ARGV[1]) or '{}'
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[4])
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
+if ARGV[6] ~= '' then redis.call('HSET', KEYS[5], ARGV[5], ARGV[6]) end
+if old_labels == ARGV[4] then return 0 end
+return redis.call('INCR', KEYS[6])
+"""
+
+# KEYS: annotations, annotation labels, annotation times, tombstones, change sequence; ARGV: ids..., now
+_DELETE = """
+local changed = 0
+local now = ARGV[#ARGV]
+for i = 1, #ARGV - 1 do
+  local id = ARGV[i]
+  redis.call('HSET', KEYS[4], id, now)
+  local labels = redis.call('HGET', KEYS[2], id)
+  if redis.call('HDEL', KEYS[1], id) == 1 and labels and labels ~= '{}' then changed = changed + 1 end
+  redis.call('HDEL', KEYS[2], id)
+  redis.call('HDEL', KEYS[3], id)
+end
+if changed > 0 then return redis.call('INCRBY', KEYS[5], changed) end
+return 0
+"""
+
+
+def key(project: int, name: str) -> str:
+    return f"{PREFIX}:{int(project)}:{name}"
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=True, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class Annotation:
+    """One annotation as the backend keeps it: labels per control (`from_name` -> choices)."""
+
+    id: int
+    task: int
+    updated_at: float
+    labels: dict[str, list[str]]
+    author: Any = None
+    data: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LabeledTask:
+    """A task's training example: its texts and, per control, the choices of its latest annotation."""
+
+    task: int
+    data: dict[str, str]
+    labels: dict[str, list[str]]
+    annotations: dict[str, int]
+
+
+class Store:
+    """Redis-backed state of every project. Safe to share between threads and processes."""
+
+    def __init__(self, redis: Redis):
+        self.redis = redis
+        self._upsert = redis.register_script(_UPSERT)
+        self._delete = redis.register_script(_DELETE)
+
+    # -- annotations ---------------------------------------------------------------------------
+    def upsert(self, project: int, annotation: Annotation) -> int:
+        """Store an annotation; return the project's new change sequence, or 0 when nothing changed."""
+        record = {"task": annotation.task, "author": annotation.author, "updated_at": annotation.updated_at}
+        return int(
+            self._upsert(
+                keys=[key(project, n) for n in ("ann", "ann_labels", "ann_ts", "tombstones", "texts", "seq")],
+                args=[
+                    str(annotation.id),
+                    repr(float(annotation.updated_at)),
+                    _dumps(record),
+                    _dumps(annotation.labels),
+                    str(annotation.task),
+                    _dumps(annotation.data) if annotation.data else "",
+                ],
+            )
+        )
+
+    def delete(self, project: int, annotation_ids: Iterable[int]) -> int:
+        ids = [str(int(i)) for i in annotation_ids]
+        if not ids:
+            return 0
+        return int(
+            self._delete(
+                keys=[key(project, n) for n in ("ann", "ann_labels", "ann_ts", "tombstones", "seq")],
+                args=[*ids, repr(time.time())],
+            )
+        )
+
+    def change_seq(self, project: int) -> int:
+        return int(self.redis.get(key(project, "seq")) or 0)
+
+    def raise_change_seq(self, project: int, floor: int) -> None:
+        """After Redis lost its data, keep the sequence above what the registry already trained on."""
+        if self.change_seq(project) < floor:
+            self.redis.set(key(project, "seq"), floor)
+
+    def annotation_count(self, project: int) -> int:
+        return int(self.redis.hlen(key(project, "ann")))
+
+    def labeled_tasks(self, project: int) -> list[LabeledTask]:
+        """Per task and control, the choices of the most recently updated annotation that has them."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hgetall(key(project, "ann"))
+        pipe.hgetall(key(project, "ann_labels"))
+        pipe.hgetall(key(project, "texts"))
+        records, labels, texts = pipe.execute()
+        best: dict[int, dict[str, tuple[float, int, list[str]]]] = {}
+        for raw_id, raw in records.items():
+            ann_id = int(raw_id)
+            record = json.loads(raw)
+            per_control = json.loads(labels.get(raw_id, b"{}"))
+            stamp = float(record["updated_at"])
+            slots = best.setdefault(int(record["task"]), {})
+            for control, choices in per_control.items():
+                if choices and (control not in slots or (stamp, ann_id) > slots[control][:2]):
+                    slots[control] = (stamp, ann_id, choices)
+        out = []
+        for task, slots in sorted(best.items()):
+            if not slots:
+                continue
+            data = json.loads(texts.get(str(task).encode(), b"{}"))
+            out.append(
+                LabeledTask(
+                    task=task,
+                    data=data,
+                    labels={c: v[2] for c, v in slots.items()},
+                    annotations={c: v[1] for c, v in slots.items()},
+                )
+            )
+        return out
+
+    def labeled_task_ids(self, project: int) -> set[int]:
+        return {t.task for t in self.labeled_tasks(project)}
+
+    # -- tasks (the unlabeled pool seen through /predict and TASKS_CREATED) ---------------------
+    def remember_tasks(self, project: int, tasks: Mapping[int, dict[str, str]]) -> None:
+        if tasks:
+            self.redis.hset(key(project, "pool"), mapping={str(t): _dumps(d) for t, d in tasks.items()})
+
+    def forget_tasks(self, project: int, task_ids: Iterable[int]) -> None:
+        ids = [str(int(t)) for t in task_ids]
+        if ids:
+            self.redis.hdel(key(project, "pool"), *ids)
+
+    def pool(self, project: int) -> dict[int, dict[str, str]]:
+        return {int(t): json.loads(d) for t, d in self.redis.hgetall(key(project, "pool")).items()}
+
+    # -- project metadata ----------------------------------------------------------------------
+    def set_meta(self, project: int, **values: Any) -> None:
+        mapping = {k: (v if isinstance(v, str) else _dumps(v)) for k, v in values.items() if v is not None}
+        if mapping:
+            self.redis.hset(key(project, "meta"), mapping=mapping)
+            self.redis.sadd(f"{PREFIX}:projects", int(project))
+
+    def meta(self, project: int) -> dict[str, str]:
+        return {k.decode(): v.decode() for k, v in self.redis.hgetall(key(project, "meta")).items()}
+
+    def projects(self) -> list[int]:
+        return sorted(int(p) for p in self.redis.smembers(f"{PREFIX}:projects"))

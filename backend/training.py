@@ -1,0 +1,270 @@
+"""Turn a snapshot of stored labels into a challenger, judge it against the champion, and decide.
+
+Pure functions over data and models: no Redis, no HTTP, no files. The train job wires them to the
+store and the registry.
+
+Evaluation data: a task belongs to the held-out set when a stable hash of (project, task) falls
+below `holdout_rate(n)`; that rate only shrinks as a project grows, so today's held-out tasks were
+held out from every earlier model too and champion and challenger are judged on data neither saw.
+Every model, served or judged, trains on the other tasks only. While a control has fewer than
+`MIN_HOLDOUT` held-out examples, the gate instead cross-validates the challenger on its training
+tasks and promotes it when it beats a trivial baseline (too few examples to tell two models apart).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+from sklearn.metrics import accuracy_score, f1_score
+from sklearn.model_selection import StratifiedKFold
+
+from .estimator import ControlModel, ModelBundle, choose, restrict
+from .labelconfig import ChoicesControl, LabelConfig
+from .store import LabeledTask
+
+MIN_HOLDOUT = 50
+MAX_HOLDOUT = 1000
+HOLDOUT_FRACTION = 0.2
+METRICS = ("macro_f1", "accuracy")
+
+
+@dataclass
+class ControlData:
+    """Training examples of one control."""
+
+    control: ChoicesControl
+    tasks: list[int] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)
+    targets: list[list[str]] = field(default_factory=list)
+
+    def counts(self) -> dict[str, int]:
+        return dict(Counter(label for target in self.targets for label in target))
+
+
+@dataclass
+class Snapshot:
+    """Everything a train job trains on, with a fingerprint that identifies the data."""
+
+    project: int
+    controls: dict[str, ControlData]
+    set_aside: dict[str, int]
+    fingerprint: str
+    watermark: int
+
+    @property
+    def size(self) -> int:
+        return len({t for data in self.controls.values() for t in data.tasks})
+
+
+def build_snapshot(
+    project: int, tasks: Sequence[LabeledTask], config: LabelConfig, watermark: int, max_chars: int
+) -> Snapshot:
+    """Keep the labels valid under the current config; count the others as set aside."""
+    controls = {c.from_name: ControlData(c) for c in config.controls}
+    set_aside: Counter[str] = Counter()
+    digest = hashlib.sha256(config.digest.encode())
+    for task in tasks:
+        for from_name, choices in task.labels.items():
+            data = controls.get(from_name)
+            if data is None:
+                set_aside["control not in config"] += 1
+                continue
+            unknown = [c for c in choices if c not in data.control.labels]
+            if unknown:
+                set_aside["label not in config"] += 1
+                continue
+            if not data.control.multiple and len(choices) != 1:
+                set_aside["several choices for a single-choice control"] += 1
+                continue
+            text = data.control.text_of(task.data, max_chars)
+            if text is None:
+                set_aside["no text"] += 1
+                continue
+            data.tasks.append(task.task)
+            data.texts.append(text)
+            data.targets.append(sorted(choices))
+            digest.update(f"{from_name}\x1f{task.task}\x1f{'|'.join(sorted(choices))}\x1f".encode())
+            digest.update(hashlib.sha1(text.encode("utf-8", "surrogatepass")).digest())
+    return Snapshot(project, controls, dict(set_aside), digest.hexdigest()[:20], watermark)
+
+
+def holdout_rate(n: int) -> float:
+    return min(HOLDOUT_FRACTION, MAX_HOLDOUT / max(n, 1))
+
+
+def in_holdout(project: int, task: int, rate: float) -> bool:
+    h = hashlib.sha256(f"{project}:{task}".encode()).digest()
+    return int.from_bytes(h[:8], "big") / 2**64 < rate
+
+
+def holdout_mask(project: int, tasks: Sequence[int]) -> np.ndarray:
+    rate = holdout_rate(len(tasks))
+    return np.array([in_holdout(project, t, rate) for t in tasks], dtype=bool)
+
+
+def score(targets: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]], control: ChoicesControl) -> dict[str, float]:
+    """Macro-F1 and accuracy (1 - Hamming loss for multi-label) of predictions against targets."""
+    if not targets:
+        return {"macro_f1": 0.0, "accuracy": 0.0, "n": 0}
+    if control.multiple:
+        labels = list(control.labels)
+        y = np.array([[label in t for label in labels] for t in targets], dtype=int)
+        p = np.array([[label in t for label in labels] for t in predicted], dtype=int)
+        return {
+            "macro_f1": float(f1_score(y, p, average="macro", zero_division=0)),
+            "accuracy": float((y == p).mean()),
+            "n": len(targets),
+        }
+    y1 = [t[0] for t in targets]
+    p1 = [t[0] if t else "" for t in predicted]
+    return {
+        "macro_f1": float(f1_score(y1, p1, labels=sorted(set(y1)), average="macro", zero_division=0)),
+        "accuracy": float(accuracy_score(y1, p1)),
+        "n": len(targets),
+    }
+
+
+def predict_labels(model: ControlModel | None, texts: Sequence[str], control: ChoicesControl, threshold: float) -> list[list[str]]:
+    if model is None:
+        return [[] for _ in texts]
+    proba = restrict(model.predict_proba(texts), model.labels, control.labels, control.multiple)
+    return choose(proba, control.labels, control.multiple, threshold)
+
+
+def baseline_labels(targets: Sequence[Sequence[str]], n: int, control: ChoicesControl) -> list[list[str]]:
+    """The trivial model: always the most frequent label set of the training targets."""
+    if control.multiple:
+        counts = Counter(label for t in targets for label in t)
+        frequent = [label for label in control.labels if counts[label] * 2 > len(targets)]
+        return [frequent for _ in range(n)]
+    top = Counter(t[0] for t in targets).most_common(1)
+    return [[top[0][0]] if top else [] for _ in range(n)]
+
+
+@dataclass
+class Judgement:
+    """What the gate decided and why, with the figures behind it."""
+
+    promote: bool
+    reason: str
+    challenger: dict[str, dict[str, float]]
+    champion: dict[str, dict[str, float]]
+    baseline: dict[str, dict[str, float]]
+    method: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "promote": self.promote,
+            "reason": self.reason,
+            "method": self.method,
+            "challenger": self.challenger,
+            "champion": self.champion,
+            "baseline": self.baseline,
+        }
+
+
+def mean_metric(per_control: dict[str, dict[str, float]], metric: str) -> float:
+    values = [m[metric] for m in per_control.values() if m.get("n")]
+    return float(np.mean(values)) if values else 0.0
+
+
+@dataclass
+class TrainResult:
+    bundle: ModelBundle | None
+    judgement: Judgement
+    seconds: float
+
+
+def train_and_judge(
+    snapshot: Snapshot,
+    champion: ModelBundle | None,
+    *,
+    metric: str = "macro_f1",
+    margin: float = 0.0,
+    threshold: float = 0.5,
+    alpha: float = 1e-5,
+) -> TrainResult:
+    """Train a challenger on the snapshot and decide whether it may replace the champion."""
+    if metric not in METRICS:
+        raise ValueError(f"unknown gate metric {metric!r}")
+    started = time.perf_counter()
+    models: dict[str, ControlModel] = {}
+    challenger_m: dict[str, dict[str, float]] = {}
+    champion_m: dict[str, dict[str, float]] = {}
+    baseline_m: dict[str, dict[str, float]] = {}
+    methods = set()
+    for name, data in snapshot.controls.items():
+        if len(data.texts) < 2:
+            continue
+        mask = holdout_mask(snapshot.project, data.tasks)
+        held = [i for i in range(len(data.tasks)) if mask[i]]
+        train = [i for i in range(len(data.tasks)) if not mask[i]]
+        control = data.control
+        model = ControlModel.fit(
+            [data.texts[i] for i in train], [data.targets[i] for i in train], control.labels, control.multiple, alpha
+        )
+        if len(held) >= MIN_HOLDOUT:
+            methods.add("holdout")
+            texts = [data.texts[i] for i in held]
+            targets = [data.targets[i] for i in held]
+            challenger_m[name] = score(targets, predict_labels(model, texts, control, threshold), control)
+            old = champion.controls.get(name) if champion else None
+            champion_m[name] = score(targets, predict_labels(old, texts, control, threshold), control)
+            baseline_m[name] = score(
+                targets, baseline_labels([data.targets[i] for i in train], len(held), control), control
+            )
+        else:
+            methods.add("cross-validation")
+            train_part = ControlData(control, [data.tasks[i] for i in train], [data.texts[i] for i in train], [data.targets[i] for i in train])
+            predicted, baseline = _cross_validate(train_part, threshold, alpha)
+            challenger_m[name] = score(train_part.targets, predicted, control)
+            baseline_m[name] = score(train_part.targets, baseline, control)
+        if model is not None:
+            models[name] = model
+    method = "+".join(sorted(methods)) or "none"
+    if not models:
+        judgement = Judgement(False, "not enough labels: every control needs two classes", challenger_m, champion_m, baseline_m, method)
+        return TrainResult(None, judgement, time.perf_counter() - started)
+    new = mean_metric(challenger_m, metric)
+    base = mean_metric(baseline_m, metric)
+    if champion_m:
+        old = mean_metric(champion_m, metric)
+        promote = new >= old - margin
+        reason = f"{metric} {new:.4f} vs champion {old:.4f} (margin {margin}): {'not worse' if promote else 'worse'}"
+    else:
+        promote = new > base
+        context = "first model" if champion is None else "too few held-out labels to compare models, cross-validated"
+        reason = f"{context}: {metric} {new:.4f} {'beats' if promote else 'does not beat'} the trivial baseline {base:.4f}"
+    judgement = Judgement(promote, reason, challenger_m, champion_m, baseline_m, method)
+    return TrainResult(ModelBundle(models), judgement, time.perf_counter() - started)
+
+
+def _cross_validate(data: ControlData, threshold: float, alpha: float) -> tuple[list[list[str]], list[list[str]]]:
+    """Out-of-fold predictions of the challenger and of the baseline (deterministic folds)."""
+    n = len(data.texts)
+    strata = ["|".join(t) for t in data.targets]
+    smallest = min(Counter(strata).values())
+    folds = max(2, min(5, smallest))
+    predicted: list[list[str]] = [[] for _ in range(n)]
+    baseline: list[list[str]] = [[] for _ in range(n)]
+    if smallest < 2:
+        splitter = [(np.array([j for j in range(n) if j % folds != k]), np.array([j for j in range(n) if j % folds == k])) for k in range(folds)]
+    else:
+        splitter = list(StratifiedKFold(folds, shuffle=True, random_state=0).split(np.zeros(n), strata))
+    control = data.control
+    for train, test in splitter:
+        if len(test) == 0 or len(train) == 0:
+            continue
+        model = ControlModel.fit(
+            [data.texts[i] for i in train], [data.targets[i] for i in train], control.labels, control.multiple, alpha
+        )
+        for i, labels in zip(test, predict_labels(model, [data.texts[i] for i in test], control, threshold)):
+            predicted[i] = labels
+        for i, labels in zip(test, baseline_labels([data.targets[j] for j in train], len(test), control)):
+            baseline[i] = labels
+    return predicted, baseline

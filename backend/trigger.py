@@ -1,0 +1,83 @@
+"""When to retrain, and how to enqueue it without ever queueing a project twice.
+
+A project has at most one queued and one running train job. The queued job's id lives in
+`lsb:<p>:queued`; a new request while that job is still waiting is coalesced into it. The running
+job takes the project lock first and then clears the flag, so what arrives during training queues
+exactly one follow-up job. A burst of any size therefore causes at most two trainings.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from redis import Redis
+from rq import Queue, Retry
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
+from rq.serializers import JSONSerializer
+
+from .config import Settings
+from .store import key
+
+WAITING = {JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED, JobStatus.STARTED}
+
+
+@dataclass(frozen=True)
+class Request:
+    """What a retrain request led to."""
+
+    job_id: str
+    enqueued: bool
+
+
+def retrain_queue(settings: Settings, redis: Redis) -> Queue:
+    return Queue(settings.queue_name, connection=redis, serializer=JSONSerializer, default_timeout=settings.job_timeout)
+
+
+def queued_job(redis: Redis, project: int) -> str | None:
+    raw = redis.get(key(project, "queued"))
+    return raw.decode() if raw else None
+
+
+def request_retrain(settings: Settings, redis: Redis, project: int, reason: str) -> Request:
+    """Enqueue a retrain of `project` unless one is already waiting to start."""
+    flag = key(project, "queued")
+    current = queued_job(redis, project)
+    if current and _still_waiting(redis, current):
+        return Request(current, False)
+    job_id = f"retrain-{int(project)}-{uuid.uuid4().hex[:12]}"
+    if current:
+        if not redis.set(flag, job_id, ex=settings.job_timeout * 4, xx=True, get=True) == current.encode():
+            return Request(queued_job(redis, project) or job_id, False)
+    elif not redis.set(flag, job_id, ex=settings.job_timeout * 4, nx=True):
+        return Request(queued_job(redis, project) or job_id, False)
+    retry = Retry(max=settings.job_retries) if settings.embedded else Retry(max=settings.job_retries, interval=[1, 5, 15])
+    retrain_queue(settings, redis).enqueue(
+        "backend.job.retrain",
+        int(project),
+        reason,
+        job_id=job_id,
+        retry=retry,
+        job_timeout=settings.job_timeout,
+        result_ttl=3600,
+        failure_ttl=7 * 24 * 3600,
+        description=f"retrain project {int(project)}: {reason}",
+    )
+    return Request(job_id, True)
+
+
+def _still_waiting(redis: Redis, job_id: str) -> bool:
+    try:
+        return Job.fetch(job_id, connection=redis, serializer=JSONSerializer).get_status(refresh=False) in WAITING
+    except NoSuchJobError:
+        return False
+
+
+def count_change(settings: Settings, redis: Redis, project: int, seq: int, threshold: int) -> bool:
+    """True when `seq` is at least `threshold` changes past the last requested retrain."""
+    requested = int(redis.get(key(project, "requested_seq")) or 0)
+    if seq - requested < max(1, threshold):
+        return False
+    redis.set(key(project, "requested_seq"), seq)
+    return True
