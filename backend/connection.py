@@ -9,6 +9,8 @@ from __future__ import annotations
 import threading
 
 from redis import Redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from .config import Settings
 
@@ -25,6 +27,7 @@ def redis_for(settings: Settings) -> Redis:
             socket_timeout=settings.redis_timeout,
             socket_connect_timeout=settings.redis_timeout,
             health_check_interval=30,
+            retry=Retry(NoBackoff(), 1),
         )
     with _lock:
         if _embedded is None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 from redis import Redis
@@ -32,18 +31,18 @@ class Runtime:
         return cls(settings, redis, Store(redis), registry, cache, TextClassifier(settings, cache))
 
 
-_current: dict[int, Runtime] = {}
+_installed: dict[int, Runtime] = {}
 
 
 def for_job(redis: Redis) -> Runtime:
-    """The runtime of a train job: settings from the environment, the job's own Redis connection."""
-    runtime = _current.get(os.getpid())
+    """The runtime of a train job: the one installed for its Redis connection, else from the env."""
+    runtime = _installed.get(id(redis))
     if runtime is None or runtime.redis is not redis:
         runtime = Runtime.build(Settings.from_env(), redis, poll=False)
-        _current[os.getpid()] = runtime
+        install(runtime)
     return runtime
 
 
 def install(runtime: Runtime) -> None:
-    """Make an in-process worker's jobs use this runtime (embedded mode shares one fakeredis)."""
-    _current[os.getpid()] = runtime
+    """Make jobs that run on this Redis connection use this runtime (the embedded worker's case)."""
+    _installed[id(runtime.redis)] = runtime

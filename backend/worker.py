@@ -31,12 +31,13 @@ class ThreadWorker(SimpleWorker):
         pass
 
 
-_started: dict[int, threading.Thread] = {}
+_started: dict[tuple[int, int], threading.Thread] = {}
 
 
 def start_embedded_worker(runtime: Runtime) -> threading.Thread:
     """Start (once per process) the thread that works the retrain queue on the in-memory Redis."""
-    thread = _started.get(os.getpid())
+    slot = (os.getpid(), id(runtime.redis))
+    thread = _started.get(slot)
     if thread is not None and thread.is_alive():
         return thread
     runtime_module.install(runtime)
@@ -52,7 +53,7 @@ def start_embedded_worker(runtime: Runtime) -> threading.Thread:
 
     thread = threading.Thread(target=work, name="embedded-worker", daemon=True)
     thread.start()
-    _started[os.getpid()] = thread
+    _started[slot] = thread
     return thread
 
 

@@ -1,0 +1,130 @@
+"""A real Label Studio (own venv, SQLite on a RAM disk, loopback) and our backend as processes."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import requests
+
+from tests.conftest import REQUIRE_SERVICES, ROOT, free_port, wait_for
+
+LS_BIN = os.environ.get("LABEL_STUDIO_BIN", "")
+
+
+def _scratch_dir(prefix: str) -> str:
+    base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+    return tempfile.mkdtemp(prefix=prefix, dir=base)
+
+
+def _up(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+class LabelStudioProcess:
+    def __init__(self, url: str, token: str, process: subprocess.Popen, log: Path):
+        self.url, self.token, self.process, self.log = url, token, process, log
+
+    def client(self):
+        from label_studio_sdk import LabelStudio
+
+        return LabelStudio(base_url=self.url, api_key=self.token, timeout=60)
+
+
+@pytest.fixture(scope="session")
+def label_studio() -> Iterator[LabelStudioProcess]:
+    if not LS_BIN or not Path(LS_BIN).exists():
+        if REQUIRE_SERVICES:
+            pytest.fail("LABEL_STUDIO_BIN does not point at a label-studio executable")
+        pytest.skip("set LABEL_STUDIO_BIN to a label-studio 1.23.2 executable to run end-to-end tests")
+    data_dir = _scratch_dir("ls-data-")
+    port = free_port()
+    token = secrets.token_hex(20)
+    env = {
+        **os.environ,
+        "LABEL_STUDIO_BASE_DATA_DIR": data_dir,
+        "LABEL_STUDIO_USERNAME": "admin@example.com",
+        "LABEL_STUDIO_PASSWORD": secrets.token_urlsafe(12),
+        "LABEL_STUDIO_USER_TOKEN": token,
+        "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
+        "ML_BLOCK_LOCAL_IP": "false",
+        "SSRF_PROTECTION_ENABLED": "false",
+        "LABEL_STUDIO_HOST": f"http://127.0.0.1:{port}",
+        "SENTRY_DSN": "",
+        "FRONTEND_SENTRY_DSN": "",
+    }
+    log = Path(data_dir) / "label-studio.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [LS_BIN, "start", "--no-browser", "--internal-host", "127.0.0.1", "--port", str(port),
+             "--enable-legacy-api-token", "--log-level", "WARNING"],
+            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: process.poll() is not None or _up(f"{url}/health"), timeout=300, interval=1)
+        if process.poll() is not None:
+            pytest.fail("Label Studio exited:\n" + log.read_text()[-3000:])
+        yield LabelStudioProcess(url, token, process, log)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+class BackendProcess:
+    def __init__(self, url: str, process: subprocess.Popen, model_dir: str, log: Path):
+        self.url, self.process, self.model_dir, self.log = url, process, model_dir, log
+
+    def version(self, project: int) -> str:
+        return requests.post(f"{self.url}/setup", json={"project": project}, timeout=5).json()["model_version"]
+
+    def settled_version(self, project: int, changes: int, timeout: float = 120) -> str:
+        """The current version once a train job has judged every one of `changes` label changes."""
+
+        def settled() -> bool:
+            models = requests.get(f"{self.url}/projects/{project}/models", timeout=5).json()
+            trained = max((r.get("watermark", 0) for r in models["history"]), default=0)
+            return models["current"] is not None and trained >= changes
+
+        wait_for(settled, timeout=timeout, interval=0.3)
+        return self.version(project)
+
+
+@pytest.fixture
+def backend_server(tmp_path: Path) -> Iterator[BackendProcess]:
+    """`python -m backend serve` in embedded mode, as a new user runs it."""
+    port = free_port()
+    model_dir = str(tmp_path / "models")
+    log = tmp_path / "backend.log"
+    env = {**os.environ, "MODEL_DIR": model_dir, "RETRAIN_THRESHOLD": "5", "RETRAIN_MIN_INTERVAL": "0", "LOG_LEVEL": "INFO"}
+    env.pop("REDIS_URL", None)
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "backend", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: process.poll() is not None or _up(f"{url}/health"), timeout=60, interval=0.2)
+        assert process.poll() is None, log.read_text()
+        yield BackendProcess(url, process, model_dir, log)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()

@@ -1,0 +1,56 @@
+"""End to end with a real Label Studio 1.23.2: connect, annotate, retrain, predictions in LS."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import LABEL_CONFIG, wait_for
+
+pytestmark = pytest.mark.labelstudio
+
+LABELS = {"positive", "negative", "neutral"}
+
+
+def _choice(label: str) -> list[dict]:
+    return [{"from_name": "sentiment", "to_name": "text", "type": "choices", "value": {"choices": [label]}}]
+
+
+def _predictions(task) -> list[dict]:
+    return [p if isinstance(p, dict) else p.dict() for p in (task.predictions or [])]
+
+
+def test_label_studio_connects_trains_and_holds_our_predictions(label_studio, backend_server, tweets):
+    ls = label_studio.client()
+    project = ls.projects.create(title="e2e serving core", label_config=LABEL_CONFIG)
+    sample = range(40)
+    ls.projects.import_tasks(id=project.id, request=[{"text": tweets.texts[i], "ref": i} for i in sample])
+    tasks = sorted(ls.tasks.list(project=project.id, fields="all"), key=lambda t: t.id)
+    assert len(tasks) == 40
+
+    ml = ls.ml.create(url=backend_server.url, project=project.id, title="active-learning", auto_update=True)
+    assert ml.state in ("CO", "TR"), ml.state
+    hooks = [w for w in ls.webhooks.list(project=project.id) if w.url == f"{backend_server.url}/webhook"]
+    assert hooks and hooks[0].send_for_all_actions
+
+    labeled = tasks[:25]
+    for task in labeled:
+        ls.annotations.create(id=task.id, result=_choice(tweets.labels[task.data["ref"]]), was_cancelled=False)
+    version = backend_server.settled_version(project.id, changes=len(labeled))
+    assert version != "untrained"
+
+    ls.actions.create(id="retrieve_tasks_predictions", project=project.id, selected_items={"all": True, "excluded": []})
+    unlabeled = {t.id for t in tasks[25:]}
+    seen = 0
+    for task in ls.tasks.list(project=project.id, fields="all"):
+        if task.id not in unlabeled:
+            continue
+        ours = [p for p in _predictions(task) if p.get("model_version") == version]
+        assert ours, f"task {task.id} has no prediction of {version}: {_predictions(task)}"
+        prediction = ours[0]
+        assert 0.0 <= prediction["score"] <= 1.0
+        (region,) = prediction["result"]
+        assert region["from_name"] == "sentiment" and region["to_name"] == "text" and region["type"] == "choices"
+        assert len(region["value"]["choices"]) == 1 and region["value"]["choices"][0] in LABELS
+        seen += 1
+    assert seen == len(unlabeled)
+    assert backend_server.version(project.id) == version

@@ -1,0 +1,78 @@
+import json
+
+import pytest
+
+from backend.payload import InvalidPayload, parse_json, parse_predict, parse_setup, parse_webhook, project_id
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"", b"   ", b"{bad", b'{"a": 1', b"\xff\xfe\xfa{", b'{"a": NaN}', b"[" * 100_000 + b"]" * 100_000,
+     '{"a": 1}'.encode("utf-16"), b'{"x": Infinity}'],
+)
+def test_bad_json_is_a_400(raw):
+    with pytest.raises(InvalidPayload) as err:
+        parse_json(raw)
+    assert err.value.status == 400
+
+
+def test_utf8_with_bom_and_lone_surrogates_are_accepted():
+    assert parse_json(b'\xef\xbb\xbf{"a": 1}') == {"a": 1}
+    assert parse_json(b'{"t": "\\ud800"}') == {"t": "\ud800"}
+
+
+@pytest.mark.parametrize("value,expected", [("1.1795336872", 1), (7, 7), ({"id": 3}, 3), ("12", 12), (5.0, 5)])
+def test_project_ids(value, expected):
+    assert project_id(value) == expected
+
+
+@pytest.mark.parametrize("value", [None, "1; drop", -1, 0, 1e309, float("nan"), True, "abc", {"id": None}, [], 2.5])
+def test_bad_project_ids(value):
+    with pytest.raises(InvalidPayload):
+        project_id(value)
+
+
+def test_setup_accepts_extra_params_as_object_or_json_string():
+    base = {"project": "3.17", "schema": "<View/>", "hostname": "http://ls", "access_token": "t"}
+    assert parse_setup({**base, "extra_params": {"a": 1}}).extra_params == {"a": 1}
+    assert parse_setup({**base, "extra_params": json.dumps({"a": 1})}).extra_params == {"a": 1}
+    assert parse_setup({**base, "extra_params": None}).extra_params == {}
+    assert parse_setup({**base, "extra_params": ""}).extra_params == {}
+    for bad in ("[1]", "{oops", 5):
+        with pytest.raises(InvalidPayload):
+            parse_setup({**base, "extra_params": bad})
+
+
+@pytest.mark.parametrize("body", [[], "str", 42, {"tasks": {}}, {"tasks": [], "project": "1"}, {"tasks": [], "label_config": 5, "project": 1}])
+def test_predict_shapes(body):
+    with pytest.raises(InvalidPayload):
+        parse_predict(body, max_tasks=10)
+
+
+def test_predict_caps_the_batch_and_tolerates_odd_tasks():
+    with pytest.raises(InvalidPayload) as err:
+        parse_predict({"tasks": [{}] * 11, "label_config": "<View/>", "project": 1}, max_tasks=10)
+    assert err.value.status == 413
+    req = parse_predict({"tasks": [{"id": 1}, "junk", None], "label_config": "<View/>", "project": 1}, max_tasks=10)
+    assert req.tasks == [{"id": 1}, {}, {}]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{}, {"action": 123}, {"action": ""}, {"action": "ANNOTATION_CREATED", "project": "1; drop"},
+     {"action": "ANNOTATION_CREATED", "project": [1]}, {"action": "ANNOTATIONS_DELETED", "project": 1, "annotations": [{"id": "x"}]},
+     {"action": "ANNOTATION_CREATED", "project": 1, "annotation": ["x"]}],
+)
+def test_bad_webhooks(body):
+    with pytest.raises(InvalidPayload):
+        parse_webhook(body)
+
+
+def test_webhook_shapes_as_ls_sends_them():
+    deleted = parse_webhook({"action": "ANNOTATIONS_DELETED", "annotations": [{"id": 10}, {"id": 11}], "project": {"id": 2}})
+    assert deleted.deleted_ids == [10, 11] and deleted.project == 2
+    bulk = parse_webhook({"action": "ANNOTATIONS_CREATED", "annotation": [{"id": 1}, {"id": 2}], "task": [{"id": 5}, {"id": 6}], "project": {"id": 1, "label_config": "<View/>"}})
+    assert len(bulk.annotations) == 2 and len(bulk.tasks) == 2 and bulk.label_config == "<View/>"
+    start = parse_webhook({"action": "START_TRAINING", "project": {"id": 4}})
+    assert start.project == 4 and not start.annotations
+    assert parse_webhook({"action": "ANNOTATION_CREATED"}).project is None
