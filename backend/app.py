@@ -50,6 +50,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         elapsed = time.perf_counter() - g.get("started", time.perf_counter())
         metrics.REQUESTS.labels(endpoint, request.method, str(response.status_code)).inc()
         metrics.LATENCY.labels(endpoint).observe(elapsed)
+        response.headers["Server-Timing"] = f"app;dur={elapsed * 1000:.2f}"
         log.debug("%s %s %s %.1f ms", request.method, endpoint, response.status_code, elapsed * 1000)
         return response
 
