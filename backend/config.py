@@ -42,6 +42,7 @@ class Settings:
     redis_timeout: float = 0.5
     push_predictions: bool = True
     model_title: str = "TextClassifier"
+    label_studio_timeout: float = 30.0
 
     @property
     def auth_enabled(self) -> bool:

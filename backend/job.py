@@ -17,11 +17,12 @@ from typing import Any, Iterator
 from redis import Redis
 from rq import get_current_job
 
+from . import labelstudio
 from . import runtime as runtime_module
 from .labelconfig import LabelConfigError, parse_label_config
 from .registry import RegistryError
 from .runtime import Runtime
-from .store import key
+from .store import key, texts_of
 from .training import build_snapshot
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,7 @@ def project_lock(redis: Redis, project: int, wait: float) -> Iterator[None]:
         redis.register_script(_RELEASE)(keys=[name], args=[token])
 
 
-def retrain(project: int, reason: str = "") -> dict[str, Any]:
+def retrain(project: int, reason: str = "", full_sync: bool = False) -> dict[str, Any]:
     """RQ entry point: train project `project` once, coalescing everything stored so far."""
     job = get_current_job()
     if job is None:
@@ -76,9 +77,63 @@ def retrain(project: int, reason: str = "") -> dict[str, Any]:
         flag = key(project, "queued")
         if runtime.redis.get(flag) == job.id.encode():
             runtime.redis.delete(flag)
+        ls = ls_client(runtime, project)
+        if ls is not None:
+            sync(runtime, ls, project, full_sync)
         result = train_project(runtime, project, reason, job.id)
         runtime.redis.set(key(project, "last_trained"), time.time())
-        return result
+    if ls is not None:
+        result["pushed"] = push_current(runtime, ls, project)
+    return result
+
+
+def ls_client(runtime: Runtime, project: int) -> Any:
+    settings = runtime.settings
+    creds = labelstudio.credentials(settings.label_studio_url, settings.label_studio_api_key, runtime.store.meta(project))
+    return labelstudio.client(creds, timeout=settings.label_studio_timeout) if creds else None
+
+
+def sync(runtime: Runtime, ls: Any, project: int, full: bool) -> None:
+    """Reconcile the store with LS; an unreachable LS leaves the webhook store as the source."""
+    keys, limit = runtime.store.input_keys(project), runtime.settings.max_text_chars
+    try:
+        summary = labelstudio.sync_annotations(ls, runtime.store, project, lambda task: texts_of(task, keys, limit), full)
+        log.info("project %s: synced from Label Studio: %s", project, summary)
+    except Exception as exc:  # the SDK raises HTTP, connection and validation errors of many types
+        log.warning("project %s: could not sync from Label Studio (%s); training on stored labels", project, type(exc).__name__)
+
+
+def push_current(runtime: Runtime, ls: Any, project: int) -> int:
+    """Push the current version's predictions for unlabeled tasks unless LS already has them."""
+    pointer = runtime.registry.pointer(project)
+    pushed_key = key(project, "pushed_version")
+    if pointer is None or runtime.redis.get(pushed_key) == pointer.version.encode():
+        return 0
+    try:
+        config = parse_label_config(runtime.store.meta(project).get("label_config", ""))
+    except LabelConfigError:
+        return 0
+    runtime.cache.refresh(project)
+    served = runtime.cache.get(project)
+    if served is None or served.version != pointer.version:
+        return 0
+    try:
+        tasks = [{"id": t.id, "data": t.data or {}} for t in labelstudio.unlabeled_tasks(ls, project)]
+        predictions = []
+        for start in range(0, len(tasks), 1000):
+            chunk = tasks[start : start + 1000]
+            for task, entry in zip(chunk, runtime.model.predict(chunk, project=project, config=config)):
+                if entry:
+                    predictions.append({"task": task["id"], **entry})
+        if runtime.registry.pointer(project) != pointer:
+            return 0  # a newer version was promoted meanwhile; its own job pushes it
+        count = labelstudio.push_predictions(ls, project, pointer.version, predictions)
+    except Exception as exc:
+        log.warning("project %s: could not push predictions to Label Studio (%s); retried by the next job", project, type(exc).__name__)
+        return 0
+    runtime.redis.set(pushed_key, pointer.version)
+    log.info("project %s: pushed %s predictions of %s to Label Studio", project, count, pointer.version)
+    return count
 
 
 def _respect_min_interval(runtime: Runtime, project: int) -> None:

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from .store import Annotation
+
 
 class InvalidPayload(ValueError):
     """A request the backend refuses, with the HTTP status to answer."""
@@ -194,3 +196,29 @@ def _as_list(value: Any) -> list[dict[str, Any]]:
     if not all(isinstance(item, dict) for item in items):
         raise InvalidPayload("annotation and task entries must be JSON objects")
     return items
+
+
+def parse_annotation(raw: dict[str, Any], task_id: Any, data: dict[str, str]) -> Annotation:
+    """An LS annotation (webhook or API shape) as the store keeps it; skips carry no labels."""
+    if isinstance(task_id, dict):
+        task_id = task_id.get("id")
+    labels: dict[str, list[str]] = {}
+    if not raw.get("was_cancelled") and isinstance(raw.get("result"), list):
+        for region in raw["result"]:
+            if not isinstance(region, dict) or not isinstance(region.get("from_name"), str):
+                continue
+            value = region.get("value")
+            choices = value.get("choices") if isinstance(value, dict) else None
+            if isinstance(choices, list) and choices and all(isinstance(c, str) for c in choices):
+                labels[region["from_name"][:200]] = sorted(set(choices))
+    author = raw.get("completed_by")
+    if isinstance(author, dict):
+        author = author.get("id")
+    return Annotation(
+        id=positive_int(raw.get("id"), "annotation id"),
+        task=positive_int(task_id, "annotation task id"),
+        updated_at=timestamp(raw.get("updated_at") or raw.get("created_at")),
+        labels=labels,
+        author=author if isinstance(author, (int, str)) else None,
+        data=data,
+    )

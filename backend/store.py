@@ -15,7 +15,10 @@ from typing import Any, Iterable, Mapping
 
 from redis import Redis
 
+from .labelconfig import LabelConfigError, parse_label_config
+
 PREFIX = "lsb"
+MAX_DATA_FIELDS = 32
 
 # KEYS: annotations, annotation labels, annotation times, tombstones, texts, change sequence
 # ARGV: annotation id, updated_at, record json, labels json, task id, task data json
@@ -182,8 +185,33 @@ class Store:
             self.redis.hset(key(project, "meta"), mapping=mapping)
             self.redis.sadd(f"{PREFIX}:projects", int(project))
 
+    def input_keys(self, project: int) -> tuple[str, ...] | None:
+        """The data keys the project's config reads (None when no config is known yet)."""
+        try:
+            return parse_label_config(self.meta(project).get("label_config", "")).data_keys or None
+        except LabelConfigError:
+            return None
+
     def meta(self, project: int) -> dict[str, str]:
         return {k.decode(): v.decode() for k, v in self.redis.hgetall(key(project, "meta")).items()}
 
     def projects(self) -> list[int]:
         return sorted(int(p) for p in self.redis.smembers(f"{PREFIX}:projects"))
+
+
+def texts_of(task: Mapping[str, Any], keys: tuple[str, ...] | None, limit: int) -> dict[str, str]:
+    """The task's input fields training needs (all short string fields when no config is known)."""
+    data = task.get("data")
+    if not isinstance(data, dict):
+        return {}
+    picked = {}
+    for name, value in data.items():
+        if keys is not None and name not in keys:
+            continue
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = str(value)
+        if isinstance(value, str):
+            picked[str(name)[:200]] = value[:limit]
+        if len(picked) >= MAX_DATA_FIELDS:
+            break
+    return picked

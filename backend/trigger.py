@@ -40,7 +40,7 @@ def queued_job(redis: Redis, project: int) -> str | None:
     return raw.decode() if raw else None
 
 
-def request_retrain(settings: Settings, redis: Redis, project: int, reason: str) -> Request:
+def request_retrain(settings: Settings, redis: Redis, project: int, reason: str, full_sync: bool = False) -> Request:
     """Enqueue a retrain of `project` unless one is already waiting to start."""
     flag = key(project, "queued")
     current = queued_job(redis, project)
@@ -57,6 +57,7 @@ def request_retrain(settings: Settings, redis: Redis, project: int, reason: str)
         "backend.job.retrain",
         int(project),
         reason,
+        full_sync,
         job_id=job_id,
         retry=retry,
         job_timeout=settings.job_timeout,

@@ -1,0 +1,116 @@
+"""Talking back to Label Studio with `label-studio-sdk`: reconcile annotations, push predictions.
+
+LS sends each webhook once and none for imported annotations, so a train job first pulls the
+project's labeled tasks (incrementally by task `updated_at`, fully on demand) into the store.
+After a promotion it pushes the new version's predictions for the unlabeled tasks and then sets
+the project's `model_version`, because LS never re-predicts by itself. Credentials come from
+LABEL_STUDIO_URL + LABEL_STUDIO_API_KEY, else from the `hostname`/`access_token` of `/setup`.
+Tokens are never logged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator
+
+from .payload import InvalidPayload, parse_annotation
+from .store import Store, key
+
+log = logging.getLogger(__name__)
+
+PAGE_SIZE = 500
+PUSH_BATCH = 500
+SYNC_OVERLAP = 300.0  # seconds re-read before the last sync, for clock skew and slow commits
+
+
+@dataclass(frozen=True)
+class Credentials:
+    url: str
+    token: str
+
+
+def credentials(settings_url: str, settings_key: str, meta: dict[str, str]) -> Credentials | None:
+    url = settings_url or meta.get("hostname", "")
+    token = settings_key or meta.get("access_token", "")
+    if not url or not token or not url.startswith(("http://", "https://")):
+        return None
+    return Credentials(url.rstrip("/"), token)
+
+
+def client(creds: Credentials, timeout: float = 30.0) -> Any:
+    from label_studio_sdk import LabelStudio
+
+    return LabelStudio(base_url=creds.url, api_key=creds.token, timeout=timeout)
+
+
+def _query(*items: dict[str, Any]) -> str:
+    return json.dumps({"filters": {"conjunction": "and", "items": list(items)}})
+
+
+def labeled_tasks(ls: Any, project: int, since: float | None) -> Iterator[Any]:
+    items = [{"filter": "filter:tasks:total_annotations", "operator": "greater", "type": "Number", "value": 0}]
+    if since:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(since))
+        items.append({"filter": "filter:tasks:updated_at", "operator": "greater", "type": "Datetime", "value": stamp})
+    yield from ls.tasks.list(project=project, query=_query(*items), fields="all", page_size=PAGE_SIZE)
+
+
+def unlabeled_tasks(ls: Any, project: int) -> Iterator[Any]:
+    item = {"filter": "filter:tasks:total_annotations", "operator": "equal", "type": "Number", "value": 0}
+    yield from ls.tasks.list(project=project, query=_query(item), fields="all", page_size=PAGE_SIZE)
+
+
+def _as_dict(value: Any) -> dict[str, Any]:
+    if isinstance(value, dict):
+        return value
+    return value.dict() if hasattr(value, "dict") else {}
+
+
+def sync_annotations(
+    ls: Any, store: Store, project: int, texts_of: Callable[[dict[str, Any]], dict[str, str]], full: bool = False
+) -> dict[str, int]:
+    """Pull labeled tasks from LS into the store; a full sync also removes what LS no longer has."""
+    last = float(store.redis.get(key(project, "synced_at")) or 0)
+    started = time.time()
+    since = None if full or not last else last - SYNC_OVERLAP
+    seen: set[int] = set()
+    changed = 0
+    for task in labeled_tasks(ls, project, since):
+        data = {"id": task.id, "data": task.data or {}}
+        for raw in task.annotations or []:
+            raw = _as_dict(raw)
+            try:
+                annotation = parse_annotation(raw, task.id, texts_of(data))
+            except InvalidPayload:
+                continue
+            seen.add(annotation.id)
+            changed += bool(store.upsert(project, annotation))
+    removed = 0
+    if full:
+        stored = {int(a) for a in store.redis.hkeys(key(project, "ann"))}
+        gone = stored - seen
+        removed = len(gone)
+        store.delete(project, gone)
+    store.redis.set(key(project, "synced_at"), started)
+    return {"changed": changed, "seen": len(seen), "removed": removed, "full": int(full)}
+
+
+def push_predictions(ls: Any, project: int, version: str, predictions: Iterable[dict[str, Any]]) -> int:
+    """Store predictions in LS in batches, then make `version` the project's model version."""
+    batch: list[dict[str, Any]] = []
+    pushed = 0
+    for prediction in predictions:
+        batch.append(prediction)
+        if len(batch) >= PUSH_BATCH:
+            ls.projects.import_predictions(id=project, request=batch)
+            pushed += len(batch)
+            batch = []
+    if batch:
+        ls.projects.import_predictions(id=project, request=batch)
+        pushed += len(batch)
+    if pushed:
+        ls.projects.update(id=project, model_version=version)
+    return pushed
