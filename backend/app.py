@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from typing import Any
 
@@ -51,6 +52,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         metrics.REQUESTS.labels(endpoint, request.method, str(response.status_code)).inc()
         metrics.LATENCY.labels(endpoint).observe(elapsed)
         response.headers["Server-Timing"] = f"app;dur={elapsed * 1000:.2f}"
+        response.headers["X-Backend-Worker"] = str(os.getpid())
         log.debug("%s %s %s %.1f ms", request.method, endpoint, response.status_code, elapsed * 1000)
         return response
 

@@ -18,13 +18,16 @@ _embedded: Redis | None = None
 _lock = threading.Lock()
 
 
-def redis_for(settings: Settings) -> Redis:
-    """The Redis client for these settings (RQ needs bytes, so responses are not decoded)."""
+def redis_for(settings: Settings, blocking: bool = False) -> Redis:
+    """The Redis client for these settings (RQ needs bytes, so responses are not decoded).
+
+    `blocking` is for RQ workers, whose dequeue waits up to 15 s on the socket.
+    """
     global _embedded
     if settings.redis_url:
         return Redis.from_url(
             settings.redis_url,
-            socket_timeout=settings.redis_timeout,
+            socket_timeout=30.0 if blocking else settings.redis_timeout,
             socket_connect_timeout=settings.redis_timeout,
             health_check_interval=30,
             retry=Retry(NoBackoff(), 1),

@@ -10,14 +10,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import uuid
 from contextlib import contextmanager
 from typing import Any, Iterator
 
 from redis import Redis
 from rq import get_current_job
 
-from . import labelstudio
+from . import faults, labelstudio
 from . import runtime as runtime_module
 from .labelconfig import LabelConfigError, parse_label_config
 from .registry import RegistryError
@@ -27,7 +26,8 @@ from .training import build_snapshot
 
 log = logging.getLogger(__name__)
 
-LOCK_TTL_MS = 30_000
+LOCK_TTL_MS = 15_000
+BACKOFF = (1.0, 5.0, 15.0)  # seconds before retry 1, 2, 3 (RQ re-enqueues at once)
 
 _RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 _EXTEND = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0"
@@ -38,10 +38,12 @@ class LockTimeout(Exception):
 
 
 @contextmanager
-def project_lock(redis: Redis, project: int, wait: float) -> Iterator[None]:
-    """Hold the project's train lock, kept alive by a heartbeat; expires if the holder dies."""
+def project_lock(redis: Redis, project: int, wait: float, token: str) -> Iterator[None]:
+    """Hold the project's train lock, kept alive by a heartbeat; expires if the holder dies.
+
+    The token is the job id, so the worker whose work-horse died can release it at once.
+    """
     name = key(project, "lock")
-    token = uuid.uuid4().hex
     deadline = time.monotonic() + wait
     while not redis.set(name, token, nx=True, px=LOCK_TTL_MS):
         if time.monotonic() > deadline:
@@ -66,13 +68,21 @@ def project_lock(redis: Redis, project: int, wait: float) -> Iterator[None]:
         redis.register_script(_RELEASE)(keys=[name], args=[token])
 
 
+def release_lock_of(redis: Redis, project: int, job_id: str) -> bool:
+    """Release a project's train lock held by `job_id` (whose process is known to be dead)."""
+    return bool(redis.register_script(_RELEASE)(keys=[key(project, "lock")], args=[job_id]))
+
+
 def retrain(project: int, reason: str = "", full_sync: bool = False) -> dict[str, Any]:
     """RQ entry point: train project `project` once, coalescing everything stored so far."""
     job = get_current_job()
     if job is None:
         raise RuntimeError("retrain runs inside an RQ job")
     runtime = runtime_module.for_job(job.connection)
-    with project_lock(runtime.redis, project, wait=max(1.0, runtime.settings.job_timeout - 30)):
+    attempt = runtime.settings.job_retries - (job.retries_left if job.retries_left is not None else runtime.settings.job_retries)
+    if attempt > 0:
+        time.sleep(BACKOFF[min(attempt, len(BACKOFF)) - 1])
+    with project_lock(runtime.redis, project, wait=max(1.0, runtime.settings.job_timeout - 30), token=job.id):
         _respect_min_interval(runtime, project)
         flag = key(project, "queued")
         if runtime.redis.get(flag) == job.id.encode():
@@ -158,8 +168,8 @@ def train_project(runtime: Runtime, project: int, reason: str, job_id: str = "")
     snapshot = build_snapshot(
         project, store.labeled_tasks(project), config, watermark, runtime.settings.max_text_chars
     )
-    champion_record = registry.record(project, pointer.version) if pointer else None
-    if champion_record and champion_record.get("fingerprint") == snapshot.fingerprint:
+    history = registry.history(project)
+    if history and history[-1].get("fingerprint") == snapshot.fingerprint and history[-1].get("decision") != "promoting":
         return {"status": "unchanged", "version": pointer.version if pointer else None}
     champion = None
     if pointer:
@@ -167,6 +177,7 @@ def train_project(runtime: Runtime, project: int, reason: str, job_id: str = "")
             champion = registry.load(project, pointer.version, pointer.sha256)
         except RegistryError as exc:
             log.error("project %s: champion %s unusable, judging without it: %s", project, pointer.version, exc)
+    faults.point("fit")
     result = runtime.model.fit("START_TRAINING", snapshot, champion)
     version = registry.next_version(project)
     record: dict[str, Any] = {

@@ -23,6 +23,7 @@ from typing import Any, Iterator
 
 import skops.io as sio
 
+from . import faults
 from .estimator import ModelBundle
 
 ARTIFACT_SUFFIX = ".skops"
@@ -52,12 +53,6 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _crash_point(name: str) -> None:
-    """Fault-injection hook for the publish steps (tests set CRASH_AT); a no-op otherwise."""
-    if os.environ.get("CRASH_AT") == name:
-        os._exit(137)
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -137,17 +132,17 @@ class Registry:
             raise RegistryError("invalid version name")
         directory = self.project_dir(project)
         directory.mkdir(parents=True, exist_ok=True)
-        _crash_point("before_dump")
+        faults.point("before_dump")
         data = sio.dumps(bundle.to_artifact())
         tmp = directory / f".tmp-{version}-{os.getpid()}-{time.monotonic_ns()}"
         try:
             with open(tmp, "wb") as handle:
                 handle.write(data[: len(data) // 2])
-                _crash_point("mid_dump")
+                faults.point("mid_dump")
                 handle.write(data[len(data) // 2 :])
                 handle.flush()
                 os.fsync(handle.fileno())
-            _crash_point("after_dump_before_replace")
+            faults.point("after_dump_before_replace")
             os.replace(tmp, directory / f"{version}{ARTIFACT_SUFFIX}")
         finally:
             if tmp.exists():
@@ -201,7 +196,7 @@ class Registry:
     # -- moves ---------------------------------------------------------------------------------
     def promote(self, project: int, version: str, sha256: str, watermark: int, expected_seq: int) -> Pointer:
         """Make `version` current if the champion is still the one it was judged against (CAS)."""
-        _crash_point("after_replace_before_pointer")
+        faults.point("after_replace_before_pointer")
         with self._locked(project) as directory:
             current = self.pointer(project)
             current_seq = current.seq if current else 0

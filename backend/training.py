@@ -27,7 +27,7 @@ from .estimator import ControlModel, ModelBundle, choose, restrict
 from .labelconfig import ChoicesControl, LabelConfig
 from .store import LabeledTask
 
-MIN_HOLDOUT = 50
+MIN_HOLDOUT = 200
 MAX_HOLDOUT = 1000
 HOLDOUT_FRACTION = 0.2
 METRICS = ("macro_f1", "accuracy")

@@ -52,14 +52,13 @@ def request_retrain(settings: Settings, redis: Redis, project: int, reason: str,
             return Request(queued_job(redis, project) or job_id, False)
     elif not redis.set(flag, job_id, ex=settings.job_timeout * 4, nx=True):
         return Request(queued_job(redis, project) or job_id, False)
-    retry = Retry(max=settings.job_retries) if settings.embedded else Retry(max=settings.job_retries, interval=[1, 5, 15])
     retrain_queue(settings, redis).enqueue(
         "backend.job.retrain",
         int(project),
         reason,
         full_sync,
         job_id=job_id,
-        retry=retry,
+        retry=Retry(max=settings.job_retries),
         job_timeout=settings.job_timeout,
         result_ttl=3600,
         failure_ttl=7 * 24 * 3600,

@@ -9,13 +9,18 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
+import uuid
 
-from rq import SimpleWorker, Worker
+from rq import Queue, SimpleWorker, Worker
+from rq.job import Job
+from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 from rq.timeouts import TimerDeathPenalty
 
 from . import runtime as runtime_module
 from .config import Settings
+from .connection import redis_for
 from .runtime import Runtime
 from .trigger import retrain_queue
 
@@ -57,18 +62,65 @@ def start_embedded_worker(runtime: Runtime) -> threading.Thread:
     return thread
 
 
+HEARTBEAT_GRACE = 5  # seconds past a missed heartbeat before a job counts as abandoned (RQ: 60)
+MONITORING_INTERVAL = 5
+REAP_INTERVAL = 5.0
+
+
+class RetrainWorker(Worker):
+    """A forking RQ worker whose dead jobs are noticed in seconds, not minutes.
+
+    RQ keeps a started job alive for `monitoring interval + 60 s` after each heartbeat and reaps it
+    only at its next maintenance pass; this worker uses a 5 s grace and reaps every 5 s.
+    """
+
+    def get_heartbeat_ttl(self, job: Job) -> int:
+        return MONITORING_INTERVAL + HEARTBEAT_GRACE
+
+
+def release_dead_horse_lock(job: Job, retpid: int, ret_val: int, rusage: object) -> None:
+    """RQ calls this in the worker when its work-horse died (OOM, SIGKILL): free the project lock."""
+    from .job import release_lock_of
+
+    if job.func_name == "backend.job.retrain" and job.args:
+        release_lock_of(job.connection, int(job.args[0]), job.id)
+        log.warning("work-horse of %s died (signal %s); project lock released", job.id, ret_val & 0x7F)
+
+
+def reap_abandoned(queue: Queue) -> None:
+    """Fail or retry (RQ's own handling) every started job whose heartbeat has expired."""
+    StartedJobRegistry(queue=queue).cleanup()
+
+
+def start_reaper(settings: Settings) -> threading.Thread:
+    def loop() -> None:
+        queue = retrain_queue(settings, redis_for(settings))
+        while True:
+            time.sleep(REAP_INTERVAL)
+            try:
+                reap_abandoned(queue)
+            except Exception as exc:
+                log.warning("reaper pass failed: %s", type(exc).__name__)
+
+    thread = threading.Thread(target=loop, name="reaper", daemon=True)
+    thread.start()
+    return thread
+
+
 def run_worker(settings: Settings, burst: bool = False) -> None:
-    """A forking RQ worker with the scheduler (for retry intervals) and short liveness intervals."""
-    runtime = Runtime.build(settings, poll=False)
+    """A forking RQ worker with a reaper thread for abandoned train jobs."""
+    runtime = Runtime.build(settings, redis=redis_for(settings, blocking=True), poll=False)
     queue = retrain_queue(settings, runtime.redis)
     runtime.registry.sweep_temp_files()
-    worker = Worker(
+    start_reaper(settings)
+    worker = RetrainWorker(
         [queue],
         connection=runtime.redis,
         serializer=JSONSerializer,
-        name=f"backend-{os.uname().nodename}-{os.getpid()}",
-        worker_ttl=60,
-        job_monitoring_interval=10,
+        name=f"backend-{os.uname().nodename}-{os.getpid()}-{uuid.uuid4().hex[:6]}",
+        worker_ttl=30,
+        job_monitoring_interval=MONITORING_INTERVAL,
         maintenance_interval=30,
+        work_horse_killed_handler=release_dead_horse_lock,
     )
     worker.work(burst=burst, with_scheduler=True, logging_level=settings.log_level)

@@ -139,3 +139,100 @@ def _pings(client: Any) -> bool:
         return bool(client.ping())
     except Exception:
         return False
+
+
+class Process:
+    """A subprocess in its own process group, with its log, killed at teardown."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log: Path):
+        self.log = log
+        self.handle = open(log, "ab")
+        self.popen = subprocess.Popen(args, cwd=ROOT, env=env, stdout=self.handle, stderr=subprocess.STDOUT, start_new_session=True)
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def children(self) -> list[int]:
+        out = subprocess.run(["pgrep", "-P", str(self.pid)], capture_output=True, text=True).stdout
+        return [int(p) for p in out.split()]
+
+    def kill_group(self) -> None:
+        import signal
+
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.popen.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.terminate()
+            try:
+                self.popen.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill_group()
+        self.handle.close()
+
+
+class Services:
+    """Real processes of a deployment on loopback: RQ workers and gunicorn against one Redis."""
+
+    def __init__(self, redis_url: str, tmp_path: Path):
+        self.redis_url = redis_url
+        self.model_dir = tmp_path / "models"
+        self.tmp_path = tmp_path
+        self.processes: list[Process] = []
+        self.env = {
+            **os.environ,
+            "REDIS_URL": redis_url,
+            "MODEL_DIR": str(self.model_dir),
+            "RETRAIN_MIN_INTERVAL": "0",
+            "LOG_LEVEL": "INFO",
+            "SWAP_POLL_INTERVAL": "0.1",
+        }
+        for name in ("LABEL_STUDIO_URL", "LABEL_STUDIO_API_KEY", "CRASH_AT", "SLEEP_AT"):
+            self.env.pop(name, None)
+
+    def worker(self, **env: str) -> Process:
+        import sys
+
+        process = Process([sys.executable, "-m", "backend", "worker"], {**self.env, **env},
+                          self.tmp_path / f"worker-{len(self.processes)}.log")
+        self.processes.append(process)
+        return process
+
+    def web(self, workers: int = 2, **env: str) -> tuple[str, Process]:
+        import sys
+
+        port = free_port()
+        args = [sys.executable, "-m", "gunicorn", "--workers", str(workers), "--threads", "4", "--bind",
+                f"127.0.0.1:{port}", "--timeout", "60", "backend.app:create_app()"]
+        process = Process(args, {**self.env, **env}, self.tmp_path / f"web-{len(self.processes)}.log")
+        self.processes.append(process)
+        url = f"http://127.0.0.1:{port}"
+        import requests
+
+        def up() -> bool:
+            try:
+                return requests.get(f"{url}/health", timeout=1).status_code == 200
+            except requests.RequestException:
+                return False
+
+        wait_for(up, timeout=30, interval=0.2)
+        return url, process
+
+    def stop(self) -> None:
+        for process in self.processes:
+            process.stop()
+
+
+@pytest.fixture
+def services(redis_server: str, tmp_path: Path):
+    import redis
+
+    redis.Redis.from_url(redis_server).flushall()
+    deployment = Services(redis_server, tmp_path)
+    yield deployment
+    deployment.stop()

@@ -54,3 +54,28 @@ def test_label_studio_connects_trains_and_holds_our_predictions(label_studio, ba
         seen += 1
     assert seen == len(unlabeled)
     assert backend_server.version(project.id) == version
+
+
+def test_promoted_version_is_pushed_to_label_studio_for_unlabeled_tasks(label_studio, backend_server, tweets):
+    """After a promotion LS holds predictions of that version and `project.model_version` is it."""
+    ls = label_studio.client()
+    project = ls.projects.create(title="e2e loop", label_config=LABEL_CONFIG)
+    ls.projects.import_tasks(id=project.id, request=[{"text": tweets.texts[i], "ref": i} for i in range(100, 150)])
+    tasks = sorted(ls.tasks.list(project=project.id, fields="all"), key=lambda t: t.id)
+    ls.ml.create(url=backend_server.url, project=project.id, title="active-learning", auto_update=True)
+    labeled = tasks[:30]
+    for task in labeled:
+        ls.annotations.create(id=task.id, result=_choice(tweets.labels[task.data["ref"]]), was_cancelled=False)
+
+    def pushed() -> str | None:
+        version = backend_server.version(project.id)
+        current = ls.projects.get(project.id).model_version
+        return version if version != "untrained" and current == version else None
+
+    version = wait_for(pushed, timeout=120, interval=1)
+    labeled_ids = {t.id for t in labeled}
+    for task in ls.tasks.list(project=project.id, fields="all"):
+        if task.id in labeled_ids:
+            continue
+        versions = {p.get("model_version") for p in _predictions(task)}
+        assert version in versions, (task.id, versions)
