@@ -30,7 +30,7 @@ def redis_for(settings: Settings, blocking: bool = False) -> Redis:
             socket_timeout=30.0 if blocking else settings.redis_timeout,
             socket_connect_timeout=settings.redis_timeout,
             health_check_interval=30,
-            retry=Retry(NoBackoff(), 1),
+            retry=Retry(NoBackoff(), 0),
         )
     with _lock:
         if _embedded is None:

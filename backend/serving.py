@@ -48,11 +48,13 @@ class ModelCache:
     def get(self, project: int) -> Served | None:
         """The served model of a project (loaded now if this process never looked at the project)."""
         self._ensure_poller()
-        if project not in self._known:
+        served = self._served.get(project)
+        if served is None:
             with self._lock:
                 self._known.add(project)
-            self.refresh(project)
-        return self._served.get(project)
+            self.refresh(project)  # waits for a load the poller may have started
+            served = self._served.get(project)
+        return served
 
     def pointer(self, project: int) -> Pointer | None:
         return self.registry.pointer(project)
@@ -63,7 +65,8 @@ class ModelCache:
         served = self._served.get(project)
         if pointer is None or (served is not None and pointer.seq <= served.seq):
             return False
-        lock = self._load_locks.setdefault(project, threading.Lock())
+        with self._lock:
+            lock = self._load_locks.setdefault(project, threading.Lock())
         with lock:
             served = self._served.get(project)
             if served is not None and pointer.seq <= served.seq:

@@ -35,7 +35,8 @@ def settled(registry: Registry, project: int, changes: int, timeout: float = 90)
 
     def done():
         history = registry.history(project)
-        return history if max((r.get("watermark", 0) for r in history), default=0) >= changes else None
+        judged = max((r.get("watermark", 0) for r in history), default=0) >= changes
+        return history if judged and history[-1]["decision"] != "promoting" else None
 
     return wait_for(done, timeout=timeout, interval=0.2)
 
