@@ -79,3 +79,20 @@ def test_promoted_version_is_pushed_to_label_studio_for_unlabeled_tasks(label_st
             continue
         versions = {p.get("model_version") for p in _predictions(task)}
         assert version in versions, (task.id, versions)
+
+
+def test_imported_annotations_without_webhooks_are_reconciled_on_start_training(label_studio, backend_server, tweets):
+    """LS sends no webhook for imported annotations: Start Training must still train on them."""
+    ls = label_studio.client()
+    project = ls.projects.create(title="e2e reconcile", label_config=LABEL_CONFIG)
+    ml = ls.ml.create(url=backend_server.url, project=project.id, title="active-learning", auto_update=True)
+    rows = [{"data": {"text": tweets.texts[i]}, "annotations": [{"result": _choice(tweets.labels[i])}]} for i in range(300, 340)]
+    rows += [{"data": {"text": tweets.texts[i]}} for i in range(340, 350)]
+    ls.projects.import_tasks(id=project.id, request=rows)
+    ls.ml.train(id=ml.id)
+    version = wait_for(lambda: (v := backend_server.version(project.id)) != "untrained" and v, timeout=120, interval=0.5)
+    import requests
+
+    labels = requests.get(f"{backend_server.url}/projects/{project.id}/labels", timeout=5).json()
+    assert labels["labeled_tasks"] == 40
+    assert version.startswith(f"p{project.id}-v")

@@ -1,0 +1,94 @@
+import numpy as np
+import pytest
+
+from backend.estimator import ControlModel, ModelBundle, choose, restrict
+from backend.labelconfig import parse_label_config
+from backend.store import LabeledTask
+from backend.training import MIN_HOLDOUT, build_snapshot, holdout_mask, holdout_rate, in_holdout, train_and_judge
+from tests.conftest import LABEL_CONFIG
+
+CONFIG = parse_label_config(LABEL_CONFIG)
+
+
+def snapshot_of(tweets, start, stop, flip=False, project=1):
+    labels = ["positive", "negative", "neutral"]
+    rate = holdout_rate(stop - start)
+    tasks = []
+    for i in range(start, stop):
+        label = tweets.labels[i]
+        if flip and not in_holdout(project, i + 1, rate):
+            label = labels[(labels.index(label) + 1) % 3]
+        tasks.append(LabeledTask(i + 1, {"text": tweets.texts[i]}, {"sentiment": [label]}, {"sentiment": i + 1}))
+    return build_snapshot(project, tasks, CONFIG, stop, 1000)
+
+
+def test_holdout_shrinks_as_a_project_grows_so_old_holdouts_stay_unseen():
+    small = holdout_mask(1, list(range(1, 2001)))
+    large = holdout_mask(1, list(range(1, 20001)))
+    assert 0.15 < small.mean() < 0.25
+    assert large.sum() < 1300
+    assert not np.any(large[:2000] & ~small)  # held out now => held out before
+
+
+def test_first_model_must_beat_the_trivial_baseline(tweets):
+    result = train_and_judge(snapshot_of(tweets, 0, 300), None)
+    assert result.judgement.promote and "first model" in result.judgement.reason
+    assert result.judgement.method == "cross-validation"
+
+
+def test_a_challenger_trained_on_corrupted_labels_is_rejected(tweets):
+    n = 1200
+    champion = train_and_judge(snapshot_of(tweets, 0, n), None).bundle
+    result = train_and_judge(snapshot_of(tweets, 0, n, flip=True), champion)
+    assert result.judgement.method == "holdout"
+    assert not result.judgement.promote and "worse" in result.judgement.reason
+    assert result.judgement.champion["sentiment"]["n"] >= MIN_HOLDOUT
+
+
+def test_a_better_challenger_is_promoted(tweets):
+    champion = train_and_judge(snapshot_of(tweets, 0, 300), None).bundle
+    result = train_and_judge(snapshot_of(tweets, 0, 3000), champion)
+    assert result.judgement.promote and result.judgement.method == "holdout"
+
+
+def test_one_class_is_not_enough():
+    tasks = [LabeledTask(i, {"text": f"t {i}"}, {"sentiment": ["positive"]}, {}) for i in range(1, 30)]
+    result = train_and_judge(build_snapshot(1, tasks, CONFIG, 29, 100), None)
+    assert result.bundle is None and not result.judgement.promote
+
+
+def test_snapshot_sets_aside_what_the_config_does_not_allow():
+    tasks = [LabeledTask(1, {"text": "a"}, {"sentiment": ["Bogus"]}, {}),
+             LabeledTask(2, {"text": "b"}, {"gone": ["x"]}, {}),
+             LabeledTask(3, {}, {"sentiment": ["positive"]}, {}),
+             LabeledTask(4, {"text": "c"}, {"sentiment": ["positive", "negative"]}, {}),
+             LabeledTask(5, {"text": "d"}, {"sentiment": ["positive"]}, {})]
+    snapshot = build_snapshot(1, tasks, CONFIG, 5, 100)
+    assert snapshot.size == 1
+    assert snapshot.set_aside == {"label not in config": 1, "control not in config": 1, "no text": 1,
+                                  "several choices for a single-choice control": 1}
+    assert snapshot.fingerprint == build_snapshot(1, tasks, CONFIG, 9, 100).fingerprint
+
+
+def test_multi_label_models_handle_constant_labels():
+    texts = ["red apple", "green apple", "red car", "blue car"] * 5
+    targets = [["fruit", "red"], ["fruit"], ["red"], []] * 5
+    model = ControlModel.fit(texts, targets, ["fruit", "red", "always"], True)
+    proba = model.predict_proba(["red apple"])
+    assert proba.shape == (1, 3) and proba[0, 2] == 0.0
+    assert set(choose(proba, model.labels, True, 0.5)[0]) <= {"fruit", "red"}
+
+
+def test_restrict_drops_labels_removed_from_the_config_and_renormalises():
+    proba = np.array([[0.6, 0.3, 0.1]])
+    out = restrict(proba, ["a", "b", "c"], ["b", "c", "new"], False)
+    assert out.shape == (1, 3) and out[0, 2] == 0.0 and abs(out.sum() - 1.0) < 1e-9
+    assert choose(out, ["b", "c", "new"], False, 0.5) == [["b"]]
+
+
+def test_bundle_round_trips_through_the_artifact_layout(tweets):
+    model = ControlModel.fit(tweets.texts[:100], [[y] for y in tweets.labels[:100]], ["negative", "neutral", "positive"], False)
+    bundle = ModelBundle.from_artifact(ModelBundle({"sentiment": model}).to_artifact())
+    assert np.allclose(bundle.controls["sentiment"].predict_proba(["x y"]), model.predict_proba(["x y"]))
+    with pytest.raises(ValueError):
+        ModelBundle.from_artifact({"format": 2})
