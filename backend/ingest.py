@@ -11,7 +11,7 @@ from typing import Any
 from .payload import InvalidPayload, WebhookEvent, parse_annotation, positive_int
 from .runtime import Runtime
 from .store import texts_of
-from .trigger import count_change, request_retrain
+from .trigger import request_retrain
 
 log = logging.getLogger(__name__)
 
@@ -28,17 +28,16 @@ def handle(runtime: Runtime, event: WebhookEvent) -> dict[str, Any]:
     project, store, settings = event.project, runtime.store, runtime.settings
     answer: dict[str, Any] = {"status": "ok", "action": event.action, "project": project}
     config_changed = False
-    if event.label_config:
-        previous = store.meta(project).get("label_config")
-        if previous != event.label_config:
-            store.set_meta(project, label_config=event.label_config)
-            config_changed = previous is not None
+    previous = store.meta(project).get("label_config")
+    if event.label_config and previous != event.label_config:
+        store.set_meta(project, label_config=event.label_config)
+        config_changed = previous is not None
     if event.action == "START_TRAINING" or (event.action == "PROJECT_UPDATED" and config_changed):
         reason = "START_TRAINING" if event.action == "START_TRAINING" else "label config changed"
         request = request_retrain(settings, runtime.redis, project, reason)
         answer["retrain"] = {"job_id": request.job_id, "enqueued": request.enqueued}
         return answer
-    keys, limit = store.input_keys(project), settings.max_text_chars
+    keys, limit = store.input_keys(project, event.label_config or previous or ""), settings.max_text_chars
     if event.action == "TASKS_CREATED":
         store.remember_tasks(project, {positive_int(t.get("id"), "task id"): texts_of(t, keys, limit) for t in event.tasks})
         return answer
@@ -63,7 +62,7 @@ def handle(runtime: Runtime, event: WebhookEvent) -> dict[str, Any]:
                 stored += 1
                 seq = max(seq, changed)
         answer["changed"] = stored
-    if seq and count_change(settings, runtime.redis, project, seq, settings.retrain_threshold):
+    if seq and store.due(project, seq, settings.retrain_threshold):
         request = request_retrain(settings, runtime.redis, project, f"{event.action}: labels changed")
         answer["retrain"] = {"job_id": request.job_id, "enqueued": request.enqueued}
     return answer

@@ -22,6 +22,7 @@ MAX_DATA_FIELDS = 32
 
 # KEYS: annotations, annotation labels, annotation times, tombstones, texts, change sequence
 # ARGV: annotation id, updated_at, record json, labels json, task id, task data json
+# Returns the new change sequence, or 0 when nothing changed.
 _UPSERT = """
 if redis.call('HEXISTS', KEYS[4], ARGV[1]) == 1 then return 0 end
 local old = redis.call('HGET', KEYS[3], ARGV[1])
@@ -49,6 +50,15 @@ for i = 1, #ARGV - 1 do
 end
 if changed > 0 then return redis.call('INCRBY', KEYS[5], changed) end
 return 0
+"""
+
+
+# KEYS: last requested sequence; ARGV: new sequence, threshold. Returns 1 when a retrain is due.
+_DUE = """
+local last = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tonumber(ARGV[1]) - last < tonumber(ARGV[2]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[1])
+return 1
 """
 
 
@@ -89,6 +99,7 @@ class Store:
         self.redis = redis
         self._upsert = redis.register_script(_UPSERT)
         self._delete = redis.register_script(_DELETE)
+        self._due = redis.register_script(_DUE)
 
     # -- annotations ---------------------------------------------------------------------------
     def upsert(self, project: int, annotation: Annotation) -> int:
@@ -118,6 +129,10 @@ class Store:
                 args=[*ids, repr(time.time())],
             )
         )
+
+    def due(self, project: int, seq: int, threshold: int) -> bool:
+        """True (once) when `seq` is `threshold` changes past the last retrain request."""
+        return bool(self._due(keys=[key(project, "requested_seq")], args=[seq, max(1, threshold)]))
 
     def change_seq(self, project: int) -> int:
         return int(self.redis.get(key(project, "seq")) or 0)
@@ -185,10 +200,12 @@ class Store:
             self.redis.hset(key(project, "meta"), mapping=mapping)
             self.redis.sadd(f"{PREFIX}:projects", int(project))
 
-    def input_keys(self, project: int) -> tuple[str, ...] | None:
+    def input_keys(self, project: int, label_config: str | None = None) -> tuple[str, ...] | None:
         """The data keys the project's config reads (None when no config is known yet)."""
+        if label_config is None:
+            label_config = self.meta(project).get("label_config", "")
         try:
-            return parse_label_config(self.meta(project).get("label_config", "")).data_keys or None
+            return parse_label_config(label_config).data_keys or None
         except LabelConfigError:
             return None
 

@@ -9,6 +9,10 @@ held out from every earlier model too and champion and challenger are judged on 
 Every model, served or judged, trains on the other tasks only. While a control has fewer than
 `MIN_HOLDOUT` held-out examples, the gate instead cross-validates the challenger on its training
 tasks and promotes it when it beats a trivial baseline (too few examples to tell two models apart).
+
+The gate: a challenger is promoted unless its metric is more than `margin` below the champion's
+and a paired bootstrap over the held-out tasks says so with 95% confidence; a difference the
+held-out set cannot resolve is not a reason to keep serving a model trained on fewer labels.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ MIN_HOLDOUT = 200
 MAX_HOLDOUT = 1000
 HOLDOUT_FRACTION = 0.2
 METRICS = ("macro_f1", "accuracy")
+BOOTSTRAP = 300
+CONFIDENCE = 0.95  # a challenger is rejected only when it is worse with at least this confidence
 
 
 @dataclass
@@ -198,6 +204,7 @@ def train_and_judge(
     champion_m: dict[str, dict[str, float]] = {}
     baseline_m: dict[str, dict[str, float]] = {}
     methods = set()
+    paired: dict[str, tuple[Any, Any, Any, ChoicesControl]] = {}
     for name, data in snapshot.controls.items():
         if len(data.texts) < 2:
             continue
@@ -212,9 +219,12 @@ def train_and_judge(
             methods.add("holdout")
             texts = [data.texts[i] for i in held]
             targets = [data.targets[i] for i in held]
-            challenger_m[name] = score(targets, predict_labels(model, texts, control, threshold), control)
+            new_labels = predict_labels(model, texts, control, threshold)
             old = champion.controls.get(name) if champion else None
-            champion_m[name] = score(targets, predict_labels(old, texts, control, threshold), control)
+            old_labels = predict_labels(old, texts, control, threshold)
+            challenger_m[name] = score(targets, new_labels, control)
+            champion_m[name] = score(targets, old_labels, control)
+            paired[name] = (targets, new_labels, old_labels, control)
             baseline_m[name] = score(
                 targets, baseline_labels([data.targets[i] for i in train], len(held), control), control
             )
@@ -234,14 +244,47 @@ def train_and_judge(
     base = mean_metric(baseline_m, metric)
     if champion_m:
         old = mean_metric(champion_m, metric)
-        promote = new >= old - margin
-        reason = f"{metric} {new:.4f} vs champion {old:.4f} (margin {margin}): {'not worse' if promote else 'worse'}"
+        worse = worse_probability(paired, metric, margin)
+        promote = new >= old - margin or worse < CONFIDENCE
+        verdict = "not worse" if new >= old - margin else ("within noise" if promote else "worse")
+        reason = (f"{metric} {new:.4f} vs champion {old:.4f} (margin {margin}): {verdict}; "
+                  f"P(worse by more than the margin) = {worse:.2f}")
     else:
         promote = new > base
         context = "first model" if champion is None else "too few held-out labels to compare models, cross-validated"
         reason = f"{context}: {metric} {new:.4f} {'beats' if promote else 'does not beat'} the trivial baseline {base:.4f}"
     judgement = Judgement(promote, reason, challenger_m, champion_m, baseline_m, method)
     return TrainResult(ModelBundle(models), judgement, time.perf_counter() - started)
+
+
+def worse_probability(paired: dict[str, tuple[Any, Any, Any, ChoicesControl]], metric: str, margin: float) -> float:
+    """Share of paired bootstrap resamples of the held-out tasks in which the challenger's mean
+    metric is more than `margin` below the champion's (resamples fixed by seed: deterministic)."""
+    rng = np.random.default_rng(0)
+    total = np.zeros(BOOTSTRAP)
+    for targets, new, old, control in paired.values():
+        n = len(targets)
+        weights = rng.multinomial(n, np.full(n, 1.0 / n), size=BOOTSTRAP).astype(float)
+        y = _indicators(targets, control)
+        total += _resampled(y, _indicators(new, control), weights, metric, control.multiple)
+        total -= _resampled(y, _indicators(old, control), weights, metric, control.multiple)
+    return float(np.mean(total / max(len(paired), 1) < -margin))
+
+
+def _indicators(label_lists: Sequence[Sequence[str]], control: ChoicesControl) -> np.ndarray:
+    return np.array([[label in set(t) for label in control.labels] for t in label_lists], dtype=float)
+
+
+def _resampled(y: np.ndarray, p: np.ndarray, weights: np.ndarray, metric: str, multiple: bool) -> np.ndarray:
+    """The metric on each resample (rows of `weights` count how often each task is drawn)."""
+    if metric == "accuracy":
+        per_task = (y == p).mean(axis=1) if multiple else (y == p).all(axis=1).astype(float)
+        return weights @ per_task / y.shape[0]
+    tp, fp, fn = weights @ (y * p), weights @ ((1 - y) * p), weights @ (y * (1 - p))
+    denominator = 2 * tp + fp + fn
+    f1 = np.divide(2 * tp, denominator, out=np.zeros_like(tp), where=denominator > 0)
+    columns = np.ones(y.shape[1], dtype=bool) if multiple else y.sum(axis=0) > 0
+    return f1[:, columns].mean(axis=1)
 
 
 def _cross_validate(data: ControlData, threshold: float, alpha: float) -> tuple[list[list[str]], list[list[str]]]:

@@ -72,12 +72,3 @@ def _still_waiting(redis: Redis, job_id: str) -> bool:
         return Job.fetch(job_id, connection=redis, serializer=JSONSerializer).get_status(refresh=False) in WAITING
     except NoSuchJobError:
         return False
-
-
-def count_change(settings: Settings, redis: Redis, project: int, seq: int, threshold: int) -> bool:
-    """True when `seq` is at least `threshold` changes past the last requested retrain."""
-    requested = int(redis.get(key(project, "requested_seq")) or 0)
-    if seq - requested < max(1, threshold):
-        return False
-    redis.set(key(project, "requested_seq"), seq)
-    return True

@@ -127,26 +127,29 @@ def main() -> None:
     parser.add_argument("--sizes", default="1000,10000,30000")
     parser.add_argument("--web-workers", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--client-threads", type=int, default=4)
     args = parser.parse_args()
     data = load_tweets()
     order = list(range(len(data)))
     random.Random(0).shuffle(order)
     texts, labels = [data.texts[i] for i in order], [data.labels[i] for i in order]
     deployment = Deployment(args.web_workers)
-    print(f"{'labels':>7} {'webhooks':>8} {'hook p50 ms':>11} {'hook p99 ms':>11} {'hooks/s':>8} "
+    print(f"{'labels':>7} {'webhooks':>8} {'hook p50 ms':>11} {'hook p99 ms':>11} {'srv p50 ms':>10} {'srv p99 ms':>10} {'hooks/s':>8} "
           f"{'train s':>8} {'feedback p50 s':>14} {'feedback max s':>14} {'decisions':>12}")
     try:
         for project, n in enumerate((int(s) for s in args.sizes.split(",")), start=1):
             session_times: list[float] = []
+            server_times: list[float] = []
 
             def send(i: int) -> None:
                 started = time.perf_counter()
                 r = requests.post(f"{deployment.url}/webhook", json=event(i + 1, texts[i], labels[i], project), timeout=10)
                 r.raise_for_status()
                 session_times.append(time.perf_counter() - started)
+                server_times.append(float(r.headers["Server-Timing"].split("dur=")[1]) / 1000)
 
             started = time.perf_counter()
-            with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            with concurrent.futures.ThreadPoolExecutor(args.client_threads) as pool:
                 list(pool.map(send, range(n)))
             burst = time.perf_counter() - started
             record = settled(deployment.registry, project, n)
@@ -164,6 +167,7 @@ def main() -> None:
                 elif before is not None:
                     continue
             print(f"{n:>7} {len(session_times):>8} {pct(session_times, 50) * 1000:>11.2f} {pct(session_times, 99) * 1000:>11.2f} "
+                  f"{pct(server_times, 50) * 1000:>10.2f} {pct(server_times, 99) * 1000:>10.2f} "
                   f"{n / burst:>8.0f} {record['train_seconds']:>8.2f} "
                   f"{statistics.median(feedback) if feedback else float('nan'):>14.2f} {max(feedback) if feedback else float('nan'):>14.2f} "
                   f"{sum(d == 'promoted' for d in decisions)}/{len(decisions)} prom.", flush=True)

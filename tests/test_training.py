@@ -92,3 +92,19 @@ def test_bundle_round_trips_through_the_artifact_layout(tweets):
     assert np.allclose(bundle.controls["sentiment"].predict_proba(["x y"]), model.predict_proba(["x y"]))
     with pytest.raises(ValueError):
         ModelBundle.from_artifact({"format": 2})
+
+
+def test_resampled_metric_equals_sklearn_with_unit_weights(tweets):
+    from sklearn.metrics import accuracy_score, f1_score
+
+    from backend.training import _indicators, _resampled
+
+    control = CONFIG.controls[0]
+    y = [[label] for label in tweets.labels[:300]]
+    p = [[label] for label in tweets.labels[100:400]]
+    weights = np.ones((1, 300))
+    Y, P = _indicators(y, control), _indicators(p, control)
+    f1 = f1_score([t[0] for t in y], [t[0] for t in p], labels=sorted(set(tweets.labels[:300])), average="macro")
+    assert abs(_resampled(Y, P, weights, "macro_f1", False)[0] - f1) < 1e-9
+    acc = accuracy_score([t[0] for t in y], [t[0] for t in p])
+    assert abs(_resampled(Y, P, weights, "accuracy", False)[0] - acc) < 1e-9
