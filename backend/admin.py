@@ -40,8 +40,12 @@ def rollback(project: int) -> Response:
 
 @admin.post("/<int:project>/train")
 def train(project: int) -> Response:
+    """Enqueue a retrain; `?full_sync=1` first re-reads every annotation from Label Studio."""
+    from flask import request as http
+
     rt = runtime()
-    request = request_retrain(rt.settings, rt.redis, project, "admin API")
+    full = http.args.get("full_sync", "0") in {"1", "true", "yes"}
+    request = request_retrain(rt.settings, rt.redis, project, "admin API" + (" (full sync)" if full else ""), full_sync=full)
     return jsonify(project=project, retrain={"job_id": request.job_id, "enqueued": request.enqueued})
 
 
