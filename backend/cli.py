@@ -60,7 +60,7 @@ def models(settings: Settings, args: argparse.Namespace) -> int:
         marker = "*" if pointer and record.get("version") == pointer.version else " "
         metric = record.get("evaluation", {}).get("challenger", {})
         figures = ", ".join(f"{c}: f1 {m.get('macro_f1', 0):.3f} acc {m.get('accuracy', 0):.3f}" for c, m in metric.items())
-        print(f"{marker} {record.get('version'):<14} {record.get('decision'):<10} examples={record.get('examples')} {figures}")
+        print(f"{marker} {str(record.get('version')):<14} {str(record.get('decision')):<10} examples={record.get('examples')} {figures}")
         print(f"    parent={record.get('parent')} trigger={record.get('trigger')!r} reason={record.get('reason')!r}")
     if pointer is None:
         print(f"project {args.project} has no current model")

@@ -239,3 +239,19 @@ class TestBasicAuth:
         assert client.post("/webhook", json=event, headers=headers).status_code == 200
         assert client.post("/webhook", json=event).status_code == 401
         assert client.get("/health", headers=headers).json["status"] == "UP"
+
+
+def test_secrets_never_reach_the_logs(client, caplog, tweets):
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    secret = "s3cr3t-token-4242"
+    client.post("/setup", json={"project": 1, "schema": LABEL_CONFIG, "hostname": "http://127.0.0.1:9", "access_token": secret})
+    event = annotation_event(1, 1, "text", "positive")
+    event["project"]["task_data_password"] = secret
+    client.post("/webhook", json=event)
+    client.post("/predict", json={"tasks": [{"id": 1, "data": {"text": "x"}}], "project": 1, "label_config": LABEL_CONFIG,
+                                  "params": {"login": "u", "password": secret}})
+    client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}})
+    client.post("/setup", json={"project": 1, "access_token": secret, "extra_params": "{bad"})
+    assert secret not in caplog.text

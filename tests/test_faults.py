@@ -46,27 +46,38 @@ def no_partial_files(model_dir) -> None:
     assert artifacts <= records, f"artifacts without a record: {artifacts - records}"
 
 
-@pytest.fixture
-def trained(services, tweets):
-    """A deployment (gunicorn + redis + one worker) whose project 1 serves a first model."""
-    url, web = services.web(workers=2, RETRAIN_THRESHOLD="100000")
-    worker = services.worker()
-    registry = Registry(services.model_dir)
+def deploy_trained(deployment, tweets):
+    """gunicorn (2 workers) and one RQ worker whose project 1 serves a first model of 200 labels."""
+    url, web = deployment.web(workers=2, RETRAIN_THRESHOLD="100000")
+    worker = deployment.worker()
+    registry = Registry(deployment.model_dir)
     post_labels(url, tweets, 0, 200, threads=4)
     start_training(url)
     champion = settled(registry, 1, 200)[-1]
     assert champion["decision"] == "promoted"
+    return url, web, worker, registry, champion
+
+
+@pytest.fixture
+def trained(services, tweets):
+    """A trained deployment whose worker is stopped, so each test brings the worker it needs."""
+    url, web, worker, registry, champion = deploy_trained(services, tweets)
     worker.stop()
     return url, web, registry, champion
 
 
-def test_f1_sigkill_of_worker_and_horse_mid_training_is_retried(services, tweets, trained):
-    url, _, registry, champion = trained
-    slow = services.worker(SLEEP_AT="fit", SLEEP_SECONDS="60")
-    before = idle_children(slow)
+def training_in_a_horse(services, url, tweets, pause: str):
+    """A worker paused inside `fit` of a retrain on 100 new labels, and its work-horse pid."""
+    worker = services.worker(SLEEP_AT="fit", SLEEP_SECONDS=pause)
+    before = idle_children(worker)
     post_labels(url, tweets, 200, 300, threads=4)
     start_training(url)
-    horse = horse_of(slow, before)
+    return worker, horse_of(worker, before)
+
+
+def test_f1_sigkill_of_worker_and_horse_mid_training_is_retried(services, tweets, trained):
+    url, _, registry, champion = trained
+    slow, horse = training_in_a_horse(services, url, tweets, "60")
     time.sleep(1)
     os.kill(horse, signal.SIGKILL)
     slow.kill_group()
@@ -82,11 +93,8 @@ def test_f1_sigkill_of_worker_and_horse_mid_training_is_retried(services, tweets
 
 def test_f2_sigkill_of_the_horse_only_is_retried_at_once(services, tweets, trained):
     url, _, registry, champion = trained
-    worker = services.worker(SLEEP_AT="fit", SLEEP_SECONDS="3")
-    before = idle_children(worker)
-    post_labels(url, tweets, 200, 300, threads=4)
-    start_training(url)
-    os.kill(horse_of(worker, before), signal.SIGKILL)
+    worker, horse = training_in_a_horse(services, url, tweets, "3")
+    os.kill(horse, signal.SIGKILL)
     killed_at = time.monotonic()
     history = settled(registry, 1, 300, timeout=30)
     assert time.monotonic() - killed_at < 30  # lock released by the worker, retry after 1 s backoff + 3 s pause
@@ -132,12 +140,8 @@ def test_f7_redis_unreachable_gives_fast_503_and_predictions_keep_serving(tmp_pa
     wait_for(lambda: _ping(url_redis), timeout=10)
     deployment = Services(url_redis, tmp_path)
     try:
-        url, _ = deployment.web(workers=2, RETRAIN_THRESHOLD="100000")
-        deployment.worker()
-        registry = Registry(deployment.model_dir)
-        post_labels(url, tweets, 0, 200, threads=4)
-        start_training(url)
-        version = settled(registry, 1, 200)[-1]["version"]
+        url, _, _, _, champion = deploy_trained(deployment, tweets)
+        version = champion["version"]
         os.kill(server.pid, signal.SIGSTOP)
         try:
             for i in range(5):
@@ -165,12 +169,8 @@ def _ping(url: str) -> bool:
 
 
 def test_f13_hot_swap_under_concurrent_load_fails_no_request(services, tweets):
-    url, web = services.web(workers=2, RETRAIN_THRESHOLD="100000")
-    services.worker()
-    registry = Registry(services.model_dir)
-    post_labels(url, tweets, 0, 200, threads=4)
-    start_training(url)
-    old = settled(registry, 1, 200)[-1]["version"]
+    url, _, _, registry, champion = deploy_trained(services, tweets)
+    old = champion["version"]
     post_labels(url, tweets, 200, 600, threads=4)
     results: list[tuple[float, int, int, str]] = []
     stop = threading.Event()

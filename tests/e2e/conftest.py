@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -14,7 +13,7 @@ from typing import Iterator
 import pytest
 import requests
 
-from tests.conftest import REQUIRE_SERVICES, ROOT, free_port, wait_for
+from tests.conftest import REQUIRE_SERVICES, Process, free_port, wait_for
 
 LS_BIN = os.environ.get("LABEL_STUDIO_BIN", "")
 
@@ -32,8 +31,8 @@ def _up(url: str) -> bool:
 
 
 class LabelStudioProcess:
-    def __init__(self, url: str, token: str, process: subprocess.Popen, log: Path):
-        self.url, self.token, self.process, self.log = url, token, process, log
+    def __init__(self, url: str, token: str, process: Process):
+        self.url, self.token, self.process = url, token, process
 
     def client(self):
         from label_studio_sdk import LabelStudio
@@ -63,31 +62,25 @@ def label_studio() -> Iterator[LabelStudioProcess]:
         "SENTRY_DSN": "",
         "FRONTEND_SENTRY_DSN": "",
     }
-    log = Path(data_dir) / "label-studio.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [LS_BIN, "start", "--no-browser", "--internal-host", "127.0.0.1", "--port", str(port),
-             "--enable-legacy-api-token", "--log-level", "WARNING"],
-            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )
+    process = Process(
+        [LS_BIN, "start", "--no-browser", "--internal-host", "127.0.0.1", "--port", str(port),
+         "--enable-legacy-api-token", "--log-level", "WARNING"],
+        env, Path(data_dir) / "label-studio.log",
+    )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_for(lambda: process.poll() is not None or _up(f"{url}/health"), timeout=300, interval=1)
-        if process.poll() is not None:
-            pytest.fail("Label Studio exited:\n" + log.read_text()[-3000:])
-        yield LabelStudioProcess(url, token, process, log)
+        wait_for(lambda: process.popen.poll() is not None or _up(f"{url}/health"), timeout=300, interval=1)
+        if process.popen.poll() is not None:
+            pytest.fail("Label Studio exited:\n" + process.log.read_text()[-3000:])
+        yield LabelStudioProcess(url, token, process)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        process.stop()
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
 class BackendProcess:
-    def __init__(self, url: str, process: subprocess.Popen, model_dir: str, log: Path):
-        self.url, self.process, self.model_dir, self.log = url, process, model_dir, log
+    def __init__(self, url: str, process: Process, model_dir: str):
+        self.url, self.process, self.model_dir = url, process, model_dir
 
     def version(self, project: int) -> str:
         return requests.post(f"{self.url}/setup", json={"project": project}, timeout=5).json()["model_version"]
@@ -109,22 +102,14 @@ def backend_server(tmp_path: Path) -> Iterator[BackendProcess]:
     """`python -m backend serve` in embedded mode, as a new user runs it."""
     port = free_port()
     model_dir = str(tmp_path / "models")
-    log = tmp_path / "backend.log"
     env = {**os.environ, "MODEL_DIR": model_dir, "RETRAIN_THRESHOLD": "5", "RETRAIN_MIN_INTERVAL": "0", "LOG_LEVEL": "INFO"}
     env.pop("REDIS_URL", None)
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "backend", "serve", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )
+    process = Process([sys.executable, "-m", "backend", "serve", "--host", "127.0.0.1", "--port", str(port)], env,
+                      tmp_path / "backend.log")
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_for(lambda: process.poll() is not None or _up(f"{url}/health"), timeout=60, interval=0.2)
-        assert process.poll() is None, log.read_text()
-        yield BackendProcess(url, process, model_dir, log)
+        wait_for(lambda: process.popen.poll() is not None or _up(f"{url}/health"), timeout=60, interval=0.2)
+        assert process.popen.poll() is None, process.log.read_text()
+        yield BackendProcess(url, process, model_dir)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        process.stop()
