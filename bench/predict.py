@@ -11,6 +11,7 @@ annotation webhooks and waits until `/setup` reports a trained version (our back
 from __future__ import annotations
 
 import argparse
+import random
 import re
 import statistics
 import sys
@@ -114,10 +115,13 @@ def main() -> None:
     args = parser.parse_args()
     auth = (args.user, args.password) if args.user else None
     data = load_tweets()
+    order = list(range(len(data)))
+    random.Random(0).shuffle(order)  # the file is grouped by source and label
+    texts, labels = [data.texts[i] for i in order], [data.labels[i] for i in order]
     if args.train:
-        version = train(args.url, args.project, data.texts, data.labels, args.train, auth)
+        version = train(args.url, args.project, texts, labels, args.train, auth)
         print(f"trained version: {version}")
-    texts = data.texts[args.train:] or data.texts
+    texts = texts[args.train:] or texts
     print(f"{'batch':>6} {'threads':>7} {'requests':>8} {'errors':>6} {'req/s':>8} {'tasks/s':>9} "
           f"{'p50 ms':>8} {'p99 ms':>8} {'srv p50':>8} {'srv p99':>8}")
     for batch in (int(b) for b in args.batches.split(",")):
