@@ -8,10 +8,12 @@ from flask import Blueprint, Response, jsonify
 
 from .api import json_body, runtime
 from .payload import InvalidPayload, require_object
+from .policy import policy_for, validated
 from .registry import RegistryError
 from .trigger import request_retrain
 
 admin = Blueprint("admin", __name__, url_prefix="/projects")
+STABLE_KAPPA = 0.98
 
 
 @admin.get("/<int:project>/models")
@@ -60,3 +62,33 @@ def labels(project: int) -> Response:
             for choice in choices:
                 counts[choice] = counts.get(choice, 0) + 1
     return jsonify(project=project, labeled_tasks=len(tasks), annotations=rt.store.annotation_count(project), counts=summary)
+
+
+@admin.get("/<int:project>/settings")
+def get_settings(project: int) -> Response:
+    rt = runtime()
+    return jsonify(project=project, settings=policy_for(rt.settings, rt.store.meta(project)).to_json())
+
+
+@admin.put("/<int:project>/settings")
+@admin.patch("/<int:project>/settings")
+def put_settings(project: int) -> Response:
+    """Override project settings (validated); they take precedence over LS's extra_params."""
+    import json
+
+    rt = runtime()
+    changes = validated(require_object(json_body(), "body"), strict=True)
+    stored = json.loads(rt.store.meta(project).get("settings", "{}") or "{}")
+    rt.store.set_meta(project, settings={**stored, **changes})
+    return jsonify(project=project, settings=policy_for(rt.settings, rt.store.meta(project)).to_json())
+
+
+@admin.get("/<int:project>/stopping")
+def stopping(project: int) -> Response:
+    """The stopping signal per version: agreement with the previous version on the unlabeled pool
+    (kappa near 1 for several versions = more labels no longer change the model)."""
+    history = runtime().store.stability(project)
+    recent = [h.get("agreement_kappa") for h in history[-3:] if h.get("agreement_kappa") is not None]
+    stable = len(recent) == 3 and min(recent) >= STABLE_KAPPA
+    return jsonify(project=project, history=history, stable=stable,
+                   advice="labeling no longer changes the model much" if stable else "more labels still change the model")

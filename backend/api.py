@@ -12,9 +12,11 @@ from . import ingest, metrics
 from .labelconfig import LabelConfigError, parse_label_config
 from .payload import InvalidPayload, parse_json, parse_predict, parse_setup, parse_webhook
 from .runtime import Runtime
+from .store import texts_of
 
 log = logging.getLogger(__name__)
 api = Blueprint("api", __name__)
+MAX_REMEMBERED = 1000
 
 
 def runtime() -> Runtime:
@@ -70,10 +72,24 @@ def predict() -> Response:
     except LabelConfigError as exc:
         raise InvalidPayload(str(exc)) from None
     results = rt.model.predict(req.tasks, req.context, project=req.project, config=config)
+    remember_unlabeled(rt, req.project, config, req.tasks)
     served = sum(1 for r in results if r)
     metrics.PREDICTIONS.labels(str(req.project), "model").inc(served)
     metrics.PREDICTIONS.labels(str(req.project), "empty").inc(len(results) - served)
     return jsonify(results=results)
+
+
+def remember_unlabeled(rt: Runtime, project: int, config: Any, tasks: list[dict[str, Any]]) -> None:
+    """Tasks LS asks about join the pool the queue ranks when LS's API is not reachable (best effort:
+    /predict never fails because Redis does)."""
+    keys = config.data_keys
+    seen = {}
+    for task in tasks[:MAX_REMEMBERED]:
+        if isinstance(task.get("id"), int) and not task.get("annotations") and not task.get("is_labeled"):
+            data = texts_of(task, keys, rt.settings.max_text_chars)
+            if data:
+                seen[task["id"]] = data
+    rt.pool_recorder.record(project, seen)
 
 
 @api.post("/webhook")
@@ -114,3 +130,23 @@ def versions() -> Response:
 def prometheus() -> Response:
     body, content_type = metrics.exposition()
     return Response(body, content_type=content_type)
+
+
+@api.get("/queue")
+def queue() -> Response:
+    """The next tasks in our order, with scores, strategy and reason (labeled ones dropped)."""
+    rt = runtime()
+    project = request.args.get("project", type=int)
+    limit = request.args.get("limit", default=20, type=int)
+    if not project or project <= 0:
+        raise InvalidPayload("project must be a positive integer")
+    if limit is None or not 1 <= limit <= 1000:
+        raise InvalidPayload("limit must be between 1 and 1000")
+    stored = rt.store.queue(project)
+    if stored is None:
+        return jsonify(project=project, version=None, strategy=None, reason="not ranked yet", tasks=[])
+    candidates = stored["tasks"][: limit * 3 + 50]
+    done = rt.store.annotated(project, [t["task"] for t in candidates])
+    tasks = [t for t in candidates if t["task"] not in done][:limit]
+    return jsonify(project=project, version=stored["version"], strategy=stored["strategy"], reason=stored["reason"],
+                   generated_at=stored.get("generated_at"), size=stored["size"], tasks=tasks)

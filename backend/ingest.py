@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from .policy import policy_for
 from .payload import InvalidPayload, WebhookEvent, parse_annotation, positive_int
 from .runtime import Runtime
 from .store import texts_of
@@ -28,7 +29,8 @@ def handle(runtime: Runtime, event: WebhookEvent) -> dict[str, Any]:
     project, store, settings = event.project, runtime.store, runtime.settings
     answer: dict[str, Any] = {"status": "ok", "action": event.action, "project": project}
     config_changed = False
-    previous = store.meta(project).get("label_config")
+    meta = store.meta(project)
+    previous = meta.get("label_config")
     if event.label_config and previous != event.label_config:
         store.set_meta(project, label_config=event.label_config)
         config_changed = previous is not None
@@ -40,6 +42,8 @@ def handle(runtime: Runtime, event: WebhookEvent) -> dict[str, Any]:
     keys, limit = store.input_keys(project, event.label_config or previous or ""), settings.max_text_chars
     if event.action == "TASKS_CREATED":
         store.remember_tasks(project, {positive_int(t.get("id"), "task id"): texts_of(t, keys, limit) for t in event.tasks})
+        request = request_retrain(settings, runtime.redis, project, "new tasks: rank the queue")
+        answer["retrain"] = {"job_id": request.job_id, "enqueued": request.enqueued}
         return answer
     if event.action == "TASKS_DELETED":
         store.forget_tasks(project, [positive_int(t.get("id"), "task id") for t in event.tasks])
@@ -62,7 +66,7 @@ def handle(runtime: Runtime, event: WebhookEvent) -> dict[str, Any]:
                 stored += 1
                 seq = max(seq, changed)
         answer["changed"] = stored
-    if seq and store.due(project, seq, settings.retrain_threshold):
+    if seq and store.due(project, seq, policy_for(settings, meta).retrain_threshold):
         request = request_retrain(settings, runtime.redis, project, f"{event.action}: labels changed")
         answer["retrain"] = {"job_id": request.job_id, "enqueued": request.enqueued}
     return answer

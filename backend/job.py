@@ -13,6 +13,8 @@ import time
 from contextlib import contextmanager
 from typing import Any, Iterator
 
+import numpy as np
+
 from redis import Redis
 from rq import get_current_job
 
@@ -22,11 +24,16 @@ from .labelconfig import LabelConfigError, parse_label_config
 from .registry import RegistryError
 from .runtime import Runtime
 from .store import key, texts_of
+from .model import UNTRAINED
+from .policy import policy_for
+from .ranking import rank
 from .training import build_snapshot
 
 log = logging.getLogger(__name__)
 
 LOCK_TTL_MS = 15_000
+QUEUE_KEPT = 1000  # queue entries kept in Redis for GET /queue
+STABILITY_SAMPLE = 5000
 BACKOFF = (1.0, 5.0, 15.0)  # seconds before retry 1, 2, 3 (RQ re-enqueues at once)
 
 _RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
@@ -92,8 +99,7 @@ def retrain(project: int, reason: str = "", full_sync: bool = False) -> dict[str
             sync(runtime, ls, project, full_sync)
         result = train_project(runtime, project, reason, job.id)
         runtime.redis.set(key(project, "last_trained"), time.time())
-    if ls is not None:
-        result["pushed"] = push_current(runtime, ls, project)
+    result.update(publish_queue(runtime, ls, project))
     return result
 
 
@@ -113,37 +119,102 @@ def sync(runtime: Runtime, ls: Any, project: int, full: bool) -> None:
         log.warning("project %s: could not sync from Label Studio (%s); training on stored labels", project, type(exc).__name__)
 
 
-def push_current(runtime: Runtime, ls: Any, project: int) -> int:
-    """Push the current version's predictions for unlabeled tasks unless LS already has them."""
-    pointer = runtime.registry.pointer(project)
-    pushed_key = key(project, "pushed_version")
-    if pointer is None or runtime.redis.get(pushed_key) == pointer.version.encode():
-        return 0
+def publish_queue(runtime: Runtime, ls: Any, project: int) -> dict[str, Any]:
+    """Rank the unlabeled pool with the current model (or for cold start), store the queue, and
+    push it to LS as predictions of the current version, then set the project's model version."""
+    store, registry = runtime.store, runtime.registry
+    meta = store.meta(project)
     try:
-        config = parse_label_config(runtime.store.meta(project).get("label_config", ""))
+        config = parse_label_config(meta.get("label_config", ""))
     except LabelConfigError:
-        return 0
+        return {"queue": 0}
+    policy = policy_for(runtime.settings, meta)
+    pointer = registry.pointer(project)
     runtime.cache.refresh(project)
-    served = runtime.cache.get(project)
-    if served is None or served.version != pointer.version:
-        return 0
+    served = runtime.cache.get(project) if pointer else None
+    version = served.version if served else UNTRAINED
     try:
-        tasks = [{"id": t.id, "data": t.data or {}} for t in labelstudio.unlabeled_tasks(ls, project)]
-        predictions = []
-        for start in range(0, len(tasks), 1000):
-            chunk = tasks[start : start + 1000]
-            for task, entry in zip(chunk, runtime.model.predict(chunk, project=project, config=config)):
-                if entry:
-                    predictions.append({"task": task["id"], **entry})
-        if runtime.registry.pointer(project) != pointer:
-            return 0  # a newer version was promoted meanwhile; its own job pushes it
-        count = labelstudio.push_predictions(ls, project, pointer.version, predictions)
+        pool = labelstudio.unlabeled(ls, project) if ls is not None else store.unlabeled_pool(project)
     except Exception as exc:
-        log.warning("project %s: could not push predictions to Label Studio (%s); retried by the next job", project, type(exc).__name__)
-        return 0
-    runtime.redis.set(pushed_key, pointer.version)
-    log.info("project %s: pushed %s predictions of %s to Label Studio", project, count, pointer.version)
-    return count
+        log.warning("project %s: could not list tasks in Label Studio (%s)", project, type(exc).__name__)
+        return {"queue": 0}
+    labeled = store.labeled_tasks(project)
+    counts, total = label_counts(labeled, config)
+    warm = policy.warm(counts, {c.from_name: c.labels for c in config.controls}, total)
+    queue = rank(pool, config, policy, served.bundle if served else None, version, warm, runtime.settings.max_text_chars)
+    stability = stopping_signal(runtime, project, served, config, pool) if served else None
+    store.save_queue(project, queue.to_json(limit=QUEUE_KEPT), stability)
+    pushed = 0
+    if ls is not None and queue.entries and store.redis.get(key(project, "pushed_version")) != version.encode():
+        by_id = {int(t["id"]): t for t in pool}
+        entries = {e.task: e for e in queue.entries}
+        tasks = [by_id[e.task] for e in queue.entries]
+        results = runtime.model.predict(tasks, project=project, config=config) if served else [None] * len(tasks)
+        predictions = []
+        for task, result in zip(tasks, results):
+            entry = entries[int(task["id"])]
+            regions = result["result"] if isinstance(result, dict) else []
+            predictions.append({"task": entry.task, "result": regions, "score": entry.score,
+                                "model_version": version, "cluster": entry.cluster})
+        if registry.pointer(project) != pointer:
+            return {"queue": len(queue.entries), "pushed": 0}  # a newer version was promoted meanwhile
+        try:
+            pushed = labelstudio.push_predictions(ls, project, version, predictions, policy.uncertainty_sampling)
+        except Exception as exc:
+            log.warning("project %s: could not push predictions to Label Studio (%s); retried by the next job", project, type(exc).__name__)
+            return {"queue": len(queue.entries), "pushed": 0}
+        store.redis.set(key(project, "pushed_version"), version)
+        log.info("project %s: pushed %s predictions of %s (%s)", project, pushed, version, queue.strategy)
+    return {"queue": len(queue.entries), "pushed": pushed, "strategy": queue.strategy}
+
+
+def label_counts(labeled: list[Any], config: Any) -> tuple[dict[str, dict[str, int]], int]:
+    counts: dict[str, dict[str, int]] = {}
+    total = 0
+    for task in labeled:
+        counted = False
+        for control in config.controls:
+            for label in task.labels.get(control.from_name, []):
+                if label in control.labels:
+                    counts.setdefault(control.from_name, {}).setdefault(label, 0)
+                    counts[control.from_name][label] += 1
+                    counted = True
+        total += counted
+    return counts, total
+
+
+def stopping_signal(runtime: Runtime, project: int, served: Any, config: Any, pool: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Do more labels still change the model? Agreement (Cohen's kappa) of the served version and
+    its parent on the unlabeled pool, and the pool's mean uncertainty (small-text's ideas)."""
+    from sklearn.metrics import cohen_kappa_score
+
+    from .ranking import uncertainties
+    from .training import predict_labels
+
+    record = runtime.registry.record(project, served.version) or {}
+    parent = record.get("parent")
+    sample = pool[:STABILITY_SAMPLE]
+    signal: dict[str, Any] = {"version": served.version, "parent": parent, "pool": len(pool)}
+    if sample:
+        policy = policy_for(runtime.settings, runtime.store.meta(project))
+        signal["mean_uncertainty"] = round(float(uncertainties(served.bundle, config, sample, policy, runtime.settings.max_text_chars).mean()), 4)
+    parent_record = runtime.registry.record(project, parent) if parent else None
+    if sample and parent_record and parent_record.get("sha256"):
+        try:
+            old = runtime.registry.load(project, parent, parent_record["sha256"])
+        except RegistryError:
+            return signal
+        kappas = []
+        for control in config.controls:
+            texts = [t for t in (control.text_of(task.get("data") or {}, runtime.settings.max_text_chars) for task in sample) if t]
+            if not texts or control.from_name not in served.bundle.controls:
+                continue
+            new = ["|".join(x) for x in predict_labels(served.bundle.controls[control.from_name], texts, control, 0.5)]
+            before = ["|".join(x) for x in predict_labels(old.controls.get(control.from_name), texts, control, 0.5)]
+            kappas.append(1.0 if new == before else float(cohen_kappa_score(new, before)))
+        if kappas:
+            signal["agreement_kappa"] = round(float(np.mean(kappas)), 4)
+    return signal
 
 
 def _respect_min_interval(runtime: Runtime, project: int) -> None:
@@ -178,7 +249,8 @@ def train_project(runtime: Runtime, project: int, reason: str, job_id: str = "")
         except RegistryError as exc:
             log.error("project %s: champion %s unusable, judging without it: %s", project, pointer.version, exc)
     faults.point("fit")
-    result = runtime.model.fit("START_TRAINING", snapshot, champion)
+    policy = policy_for(runtime.settings, store.meta(project))
+    result = runtime.model.fit("START_TRAINING", snapshot, champion, metric=policy.gate_metric, margin=policy.gate_margin)
     version = registry.next_version(project)
     record: dict[str, Any] = {
         "version": version,

@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 PAGE_SIZE = 500
 PUSH_BATCH = 500
+SINGLE_PUSH_LIMIT = 300
 SYNC_OVERLAP = 300.0  # seconds re-read before the last sync, for clock skew and slow commits
 
 
@@ -98,19 +99,26 @@ def sync_annotations(
     return {"changed": changed, "seen": len(seen), "removed": removed, "full": int(full)}
 
 
-def push_predictions(ls: Any, project: int, version: str, predictions: Iterable[dict[str, Any]]) -> int:
-    """Store predictions in LS in batches, then make `version` the project's model version."""
-    batch: list[dict[str, Any]] = []
-    pushed = 0
-    for prediction in predictions:
-        batch.append(prediction)
-        if len(batch) >= PUSH_BATCH:
+def unlabeled(ls: Any, project: int) -> list[dict[str, Any]]:
+    return [{"id": t.id, "data": t.data or {}} for t in unlabeled_tasks(ls, project)]
+
+
+def push_predictions(ls: Any, project: int, version: str, predictions: list[dict[str, Any]], uncertainty_sampling: bool) -> int:
+    """Store predictions in LS, then make `version` the project's model version.
+
+    LS 1.23.2 drops `cluster` on bulk import (observed) but keeps it on single creates, so small
+    pools go one by one with their cluster and large ones in bulk batches without it.
+    """
+    if len(predictions) <= SINGLE_PUSH_LIMIT:
+        for prediction in predictions:
+            ls.predictions.create(**prediction)
+    else:
+        for start in range(0, len(predictions), PUSH_BATCH):
+            batch = [{k: v for k, v in p.items() if k != "cluster"} for p in predictions[start : start + PUSH_BATCH]]
             ls.projects.import_predictions(id=project, request=batch)
-            pushed += len(batch)
-            batch = []
-    if batch:
-        ls.projects.import_predictions(id=project, request=batch)
-        pushed += len(batch)
-    if pushed:
-        ls.projects.update(id=project, model_version=version)
-    return pushed
+    if predictions:
+        if uncertainty_sampling:
+            ls.projects.update(id=project, model_version=version, sampling="Uncertainty sampling")
+        else:
+            ls.projects.update(id=project, model_version=version)
+    return len(predictions)

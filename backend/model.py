@@ -78,13 +78,15 @@ class TextClassifier:
             for r in regions
         ]
 
-    def fit(self, event: str, data: Snapshot, champion: ModelBundle | None = None) -> TrainResult:
+    def fit(
+        self, event: str, data: Snapshot, champion: ModelBundle | None = None, *, metric: str | None = None, margin: float | None = None
+    ) -> TrainResult:
         """Train a challenger on a snapshot of the labels and judge it against the champion."""
         return train_and_judge(
             data,
             champion,
-            metric=self.settings.gate_metric,
-            margin=self.settings.gate_margin,
+            metric=metric or self.settings.gate_metric,
+            margin=self.settings.gate_margin if margin is None else margin,
             threshold=self.settings.multilabel_threshold,
         )
 

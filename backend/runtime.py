@@ -11,7 +11,7 @@ from .connection import redis_for
 from .model import TextClassifier
 from .registry import Registry
 from .serving import ModelCache
-from .store import Store
+from .store import PoolRecorder, Store
 
 
 @dataclass
@@ -22,13 +22,15 @@ class Runtime:
     registry: Registry
     cache: ModelCache
     model: TextClassifier
+    pool_recorder: PoolRecorder
 
     @classmethod
     def build(cls, settings: Settings, redis: Redis | None = None, poll: bool = True) -> "Runtime":
         redis = redis if redis is not None else redis_for(settings)
         registry = Registry(settings.model_dir)
         cache = ModelCache(registry, settings.swap_poll_interval if poll else 0)
-        return cls(settings, redis, Store(redis), registry, cache, TextClassifier(settings, cache))
+        store = Store(redis)
+        return cls(settings, redis, store, registry, cache, TextClassifier(settings, cache), PoolRecorder(store))
 
 
 _installed: dict[int, Runtime] = {}

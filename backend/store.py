@@ -193,6 +193,33 @@ class Store:
     def pool(self, project: int) -> dict[int, dict[str, str]]:
         return {int(t): json.loads(d) for t, d in self.redis.hgetall(key(project, "pool")).items()}
 
+    def unlabeled_pool(self, project: int) -> list[dict[str, Any]]:
+        """Tasks seen through /predict and TASKS_CREATED that have no stored annotation."""
+        annotated = {int(t) for t in self.redis.hkeys(key(project, "texts"))}
+        return [{"id": t, "data": d} for t, d in sorted(self.pool(project).items()) if t not in annotated]
+
+    def annotated(self, project: int, task_ids: list[int]) -> set[int]:
+        if not task_ids:
+            return set()
+        found = self.redis.hmget(key(project, "texts"), [str(t) for t in task_ids])
+        return {t for t, value in zip(task_ids, found) if value is not None}
+
+    # -- the queue ---------------------------------------------------------------------------
+    def save_queue(self, project: int, queue: dict[str, Any], stability: dict[str, Any] | None) -> None:
+        pipe = self.redis.pipeline()
+        pipe.set(key(project, "queue"), _dumps({**queue, "generated_at": time.time()}))
+        if stability:
+            pipe.rpush(key(project, "stability"), _dumps(stability))
+            pipe.ltrim(key(project, "stability"), -50, -1)
+        pipe.execute()
+
+    def queue(self, project: int) -> dict[str, Any] | None:
+        raw = self.redis.get(key(project, "queue"))
+        return json.loads(raw) if raw else None
+
+    def stability(self, project: int) -> list[dict[str, Any]]:
+        return [json.loads(x) for x in self.redis.lrange(key(project, "stability"), 0, -1)]
+
     # -- project metadata ----------------------------------------------------------------------
     def set_meta(self, project: int, **values: Any) -> None:
         mapping = {k: (v if isinstance(v, str) else _dumps(v)) for k, v in values.items() if v is not None}
@@ -232,3 +259,38 @@ def texts_of(task: Mapping[str, Any], keys: tuple[str, ...] | None, limit: int) 
         if len(picked) >= MAX_DATA_FIELDS:
             break
     return picked
+
+
+class PoolRecorder:
+    """Adds tasks seen through /predict to the pool from a background thread, so a slow or
+    unreachable Redis never delays a prediction (batches are dropped when the buffer is full)."""
+
+    def __init__(self, store: Store, capacity: int = 256):
+        import queue
+
+        self.store = store
+        self._pending: "queue.Queue[tuple[int, dict[int, dict[str, str]]]]" = queue.Queue(capacity)
+        self._pid = 0
+
+    def record(self, project: int, tasks: dict[int, dict[str, str]]) -> None:
+        import os
+        import queue
+        import threading
+
+        if not tasks:
+            return
+        if self._pid != os.getpid():
+            self._pid = os.getpid()
+            threading.Thread(target=self._drain, name="pool-recorder", daemon=True).start()
+        try:
+            self._pending.put_nowait((project, tasks))
+        except queue.Full:
+            pass
+
+    def _drain(self) -> None:
+        while True:
+            project, tasks = self._pending.get()
+            try:
+                self.store.remember_tasks(project, tasks)
+            except Exception:  # Redis down: the pool is a convenience, LS's API is the source
+                pass

@@ -1,0 +1,100 @@
+"""Per-project settings: environment defaults, overridden by LS's `extra_params`, then by the admin API.
+
+The cold-start rule lives here: a project is ordered by diversity (cluster round-robin) until
+every class of every control has `cold_start_per_class` labels and the project has
+`cold_start_total` labeled tasks; from then on by the uncertainty strategy. Our measurements on
+tweets showed uncertainty sampling losing to random order while the model is that weak.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any, Mapping
+
+from .config import Settings
+from .payload import InvalidPayload
+from .strategy import COMMITTEE_STRATEGIES, STRATEGIES
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Policy:
+    strategy: str = "margin"
+    batch_size: int = 20
+    retrain_threshold: int = 5
+    gate_metric: str = "macro_f1"
+    gate_margin: float = 0.01
+    cold_start_per_class: int = 5
+    cold_start_total: int = 50
+    clusters: int = 20
+    uncertainty_sampling: bool = False
+
+    def warm(self, counts: Mapping[str, Mapping[str, int]], labels: Mapping[str, tuple[str, ...]], total: int) -> bool:
+        """True once uncertainty may replace diversity (the cold-start rule in the module doc)."""
+        if total < self.cold_start_total:
+            return False
+        return all(
+            counts.get(control, {}).get(label, 0) >= self.cold_start_per_class
+            for control, names in labels.items()
+            for label in names
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def defaults(settings: Settings) -> Policy:
+    return Policy(
+        retrain_threshold=settings.retrain_threshold,
+        gate_metric=settings.gate_metric,
+        gate_margin=settings.gate_margin,
+    )
+
+
+def validated(overrides: Mapping[str, Any], strict: bool) -> dict[str, Any]:
+    """Type-checked overrides; unknown or bad keys raise (admin API) or are dropped (extra_params)."""
+    known = {f.name: f for f in fields(Policy)}
+    clean: dict[str, Any] = {}
+    for name, value in overrides.items():
+        field = known.get(name)
+        problem = None
+        if field is None:
+            problem = f"unknown setting {name!r}"
+        elif isinstance(field.default, bool):
+            problem = None if isinstance(value, bool) else f"{name} must be true or false"
+        elif isinstance(field.default, int):
+            problem = None if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 10**6 else f"{name} must be an integer >= 0"
+        elif isinstance(field.default, float):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1
+            problem = None if ok else f"{name} must be a number in [0, 1]"
+            value = float(value) if ok else value
+        elif name == "strategy":
+            problem = None if value in {*STRATEGIES, *COMMITTEE_STRATEGIES, "random"} else f"strategy must be one of {sorted({*STRATEGIES, *COMMITTEE_STRATEGIES, 'random'})}"
+        elif name == "gate_metric":
+            problem = None if value in {"macro_f1", "accuracy"} else "gate_metric must be macro_f1 or accuracy"
+        if problem:
+            if strict:
+                raise InvalidPayload(problem)
+            log.info("ignoring project setting: %s", problem)
+            continue
+        clean[name] = value
+    return clean
+
+
+def policy_for(settings: Settings, meta: Mapping[str, str]) -> Policy:
+    """The effective policy of a project from its stored metadata."""
+    policy = defaults(settings)
+    for source in ("extra_params", "settings"):
+        raw = meta.get(source)
+        if not raw:
+            continue
+        try:
+            values = json.loads(raw)
+        except ValueError:
+            continue
+        if isinstance(values, dict):
+            policy = replace(policy, **validated(values, strict=False))
+    return policy

@@ -1,0 +1,153 @@
+"""Query strategies: pure functions over predicted probabilities (and features where needed).
+
+Every strategy returns an *uncertainty* in [0, 1] per task, higher = more useful to label next.
+Label Studio's uncertainty sampling serves the lowest prediction `score` first, so the score we
+push is `1 - uncertainty` (see `ls_score`). No Redis, no HTTP: unit tests call these directly.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+
+EPS = 1e-12
+
+
+def least_confidence(proba: np.ndarray) -> np.ndarray:
+    """1 - max p, rescaled so a uniform prediction scores 1."""
+    k = proba.shape[1]
+    if k < 2:
+        return np.zeros(proba.shape[0])
+    return np.clip((1.0 - proba.max(axis=1)) * k / (k - 1), 0.0, 1.0)
+
+
+def margin(proba: np.ndarray) -> np.ndarray:
+    """1 - (p1 - p2): "breaking ties", the best default on our measurements."""
+    if proba.shape[1] < 2:
+        return np.zeros(proba.shape[0])
+    top2 = -np.partition(-proba, 1, axis=1)[:, :2]
+    return np.clip(1.0 - (top2[:, 0] - top2[:, 1]), 0.0, 1.0)
+
+
+def entropy(proba: np.ndarray) -> np.ndarray:
+    """Prediction entropy, normalised by log(k)."""
+    k = proba.shape[1]
+    if k < 2:
+        return np.zeros(proba.shape[0])
+    p = np.clip(proba, EPS, 1.0)
+    return np.clip(-(p * np.log(p)).sum(axis=1) / np.log(k), 0.0, 1.0)
+
+
+def multilabel(proba: np.ndarray) -> np.ndarray:
+    """Independent yes/no decisions per label: mean of each decision's margin uncertainty."""
+    if proba.shape[1] == 0:
+        return np.zeros(proba.shape[0])
+    return np.clip(1.0 - np.abs(2.0 * proba - 1.0), 0.0, 1.0).mean(axis=1)
+
+
+def vote_entropy(committee: Sequence[np.ndarray]) -> np.ndarray:
+    """Disagreement of the members' argmax votes (entropy of the vote shares, normalised)."""
+    stacked = np.stack(committee)  # members x tasks x classes
+    k = stacked.shape[2]
+    votes = np.zeros(stacked.shape[1:])
+    for member in stacked:
+        votes[np.arange(member.shape[0]), member.argmax(axis=1)] += 1
+    return entropy(votes / len(committee)) if k > 1 else np.zeros(stacked.shape[1])
+
+
+def mean_kl(committee: Sequence[np.ndarray]) -> np.ndarray:
+    """Mean KL divergence of each member from the consensus, squashed into [0, 1)."""
+    stacked = np.clip(np.stack(committee), EPS, 1.0)
+    consensus = stacked.mean(axis=0)
+    kl = (stacked * np.log(stacked / consensus)).sum(axis=2).mean(axis=0)
+    return 1.0 - np.exp(-kl)
+
+
+STRATEGIES: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "margin": margin,
+    "least_confidence": least_confidence,
+    "entropy": entropy,
+}
+COMMITTEE_STRATEGIES = {"vote_entropy": vote_entropy, "mean_kl": mean_kl}
+
+
+def uncertainty(proba: np.ndarray, strategy: str, multiple: bool = False) -> np.ndarray:
+    """The named single-model strategy (multi-label controls always use `multilabel`)."""
+    if multiple:
+        return multilabel(proba)
+    return STRATEGIES[strategy](proba)
+
+
+def combine(per_control: Sequence[np.ndarray]) -> np.ndarray:
+    """Several controls: the mean uncertainty, so a task uncertain in any control rises."""
+    if not per_control:
+        return np.zeros(0)
+    return np.mean(np.stack(per_control), axis=0)
+
+
+def ls_score(uncertainties: np.ndarray) -> np.ndarray:
+    """The prediction `score` for LS: ascending order = most useful first."""
+    return np.round(1.0 - np.clip(uncertainties, 0.0, 1.0), 6)
+
+
+def order(uncertainties: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Task indices, most uncertain first; ties broken at random but reproducibly."""
+    rng = np.random.default_rng(seed)
+    jitter = rng.random(len(uncertainties))
+    return np.lexsort((jitter, -np.asarray(uncertainties)))
+
+
+def clusters(features, n_clusters: int, seed: int = 0) -> np.ndarray:
+    """k-means cluster ids over task features (sparse TF-IDF is reduced with SVD first)."""
+    from sklearn.cluster import MiniBatchKMeans
+    from sklearn.decomposition import TruncatedSVD
+    from sklearn.preprocessing import normalize
+
+    n = features.shape[0]
+    k = max(1, min(n_clusters, n))
+    if k == 1:
+        return np.zeros(n, dtype=int)
+    dims = min(50, features.shape[1] - 1, max(2, n - 1))
+    reduced = TruncatedSVD(dims, random_state=seed).fit_transform(features) if hasattr(features, "tocsr") else features
+    reduced = normalize(reduced)
+    model = MiniBatchKMeans(k, random_state=seed, n_init=3, batch_size=2048)
+    return model.fit_predict(reduced).astype(int)
+
+
+def diversity(cluster_ids: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Cold start: an uncertainty-like value that interleaves clusters round-robin.
+
+    Task i of its cluster's shuffled list gets rank i; across clusters, equal ranks alternate. The
+    result is in [0, 1], decreasing along that interleaved order.
+    """
+    rng = np.random.default_rng(seed)
+    n = len(cluster_ids)
+    rank_in_cluster = np.zeros(n)
+    for c in np.unique(cluster_ids):
+        members = np.flatnonzero(cluster_ids == c)
+        rng.shuffle(members)
+        rank_in_cluster[members] = np.arange(len(members))
+    sequence = np.lexsort((rng.random(n), rank_in_cluster))
+    values = np.empty(n)
+    values[sequence] = 1.0 - np.arange(n) / max(n, 1)
+    return values
+
+
+def select_batch(uncertainties: np.ndarray, features, size: int, max_similarity: float = 0.9) -> list[int]:
+    """The `size` most uncertain tasks, skipping near-duplicates (cosine > max_similarity) of one
+    already chosen, so one batch does not hand out the same text several times."""
+    from sklearn.preprocessing import normalize
+
+    chosen: list[int] = []
+    vectors = normalize(features)
+    for index in order(uncertainties):
+        if len(chosen) >= size:
+            break
+        if chosen:
+            similarity = vectors[chosen] @ vectors[index].T
+            similarity = similarity.toarray() if hasattr(similarity, "toarray") else np.asarray(similarity)
+            if similarity.max() > max_similarity:
+                continue
+        chosen.append(int(index))
+    return chosen

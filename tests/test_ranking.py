@@ -1,0 +1,79 @@
+"""The queue: cold start by diversity, then the project's strategy over the served model."""
+
+import numpy as np
+
+from backend import strategy
+from backend.estimator import restrict
+from tests.conftest import LABEL_CONFIG, annotation_event, wait_for
+
+
+def pool_event(tweets, start, stop):
+    return {"action": "TASKS_CREATED", "project": {"id": 1, "label_config": LABEL_CONFIG},
+            "tasks": [{"id": 10_000 + i, "data": {"text": tweets.texts[i]}} for i in range(start, stop)]}
+
+
+def queue(client, limit=1000):
+    return client.get(f"/queue?project=1&limit={limit}").json
+
+
+def test_cold_start_then_margin_order_over_the_served_model(client, runtime, tweets):
+    client.post("/setup", json={"project": 1, "schema": LABEL_CONFIG})
+    client.put("/projects/1/settings", json={"retrain_threshold": 100_000})
+    client.post("/webhook", json=pool_event(tweets, 1000, 1400))
+    cold = wait_for(lambda: (q := queue(client)) and q["tasks"] and q, timeout=30)
+    assert cold["strategy"] == "diversity" and cold["version"] == "untrained" and "cold start" in cold["reason"]
+    assert len({t["cluster"] for t in cold["tasks"][:20]}) >= 10  # the first tasks spread over clusters
+
+    for i in range(300):
+        client.post("/webhook", json=annotation_event(i + 1, i + 1, tweets.texts[i], tweets.labels[i]))
+    client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}})
+    warm = wait_for(lambda: (q := queue(client)) and q["strategy"] == "margin" and q, timeout=60)
+    served = runtime.cache.get(1)
+    assert warm["version"] == served.version
+    tasks = warm["tasks"]
+    assert [t["position"] for t in tasks] == list(range(len(tasks)))
+    assert [t["score"] for t in tasks] == sorted(t["score"] for t in tasks)
+    model = served.bundle.controls["sentiment"]
+    texts = [tweets.texts[t["task"] - 10_000] for t in tasks]
+    expected = strategy.margin(restrict(model.predict_proba(texts), model.labels, ("positive", "negative", "neutral"), False))
+    assert np.allclose([t["uncertainty"] for t in tasks], expected, atol=1e-5)
+    after_batch = [t["uncertainty"] for t in tasks[20:]]
+    assert after_batch == sorted(after_batch, reverse=True)
+    assert min(t["uncertainty"] for t in tasks[:20]) >= np.sort(expected)[::-1][40]
+
+
+def test_queue_drops_tasks_labeled_since_and_validates_its_input(client, tweets):
+    client.post("/setup", json={"project": 1, "schema": LABEL_CONFIG})
+    client.post("/webhook", json=pool_event(tweets, 1000, 1100))
+    first = wait_for(lambda: (q := queue(client, 5)) and q["tasks"] and q, timeout=30)["tasks"][0]["task"]
+    client.post("/webhook", json=annotation_event(99_999, first, "x", "positive"))
+    assert first not in [t["task"] for t in queue(client, 5)["tasks"]]
+    assert client.get("/queue?project=abc").status_code == 400
+    assert client.get("/queue?project=1&limit=0").status_code == 400
+    assert client.get("/queue?project=77").json["reason"] == "not ranked yet"
+
+
+def test_settings_api_and_extra_params(client):
+    client.post("/setup", json={"project": 1, "schema": LABEL_CONFIG, "extra_params": {"strategy": "entropy", "batch_size": 10}})
+    assert client.get("/projects/1/settings").json["settings"]["strategy"] == "entropy"
+    response = client.put("/projects/1/settings", json={"strategy": "least_confidence", "retrain_threshold": 2})
+    assert response.status_code == 200 and response.json["settings"]["strategy"] == "least_confidence"
+    assert response.json["settings"]["batch_size"] == 10
+    assert client.put("/projects/1/settings", json={"strategy": "psychic"}).status_code == 400
+    assert client.put("/projects/1/settings", json=[1]).status_code == 400
+
+
+def test_stopping_signal_is_recorded_per_promotion(client, tweets):
+    client.post("/setup", json={"project": 1, "schema": LABEL_CONFIG})
+    client.put("/projects/1/settings", json={"retrain_threshold": 100_000})
+    client.post("/webhook", json=pool_event(tweets, 2000, 2300))
+    for stop in (150, 300):
+        for i in range(stop - 150, stop):
+            client.post("/webhook", json=annotation_event(i + 1, i + 1, tweets.texts[i], tweets.labels[i]))
+        client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}})
+        wait_for(lambda: any(h.get("agreement_kappa") is not None for h in client.get("/projects/1/stopping").json["history"])
+                 if stop == 300 else client.get("/projects/1/stopping").json["history"], timeout=60)
+    body = client.get("/projects/1/stopping").json
+    latest = body["history"][-1]
+    assert 0 <= latest["mean_uncertainty"] <= 1 and -1 <= latest["agreement_kappa"] <= 1
+    assert body["stable"] in (True, False) and body["advice"]

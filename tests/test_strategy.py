@@ -1,0 +1,75 @@
+import numpy as np
+import pytest
+from scipy import sparse
+
+from backend import strategy as s
+
+P = np.array([
+    [0.98, 0.01, 0.01],   # confident
+    [0.40, 0.35, 0.25],   # small margin, high entropy
+    [0.50, 0.495, 0.005],  # smallest margin
+    [0.34, 0.33, 0.33],   # nearly uniform
+])
+
+
+def test_least_confidence_margin_and_entropy_orderings():
+    assert list(s.order(s.least_confidence(P))) == [3, 1, 2, 0]
+    assert list(s.order(s.margin(P))) == [2, 3, 1, 0]
+    assert list(s.order(s.entropy(P))) == [3, 1, 2, 0]
+    for f in (s.least_confidence, s.margin, s.entropy):
+        values = f(P)
+        assert values.min() >= 0 and values.max() <= 1
+    assert s.least_confidence(np.array([[1 / 3] * 3]))[0] == pytest.approx(1.0)
+    assert s.entropy(np.array([[0.5, 0.5]]))[0] == pytest.approx(1.0)
+    assert s.margin(np.array([[1.0, 0.0]]))[0] == pytest.approx(0.0)
+
+
+def test_ties_are_broken_reproducibly():
+    ties = np.array([0.5, 0.5, 0.5, 0.9])
+    first = s.order(ties, seed=1)
+    assert first[0] == 3 and list(first) == list(s.order(ties, seed=1))
+    assert sorted(first[1:]) == [0, 1, 2]
+
+
+def test_multi_label_uncertainty_is_highest_near_one_half():
+    proba = np.array([[0.5, 0.5], [0.9, 0.1], [0.5, 0.99]])
+    values = s.multilabel(proba)
+    assert values[0] == pytest.approx(1.0) and values[1] == pytest.approx(0.2) and values[2] == pytest.approx(0.51)
+    assert np.allclose(s.uncertainty(proba, "entropy", multiple=True), values)
+
+
+def test_committee_disagreement():
+    agree = [np.array([[0.9, 0.1]]), np.array([[0.8, 0.2]]), np.array([[0.7, 0.3]])]
+    split = [np.array([[0.9, 0.1]]), np.array([[0.1, 0.9]]), np.array([[0.6, 0.4]])]
+    assert s.vote_entropy(agree)[0] == pytest.approx(0.0, abs=1e-9)
+    assert s.vote_entropy(split)[0] > 0.9
+    assert s.mean_kl(split)[0] > s.mean_kl(agree)[0] >= 0
+
+
+def test_several_controls_combine_and_scores_sort_ascending_in_serving_order():
+    combined = s.combine([np.array([0.1, 0.9]), np.array([0.5, 0.3])])
+    assert np.allclose(combined, [0.3, 0.6])
+    values = np.array([0.2, 0.9, 0.5])
+    assert list(np.argsort(s.ls_score(values))) == list(s.order(values))
+
+
+def test_diversity_interleaves_clusters():
+    clusters = np.array([0] * 6 + [1] * 3 + [2] * 1)
+    first_ten = s.order(s.diversity(clusters, seed=0))
+    assert sorted(clusters[first_ten[:3]]) == [0, 1, 2]
+    assert sorted(clusters[first_ten[3:5]]) == [0, 1]
+
+
+def test_clusters_separate_obvious_groups():
+    texts = ["cats purr softly"] * 20 + ["rockets launch into orbit"] * 20
+    from backend.ranking import features
+
+    ids = s.clusters(features(texts), 2)
+    assert len(set(ids[:20])) == 1 and len(set(ids[20:])) == 1 and ids[0] != ids[-1]
+
+
+def test_batch_selection_skips_near_duplicates():
+    features = sparse.csr_matrix(np.array([[1, 0, 0], [1, 0, 0.01], [0, 1, 0], [0, 0, 1]], dtype=float))
+    values = np.array([0.9, 0.89, 0.5, 0.4])
+    assert s.select_batch(values, features, 3) == [0, 2, 3]
+    assert s.select_batch(values, features, 3, max_similarity=1.01) == [0, 1, 2]
