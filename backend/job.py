@@ -155,7 +155,7 @@ def publish_queue(runtime: Runtime, ls: Any, project: int) -> dict[str, Any]:
             entry = entries[int(task["id"])]
             regions = result["result"] if isinstance(result, dict) else []
             predictions.append({"task": entry.task, "result": regions, "score": entry.score,
-                                "model_version": version, "cluster": entry.cluster})
+                                "model_version": version, "cluster": entry.cluster if queue.strategy == "diversity" else None})
         if registry.pointer(project) != pointer:
             return {"queue": len(queue.entries), "pushed": 0}  # a newer version was promoted meanwhile
         try:

@@ -106,10 +106,11 @@ def unlabeled(ls: Any, project: int) -> list[dict[str, Any]]:
 def push_predictions(ls: Any, project: int, version: str, predictions: list[dict[str, Any]], uncertainty_sampling: bool) -> int:
     """Store predictions in LS, then make `version` the project's model version.
 
-    LS 1.23.2 drops `cluster` on bulk import (observed) but keeps it on single creates, so small
-    pools go one by one with their cluster and large ones in bulk batches without it.
+    LS 1.23.2 drops `cluster` on bulk import (observed) but keeps it on single creates, so
+    clustered predictions of small pools go one by one and everything else in bulk batches.
     """
-    if len(predictions) <= SINGLE_PUSH_LIMIT:
+    clustered = any(p.get("cluster") is not None for p in predictions)
+    if clustered and len(predictions) <= SINGLE_PUSH_LIMIT:
         for prediction in predictions:
             ls.predictions.create(**prediction)
     else:

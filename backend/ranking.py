@@ -4,6 +4,10 @@ Cold start (no model, or the cold-start rule not yet met): cluster round-robin o
 features. Warm: the project's strategy over the served model's probabilities, several controls
 combined. Either way the first `batch_size` tasks skip near-duplicates, every task gets a k-means
 `cluster`, and the LS `score` is the task's position (ascending = served first).
+
+Only cold-start predictions carry `cluster` into LS: LS's uncertainty sampling first serves the
+annotator's least-covered cluster, which is the diversity we want at cold start but overrides
+the uncertainty order afterwards (observed on LS 1.23.2: a lower-ranked task was served).
 """
 
 from __future__ import annotations

@@ -154,3 +154,27 @@ def test_rollback_moves_the_pointer_back_and_workers_follow(services, tweets):
     assert response.status_code == 200 and response.json()["current"]["version"] == first
     versions_by_worker(url, set(web.children()), first)
     assert requests.post(f"{url}/projects/1/rollback", json={"version": "p1-v999"}, timeout=5).status_code == 404
+
+
+def test_after_a_promotion_the_queue_follows_the_strategy_order(services, tweets):
+    from backend import strategy
+    from backend.estimator import restrict
+
+    url, _ = services.web(workers=2, RETRAIN_THRESHOLD="100000")
+    services.worker()
+    registry = Registry(services.model_dir)
+    pool = [{"id": 50_000 + i, "data": {"text": tweets.texts[i]}} for i in range(3000, 3500)]
+    requests.post(f"{url}/webhook", json={"action": "TASKS_CREATED", "tasks": pool, "project": {"id": 1, "label_config": LABEL_CONFIG}}, timeout=5)
+    post_labels(url, tweets, 0, 300, threads=4)
+    requests.post(f"{url}/webhook", json={"action": "START_TRAINING", "project": {"id": 1}}, timeout=5)
+    record = settled(registry, 1, 300)[-1]
+    assert record["decision"] == "promoted"
+    body = wait_for(lambda: (q := requests.get(f"{url}/queue", params={"project": 1, "limit": 500}, timeout=5).json())
+                    and q["version"] == record["version"] and q, timeout=30)
+    assert body["strategy"] == "margin" and len(body["tasks"]) == 500
+    model = registry.load(1, record["version"], record["sha256"]).controls["sentiment"]
+    texts = [tweets.texts[t["task"] - 50_000] for t in body["tasks"]]
+    expected = strategy.margin(restrict(model.predict_proba(texts), model.labels, ("positive", "negative", "neutral"), False))
+    got = [t["uncertainty"] for t in body["tasks"]]
+    assert np.allclose(got, expected, atol=1e-5)
+    assert got[20:] == sorted(got[20:], reverse=True)  # after the de-duplicated first batch: strictly the strategy's order

@@ -96,3 +96,40 @@ def test_imported_annotations_without_webhooks_are_reconciled_on_start_training(
     labels = requests.get(f"{backend_server.url}/projects/{project.id}/labels", timeout=5).json()
     assert labels["labeled_tasks"] == 40
     assert version.startswith(f"p{project.id}-v")
+
+
+def test_uncertainty_sampling_serves_our_queue_first_and_follows_each_promotion(label_studio, backend_server, tweets):
+    import requests
+
+    ls = label_studio.client()
+    headers = {"Authorization": f"Token {label_studio.token}"}
+    project = ls.projects.create(title="e2e queue", label_config=LABEL_CONFIG)
+    ls.projects.import_tasks(id=project.id, request=[{"text": tweets.texts[i], "ref": i} for i in range(400, 480)])
+    tasks = sorted(ls.tasks.list(project=project.id, fields="all"), key=lambda t: t.id)
+    ref = {t.id: t.data["ref"] for t in tasks}
+    ls.ml.create(url=backend_server.url, project=project.id, title="active-learning", auto_update=True)
+    settings = {"uncertainty_sampling": True, "retrain_threshold": 15, "cold_start_per_class": 1, "cold_start_total": 10}
+    assert requests.put(f"{backend_server.url}/projects/{project.id}/settings", json=settings, timeout=5).status_code == 200
+
+    def annotate(task_id: int) -> None:
+        ls.annotations.create(id=task_id, result=_choice(tweets.labels[ref[task_id]]), was_cancelled=False)
+
+    for task in tasks[:15]:
+        annotate(task.id)
+    labeled = 15
+    for round_ in range(2):
+        version = backend_server.settled_version(project.id, changes=labeled)
+
+        def pushed():
+            p = ls.projects.get(project.id)
+            return p.model_version == version and p.sampling == "Uncertainty sampling"
+
+        wait_for(pushed, timeout=120, interval=1)
+        queue = requests.get(f"{backend_server.url}/queue", params={"project": project.id, "limit": 1}, timeout=5).json()
+        assert queue["version"] == version and queue["strategy"] == "margin", queue
+        served = requests.get(f"{label_studio.url}/api/projects/{project.id}/next", headers=headers, timeout=30).json()
+        assert served["id"] == queue["tasks"][0]["task"], (round_, served["id"], queue["tasks"][:3])
+        for task in [served["id"]] + [t.id for t in tasks[labeled:] if t.id != served["id"]][:14]:
+            annotate(task)
+        labeled += 15
+        tasks = [t for t in tasks if t.id != served["id"]]
