@@ -79,6 +79,16 @@ def rollback(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def simulate(settings: Settings, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .simulator import simulate as run
+
+    summary = run(args.dataset, args.strategy, args.budget, args.batch, args.seeds, Path(args.out))
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m backend", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -97,5 +107,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--project", type=int, required=True)
     p.add_argument("--to", required=True)
     p.set_defaults(func=rollback)
+    p = sub.add_parser("simulate", help="learning curves of a strategy against random order")
+    p.add_argument("--dataset", default="tweets", help="tweets, or a CSV/JSON file of text,label")
+    p.add_argument("--strategy", default="default", choices=["default", "margin", "least_confidence", "entropy", "random"])
+    p.add_argument("--budget", type=int, default=1500)
+    p.add_argument("--batch", type=int, default=20)
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--out", default="simulation")
+    p.set_defaults(func=simulate)
     args = parser.parse_args(argv)
     return int(args.func(Settings.from_env(), args))

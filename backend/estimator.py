@@ -54,37 +54,48 @@ class ControlModel:
 
     @classmethod
     def fit(
-        cls, texts: Sequence[str], targets: Sequence[Sequence[str]], labels: Sequence[str], multiple: bool, alpha: float = 1e-5
+        cls,
+        texts: Sequence[str] | None,
+        targets: Sequence[Sequence[str]],
+        labels: Sequence[str],
+        multiple: bool,
+        alpha: float = 1e-5,
+        features: Any = None,
     ) -> "ControlModel | None":
-        """Fit on texts and their label lists; None when the data cannot support a model."""
+        """Fit on texts (or their pre-hashed `features`, see `hash_texts`) and their label lists;
+        None when the data cannot support a model."""
         labels = list(labels)
         if multiple:
             matrix = np.array([[label in set(t) for label in labels] for t in targets], dtype=int)
-            if len(texts) < MIN_CLASSES:
+            if len(targets) < MIN_CLASSES:
                 return None
-            varying = [i for i in range(len(labels)) if 0 < matrix[:, i].sum() < len(texts)]
+            varying = [i for i in range(len(labels)) if 0 < matrix[:, i].sum() < len(targets)]
             constant = {labels[i]: float(matrix[0, i]) for i in range(len(labels)) if i not in varying}
             if not varying:
                 return None
             pipeline = build_pipeline(multiple=True, alpha=alpha)
-            pipeline.fit(list(texts), matrix[:, varying])
+            _fit(pipeline, texts, features, matrix[:, varying])
             return cls(labels, True, pipeline, [labels[i] for i in varying], constant)
         y = [t[0] for t in targets]
         present = sorted(set(y))
         if len(present) < MIN_CLASSES:
             return None
         pipeline = build_pipeline(multiple=False, alpha=alpha)
-        pipeline.fit(list(texts), y)
+        _fit(pipeline, texts, features, y)
         return cls(labels, False, pipeline, [str(c) for c in pipeline.classes_])
 
-    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+    def predict_proba(self, texts: Sequence[str] | None = None, features: Any = None) -> np.ndarray:
         """Probabilities, one row per text, one column per label in `labels` (0 for unseen labels)."""
-        out = np.zeros((len(texts), len(self.labels)), dtype=float)
-        if not len(texts):
+        n = features.shape[0] if features is not None else len(texts or [])
+        out = np.zeros((n, len(self.labels)), dtype=float)
+        if not n:
             return out
         index = {label: i for i, label in enumerate(self.labels)}
         if self.pipeline is not None:
-            proba = np.asarray(self.pipeline.predict_proba(list(texts)), dtype=float)
+            if features is not None:
+                proba = np.asarray(self.pipeline[1:].predict_proba(features), dtype=float)
+            else:
+                proba = np.asarray(self.pipeline.predict_proba(list(texts or [])), dtype=float)
             for j, label in enumerate(self.columns):
                 if label in index:
                     out[:, index[label]] = proba[:, j]
@@ -111,6 +122,18 @@ class ControlModel:
             columns=[str(x) for x in data["columns"]],
             constant={str(k): float(v) for k, v in data["constant"].items()},
         )
+
+
+def hash_texts(texts: Sequence[str]) -> Any:
+    """The stateless first step of `build_pipeline`, for callers that reuse features across fits."""
+    return build_pipeline()[0].transform(list(texts))
+
+
+def _fit(pipeline: Pipeline, texts: Sequence[str] | None, features: Any, y: Any) -> None:
+    if features is not None:
+        pipeline[1:].fit(features, y)  # the hashing step is stateless: nothing to fit
+    else:
+        pipeline.fit(list(texts or []), y)
 
 
 @dataclass
