@@ -68,7 +68,7 @@ def run(
     is_labeled = np.zeros(len(pool_y), dtype=bool)
     curve = Curve(name, seed, [], [], [])
     diversity = strategies.diversity(cluster_ids, seed)
-    while len(labeled) < budget:
+    while True:
         model = None
         if labeled and len(set(pool_y[labeled])) >= 2:
             model = ControlModel.fit(None, [[y] for y in pool_y[labeled]], classes, False, features=pool_x[labeled])
@@ -81,6 +81,8 @@ def run(
             curve.labels.append(len(labeled))
             curve.accuracy.append(float(accuracy_score(test_y, predicted)))
             curve.macro_f1.append(float(f1_score(test_y, predicted, average="macro")))
+        if len(labeled) >= budget:
+            return curve
         candidates = np.flatnonzero(~is_labeled)
         size = min(batch, budget - len(labeled))
         if name == "random":
@@ -96,7 +98,6 @@ def run(
             chosen = [int(candidates[i]) for i in picked]
         labeled += chosen
         is_labeled[chosen] = True
-    return curve
 
 
 def labels_to_reach(curve_labels: list[int], mean_accuracy: np.ndarray, target: float) -> int | None:
