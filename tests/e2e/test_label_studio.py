@@ -22,24 +22,24 @@ def _predictions(task) -> list[dict]:
 def test_label_studio_connects_trains_and_holds_our_predictions(label_studio, backend_server, tweets):
     ls = label_studio.client()
     project = ls.projects.create(title="e2e serving core", label_config=LABEL_CONFIG)
-    sample = range(40)
+    sample = range(70)
     ls.projects.import_tasks(id=project.id, request=[{"text": tweets.texts[i], "ref": i} for i in sample])
     tasks = sorted(ls.tasks.list(project=project.id, fields="all"), key=lambda t: t.id)
-    assert len(tasks) == 40
+    assert len(tasks) == 70
 
     ml = ls.ml.create(url=backend_server.url, project=project.id, title="active-learning", auto_update=True)
     assert ml.state in ("CO", "TR"), ml.state
     hooks = [w for w in ls.webhooks.list(project=project.id) if w.url == f"{backend_server.url}/webhook"]
     assert hooks and hooks[0].send_for_all_actions
 
-    labeled = tasks[:25]
+    labeled = tasks[:50]
     for task in labeled:
         ls.annotations.create(id=task.id, result=_choice(tweets.labels[task.data["ref"]]), was_cancelled=False)
     version = backend_server.settled_version(project.id, changes=len(labeled))
     assert version != "untrained"
 
     ls.actions.create(id="retrieve_tasks_predictions", project=project.id, selected_items={"all": True, "excluded": []})
-    unlabeled = {t.id for t in tasks[25:]}
+    unlabeled = {t.id for t in tasks[50:]}
     seen = 0
     for task in ls.tasks.list(project=project.id, fields="all"):
         if task.id not in unlabeled:
@@ -60,10 +60,10 @@ def test_promoted_version_is_pushed_to_label_studio_for_unlabeled_tasks(label_st
     """After a promotion LS holds predictions of that version and `project.model_version` is it."""
     ls = label_studio.client()
     project = ls.projects.create(title="e2e loop", label_config=LABEL_CONFIG)
-    ls.projects.import_tasks(id=project.id, request=[{"text": tweets.texts[i], "ref": i} for i in range(100, 150)])
+    ls.projects.import_tasks(id=project.id, request=[{"text": tweets.texts[i], "ref": i} for i in range(100, 170)])
     tasks = sorted(ls.tasks.list(project=project.id, fields="all"), key=lambda t: t.id)
     ls.ml.create(url=backend_server.url, project=project.id, title="active-learning", auto_update=True)
-    labeled = tasks[:30]
+    labeled = tasks[:50]
     for task in labeled:
         ls.annotations.create(id=task.id, result=_choice(tweets.labels[task.data["ref"]]), was_cancelled=False)
 
@@ -86,15 +86,15 @@ def test_imported_annotations_without_webhooks_are_reconciled_on_start_training(
     ls = label_studio.client()
     project = ls.projects.create(title="e2e reconcile", label_config=LABEL_CONFIG)
     ml = ls.ml.create(url=backend_server.url, project=project.id, title="active-learning", auto_update=True)
-    rows = [{"data": {"text": tweets.texts[i]}, "annotations": [{"result": _choice(tweets.labels[i])}]} for i in range(300, 340)]
-    rows += [{"data": {"text": tweets.texts[i]}} for i in range(340, 350)]
+    rows = [{"data": {"text": tweets.texts[i]}, "annotations": [{"result": _choice(tweets.labels[i])}]} for i in range(300, 420)]
+    rows += [{"data": {"text": tweets.texts[i]}} for i in range(420, 430)]
     ls.projects.import_tasks(id=project.id, request=rows)
     ls.ml.train(id=ml.id)
     version = wait_for(lambda: (v := backend_server.version(project.id)) != "untrained" and v, timeout=120, interval=0.5)
     import requests
 
     labels = requests.get(f"{backend_server.url}/projects/{project.id}/labels", timeout=5).json()
-    assert labels["labeled_tasks"] == 40
+    assert labels["labeled_tasks"] == 120
     assert version.startswith(f"p{project.id}-v")
 
 
@@ -114,9 +114,9 @@ def test_uncertainty_sampling_serves_our_queue_first_and_follows_each_promotion(
     def annotate(task_id: int) -> None:
         ls.annotations.create(id=task_id, result=_choice(tweets.labels[ref[task_id]]), was_cancelled=False)
 
-    for task in tasks[:15]:
+    for task in tasks[:30]:
         annotate(task.id)
-    labeled = 15
+    labeled = 30
     for round_ in range(2):
         version = backend_server.settled_version(project.id, changes=labeled)
 
