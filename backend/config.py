@@ -40,7 +40,6 @@ class Settings:
     multilabel_threshold: float = 0.5
     swap_poll_interval: float = 0.25
     redis_timeout: float = 0.3
-    push_predictions: bool = True
     model_title: str = "TextClassifier"
     label_studio_timeout: float = 30.0
 

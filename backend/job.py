@@ -142,7 +142,7 @@ def publish_queue(runtime: Runtime, ls: Any, project: int) -> dict[str, Any]:
     counts, total = label_counts(labeled, config)
     warm = policy.warm(counts, {c.from_name: c.labels for c in config.controls}, total)
     queue = rank(pool, config, policy, served.bundle if served else None, version, warm, runtime.settings.max_text_chars)
-    stability = stopping_signal(runtime, project, served, config, pool) if served else None
+    stability = stopping_signal(runtime, project, served, config, pool, policy) if served else None
     store.save_queue(project, queue.to_json(limit=QUEUE_KEPT), stability)
     pushed = 0
     if ls is not None and queue.entries and store.redis.get(key(project, "pushed_version")) != version.encode():
@@ -183,7 +183,9 @@ def label_counts(labeled: list[Any], config: Any) -> tuple[dict[str, dict[str, i
     return counts, total
 
 
-def stopping_signal(runtime: Runtime, project: int, served: Any, config: Any, pool: list[dict[str, Any]]) -> dict[str, Any] | None:
+def stopping_signal(
+    runtime: Runtime, project: int, served: Any, config: Any, pool: list[dict[str, Any]], policy: Any
+) -> dict[str, Any] | None:
     """Do more labels still change the model? Agreement (Cohen's kappa) of the served version and
     its parent on the unlabeled pool, and the pool's mean uncertainty (small-text's ideas)."""
     from sklearn.metrics import cohen_kappa_score
@@ -196,7 +198,6 @@ def stopping_signal(runtime: Runtime, project: int, served: Any, config: Any, po
     sample = pool[:STABILITY_SAMPLE]
     signal: dict[str, Any] = {"version": served.version, "parent": parent, "pool": len(pool)}
     if sample:
-        policy = policy_for(runtime.settings, runtime.store.meta(project))
         signal["mean_uncertainty"] = round(float(uncertainties(served.bundle, config, sample, policy, runtime.settings.max_text_chars).mean()), 4)
     parent_record = runtime.registry.record(project, parent) if parent else None
     if sample and parent_record and parent_record.get("sha256"):

@@ -51,6 +51,14 @@ class ChoicesControl:
             return None
         return "\n".join(parts)[:max_chars]
 
+    def problem(self, choices: list[str]) -> str | None:
+        """Why these choices cannot train this control (None when they can)."""
+        if any(c not in self.labels for c in choices):
+            return "label not in config"
+        if not self.multiple and len(choices) != 1:
+            return "several choices for a single-choice control"
+        return None
+
     @property
     def signature(self) -> str:
         """Identity of what a model for this control was trained to output."""
@@ -129,28 +137,3 @@ def _first_text(control: Any, interface: Any) -> str:
         if _has_object(interface, name) and interface.get_object(name).tag in TEXT_OBJECTS:
             return name
     return control.to_name[0]
-
-
-def choices_in(result: Any, control: ChoicesControl) -> list[str] | None:
-    """The choices an annotation result gives for a control, or None when it gives none.
-
-    Raises ValueError when the result names labels outside the control's config or breaks the
-    single-choice rule, so the caller can set the annotation aside instead of training on it.
-    """
-    if not isinstance(result, list):
-        return None
-    for region in result:
-        if not isinstance(region, dict) or region.get("from_name") != control.from_name:
-            continue
-        value = region.get("value")
-        choices = value.get("choices") if isinstance(value, dict) else None
-        if not isinstance(choices, list) or not choices:
-            continue
-        picked = list(dict.fromkeys(str(c) for c in choices))
-        unknown = [c for c in picked if c not in control.labels]
-        if unknown:
-            raise ValueError(f"labels not in config for {control.from_name}: {unknown[:5]}")
-        if not control.multiple and len(picked) != 1:
-            raise ValueError(f"single-choice control {control.from_name} got {len(picked)} choices")
-        return picked
-    return None

@@ -24,9 +24,9 @@ log = logging.getLogger(__name__)
 class Policy:
     strategy: str = "margin"
     batch_size: int = 20
-    retrain_threshold: int = 5
-    gate_metric: str = "macro_f1"
-    gate_margin: float = 0.01
+    retrain_threshold: int = Settings.retrain_threshold
+    gate_metric: str = Settings.gate_metric
+    gate_margin: float = Settings.gate_margin
     cold_start_per_class: int = 5
     cold_start_total: int = 50
     clusters: int = 20

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 
 from .estimator import ModelBundle
+from .metrics import MODEL_SEQ
 from .registry import Pointer, Registry, RegistryError
 
 log = logging.getLogger(__name__)
@@ -80,15 +81,13 @@ class ModelCache:
                 return False
             self._errors.pop(project, None)
             self._served[project] = Served(project, pointer.version, pointer.seq, bundle, time.time())
+            MODEL_SEQ.labels(str(project)).set(pointer.seq)
             log.info("project %s: now serving %s (seq %s)", project, pointer.version, pointer.seq)
             return True
 
     def errors(self) -> dict[int, str]:
         """Projects whose current artifact could not be loaded (the health endpoint reports them)."""
         return dict(self._errors)
-
-    def served_versions(self) -> dict[int, str]:
-        return {p: s.version for p, s in self._served.items()}
 
     def _ensure_poller(self) -> None:
         if self._poller_pid == os.getpid() or self.poll_interval <= 0:

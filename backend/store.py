@@ -177,9 +177,6 @@ class Store:
             )
         return out
 
-    def labeled_task_ids(self, project: int) -> set[int]:
-        return {t.task for t in self.labeled_tasks(project)}
-
     # -- tasks (the unlabeled pool seen through /predict and TASKS_CREATED) ---------------------
     def remember_tasks(self, project: int, tasks: Mapping[int, dict[str, str]]) -> None:
         if tasks:

@@ -80,12 +80,9 @@ def build_snapshot(
             if data is None:
                 set_aside["control not in config"] += 1
                 continue
-            unknown = [c for c in choices if c not in data.control.labels]
-            if unknown:
-                set_aside["label not in config"] += 1
-                continue
-            if not data.control.multiple and len(choices) != 1:
-                set_aside["several choices for a single-choice control"] += 1
+            problem = data.control.problem(choices)
+            if problem:
+                set_aside[problem] += 1
                 continue
             text = data.control.text_of(task.data, max_chars)
             if text is None:

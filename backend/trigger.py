@@ -20,6 +20,15 @@ from rq.serializers import JSONSerializer
 from .config import Settings
 from .store import key
 
+# Replace the queued-job flag only if it still holds what we read (nothing, or a job that ended).
+_CLAIM = """
+local value = redis.call('GET', KEYS[1])
+if (value == false and ARGV[1] == '') or value == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+  return 1
+end
+return 0
+"""
 WAITING = {JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED, JobStatus.STARTED}
 
 
@@ -47,10 +56,8 @@ def request_retrain(settings: Settings, redis: Redis, project: int, reason: str,
     if current and _still_waiting(redis, current):
         return Request(current, False)
     job_id = f"retrain-{int(project)}-{uuid.uuid4().hex[:12]}"
-    if current:
-        if not redis.set(flag, job_id, ex=settings.job_timeout * 4, xx=True, get=True) == current.encode():
-            return Request(queued_job(redis, project) or job_id, False)
-    elif not redis.set(flag, job_id, ex=settings.job_timeout * 4, nx=True):
+    claimed = redis.register_script(_CLAIM)(keys=[flag], args=[current or "", job_id, settings.job_timeout * 4])
+    if not claimed:  # another request replaced the flag first: its job is the one waiting
         return Request(queued_job(redis, project) or job_id, False)
     retrain_queue(settings, redis).enqueue(
         "backend.job.retrain",

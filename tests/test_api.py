@@ -131,6 +131,16 @@ def test_skips_and_unknown_labels_are_not_trained_on(client, runtime, tweets):
     assert snapshot.size == 0 and snapshot.set_aside == {"label not in config": 1}
 
 
+def test_metrics_report_the_served_model_per_project(client, tweets):
+    train(client, tweets)
+    predict(client, [{"id": 1, "data": {"text": "fine"}}])
+    from prometheus_client.parser import text_string_to_metric_families
+
+    families = {f.name: f for f in text_string_to_metric_families(client.get("/metrics").get_data(as_text=True))}
+    samples = {s.labels["project"]: s.value for s in families["lsb_model_pointer_seq"].samples}
+    assert samples.get("1", 0) >= 1
+
+
 def test_metrics_are_prometheus_text(client):
     client.get("/health")
     response = client.get("/metrics")

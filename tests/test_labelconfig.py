@@ -1,6 +1,6 @@
 import pytest
 
-from backend.labelconfig import LabelConfigError, choices_in, parse_label_config
+from backend.labelconfig import LabelConfigError, parse_label_config
 
 MULTI = """<View>
   <Text name="title" value="$title"/>
@@ -47,17 +47,18 @@ def test_broken_configs_raise_a_config_error(text):
         parse_label_config(text)
 
 
-def test_choices_in_result_validates_against_the_config():
+def test_annotation_choices_are_validated_against_the_config():
+    from backend.payload import parse_annotation
+
     config = parse_label_config(MULTI)
     sentiment, topics = config.controls
     result = [
         {"from_name": "topics", "value": {"choices": ["Sports", "tech", "Sports"]}},
         {"from_name": "sentiment", "value": {"choices": ["Negative"]}},
     ]
-    assert choices_in(result, sentiment) == ["Negative"]
-    assert choices_in(result, topics) == ["Sports", "tech"]
-    assert choices_in([], sentiment) is None
-    with pytest.raises(ValueError):
-        choices_in([{"from_name": "sentiment", "value": {"choices": ["Bogus"]}}], sentiment)
-    with pytest.raises(ValueError):
-        choices_in([{"from_name": "sentiment", "value": {"choices": ["Positive", "Negative"]}}], sentiment)
+    labels = parse_annotation({"id": 1, "result": result}, 1, {}).labels
+    assert labels["sentiment"] == ["Negative"] and sentiment.problem(labels["sentiment"]) is None
+    assert labels["topics"] == ["Sports", "tech"] and topics.problem(labels["topics"]) is None
+    assert parse_annotation({"id": 1, "result": []}, 1, {}).labels == {}
+    assert sentiment.problem(["Bogus"]) == "label not in config"
+    assert sentiment.problem(["Positive", "Negative"]) == "several choices for a single-choice control"
