@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any
 
@@ -84,7 +85,7 @@ def simulate(settings: Settings, args: argparse.Namespace) -> int:
 
     from .simulator import simulate as run
 
-    summary = run(args.dataset, args.strategy, args.budget, args.batch, args.seeds, Path(args.out))
+    summary = run(args.dataset, args.strategy, args.budget, args.batch, args.seeds, Path(args.out), jobs=args.jobs)
     print(json.dumps(summary, indent=2))
     return 0
 
@@ -114,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=20)
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--out", default="simulation")
+    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="runs in parallel (forked processes)")
     p.set_defaults(func=simulate)
     args = parser.parse_args(argv)
     return int(args.func(Settings.from_env(), args))

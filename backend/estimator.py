@@ -10,46 +10,118 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
+import scipy.sparse as sp
 from sklearn.feature_extraction.text import HashingVectorizer, TfidfTransformer
 from sklearn.linear_model import SGDClassifier
 from sklearn.multiclass import OneVsRestClassifier
-from sklearn.pipeline import Pipeline
 
 MIN_CLASSES = 2
 
-
-N_FEATURES = 2**18
+WORD_BITS = 18
+CHAR_BITS = 18
+N_FEATURES = 2**WORD_BITS + 2**CHAR_BITS
+FORMAT = 2  # artifact layout: 2 = TF-IDF weightings + a classifier over `hash_texts` features
+ALPHA = 1e-5
 # words of one character or more, runs of ! and ?, and simple emoticons: sentiment lives there
 TOKEN_PATTERN = r"(?u)\b\w+\b|[!?]+|[:;=]-?[()dDpP/\\]"
+CHAR_NGRAMS = (2, 5)
+_WORDS = HashingVectorizer(
+    ngram_range=(1, 2), n_features=2**WORD_BITS, token_pattern=TOKEN_PATTERN, alternate_sign=False, norm=None, dtype=np.float32
+)
+_SEPARATOR = "\x00"
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_BASE = np.uint64(1000003)
 
 
-def build_pipeline(multiple: bool = False, alpha: float = 1e-5) -> Pipeline:
-    """Hashed 1-2-grams of words, `!`/`?` runs and emoticons, TF-IDF weighted, + logistic
-    regression fitted by SGD (0.760 accuracy on the full tweets pool, about 1 s to fit it).
+def word_counts(texts: Sequence[str]) -> sp.csr_matrix:
+    """Counts of hashed word 1-2-grams (words, `!`/`?` runs, emoticons), one row per text."""
+    return _WORDS.transform(list(texts))
 
-    Hashing keeps no vocabulary, so artifacts stay a few MB and save or load in milliseconds
-    (a fitted TfidfVectorizer's vocabulary made skops artifacts of 100 MB at 10k tweets).
+
+def char_counts(texts: Sequence[str]) -> sp.csr_matrix:
+    """Counts of hashed character 2-5-grams inside space-padded lower-cased words, one row per text.
+
+    The n-grams of scikit-learn's `char_wb` analyzer, hashed with numpy over the whole batch
+    (a polynomial rolling hash) instead of string by string: about 6x faster, which keeps a
+    1,000-task `/predict` inside its latency budget.
     """
-    classifier: Any = SGDClassifier(loss="log_loss", alpha=alpha, max_iter=50, tol=1e-4, random_state=0)
-    if multiple:
-        classifier = OneVsRestClassifier(classifier)
-    return Pipeline(
-        [
-            (
-                "hashing",
-                HashingVectorizer(
-                    ngram_range=(1, 2),
-                    n_features=N_FEATURES,
-                    token_pattern=TOKEN_PATTERN,
-                    alternate_sign=False,
-                    norm=None,
-                    dtype=np.float32,
-                ),
-            ),
-            ("tfidf", TfidfTransformer(sublinear_tf=True)),
-            ("classifier", classifier),
-        ]
+    low, high = CHAR_NGRAMS
+    padded = [_SEPARATOR.join(" " + word + " " for word in text.lower().split()) for text in texts]
+    lengths = np.fromiter((len(p) + 1 for p in padded), dtype=np.int64, count=len(padded))
+    total = int(lengths.sum())
+    codes = np.frombuffer((_SEPARATOR.join(padded) + _SEPARATOR * (high + 1)).encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    codes = codes.astype(np.uint64)
+    separators = np.concatenate([[0], np.cumsum(codes == 0)])
+    keys = np.empty((total, high - low + 1), dtype=np.uint64)
+    inside = np.empty((total, high - low + 1), dtype=bool)
+    rolling = np.zeros(total, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for n in range(1, high + 1):
+            rolling = rolling * _BASE + codes[n - 1 : n - 1 + total]
+            if n >= low:
+                keys[:, n - low] = rolling + np.uint64(n)
+                inside[:, n - low] = separators[n : n + total] == separators[:total]
+        columns = ((keys[inside] * _GOLDEN) >> np.uint64(64 - CHAR_BITS)).astype(np.int32)
+    per_position = inside.sum(axis=1)
+    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    per_text = np.add.reduceat(per_position, offsets) if total else np.zeros(len(padded), dtype=np.int64)
+    per_text[lengths == 1] = 0  # reduceat repeats the next value for an empty text
+    indptr = np.concatenate([[0], np.cumsum(per_text)])
+    matrix = sp.csr_matrix(
+        (np.ones(len(columns), dtype=np.float32), columns, indptr), shape=(len(padded), 2**CHAR_BITS)
     )
+    if len(padded) > 64:
+        matrix = matrix.tocsc().tocsr()  # sorts big batches in two linear passes; small ones sort faster per row
+    matrix.sum_duplicates()
+    return matrix
+
+
+def hash_texts(texts: Sequence[str]) -> sp.csr_matrix:
+    """The stateless features of every model: word counts, then character counts."""
+    texts = list(texts)
+    return sp.hstack([word_counts(texts), char_counts(texts)], format="csr")
+
+
+BLOCKS = (slice(0, 2**WORD_BITS), slice(2**WORD_BITS, N_FEATURES))
+
+
+def build_classifier(multiple: bool = False, alpha: float = ALPHA) -> Any:
+    """Logistic regression fitted by SGD (one-vs-rest for multi-label)."""
+    classifier: Any = SGDClassifier(loss="log_loss", alpha=alpha, max_iter=100, tol=1e-4, random_state=0)
+    return OneVsRestClassifier(classifier) if multiple else classifier
+
+
+def fit_weighting(features: sp.csr_matrix) -> np.ndarray:
+    """Inverse document frequencies of every column of `hash_texts` features (scikit-learn's
+    smoothed idf), fitted per block."""
+    return np.concatenate(
+        [TfidfTransformer(sublinear_tf=True).fit(features[:, block]).idf_ for block in BLOCKS]
+    ).astype(np.float32)
+
+
+def weigh(idf: np.ndarray, features: sp.csr_matrix) -> sp.csr_matrix:
+    """Sublinear TF-IDF with each block (words, characters) scaled to unit length, so both weigh
+    the same. The same arithmetic as `TfidfTransformer` per block, without slicing columns.
+
+    This model scores 0.771 accuracy on the full tweets pool (word 1-2-grams alone: 0.760; the
+    official example's pipeline: 0.757) and fits it in about 4 s. Hashing keeps no vocabulary, so
+    artifacts stay a few MB (a fitted TfidfVectorizer made 100 MB artifacts at 10k tweets).
+    """
+    features = sp.csr_matrix(features, dtype=np.float32, copy=True)
+    data = (np.log(features.data) + 1.0) * idf[features.indices]
+    rows = np.repeat(np.arange(features.shape[0]), np.diff(features.indptr))
+    cell = rows * 2 + (features.indices >= BLOCKS[1].start)
+    norms = np.sqrt(np.bincount(cell, weights=data * data, minlength=2 * features.shape[0]))
+    features.data = (data / norms[cell]).astype(np.float32)
+    return features
+
+
+def _with_fast_weights(classifier: Any) -> Any:
+    """Store coefficients column-major: scikit-learn multiplies by `coef_.T`, which scipy copies
+    (12 MB per call) unless it is contiguous."""
+    for model in getattr(classifier, "estimators_", [classifier]):
+        model.coef_ = np.asfortranarray(model.coef_)
+    return classifier
 
 
 @dataclass
@@ -58,8 +130,9 @@ class ControlModel:
 
     labels: list[str]
     multiple: bool
-    pipeline: Pipeline | None = None
-    columns: list[str] = field(default_factory=list)  # labels the pipeline models, in its output order
+    idf: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
+    classifier: Any = None
+    columns: list[str] = field(default_factory=list)  # labels the classifier models, in its output order
     constant: dict[str, float] = field(default_factory=dict)  # multi-label: labels always on / off
 
     @classmethod
@@ -69,11 +142,11 @@ class ControlModel:
         targets: Sequence[Sequence[str]],
         labels: Sequence[str],
         multiple: bool,
-        alpha: float = 1e-5,
+        alpha: float = ALPHA,
         features: Any = None,
     ) -> "ControlModel | None":
-        """Fit on texts (or their pre-hashed `features`, see `hash_texts`) and their label lists;
-        None when the data cannot support a model."""
+        """Fit on texts (or their `hash_texts` features) and their label lists; None when the
+        data cannot support a model."""
         labels = list(labels)
         if multiple:
             matrix = np.array([[label in set(t) for label in labels] for t in targets], dtype=int)
@@ -83,16 +156,19 @@ class ControlModel:
             constant = {labels[i]: float(matrix[0, i]) for i in range(len(labels)) if i not in varying}
             if not varying:
                 return None
-            pipeline = build_pipeline(multiple=True, alpha=alpha)
-            _fit(pipeline, texts, features, matrix[:, varying])
-            return cls(labels, True, pipeline, [labels[i] for i in varying], constant)
-        y = [t[0] for t in targets]
-        present = sorted(set(y))
-        if len(present) < MIN_CLASSES:
-            return None
-        pipeline = build_pipeline(multiple=False, alpha=alpha)
-        _fit(pipeline, texts, features, y)
-        return cls(labels, False, pipeline, [str(c) for c in pipeline.classes_])
+            y: Any = matrix[:, varying]
+            columns = [labels[i] for i in varying]
+        else:
+            y = [t[0] for t in targets]
+            if len(set(y)) < MIN_CLASSES:
+                return None
+            constant, columns = {}, []
+        features = features if features is not None else hash_texts(texts or [])
+        idf = fit_weighting(features)
+        classifier = _with_fast_weights(build_classifier(multiple, alpha).fit(weigh(idf, features), y))
+        if not multiple:
+            columns = [str(c) for c in classifier.classes_]
+        return cls(labels, multiple, idf, classifier, columns, constant)
 
     def predict_proba(self, texts: Sequence[str] | None = None, features: Any = None) -> np.ndarray:
         """Probabilities, one row per text, one column per label in `labels` (0 for unseen labels)."""
@@ -101,11 +177,9 @@ class ControlModel:
         if not n:
             return out
         index = {label: i for i, label in enumerate(self.labels)}
-        if self.pipeline is not None:
-            if features is not None:
-                proba = np.asarray(self.pipeline[1:].predict_proba(features), dtype=float)
-            else:
-                proba = np.asarray(self.pipeline.predict_proba(list(texts or [])), dtype=float)
+        if self.classifier is not None:
+            features = features if features is not None else hash_texts(texts or [])
+            proba = np.asarray(self.classifier.predict_proba(weigh(self.idf, features)), dtype=float)
             for j, label in enumerate(self.columns):
                 if label in index:
                     out[:, index[label]] = proba[:, j]
@@ -118,7 +192,8 @@ class ControlModel:
         return {
             "labels": list(self.labels),
             "multiple": self.multiple,
-            "pipeline": self.pipeline,
+            "idf": self.idf,
+            "classifier": self.classifier,
             "columns": list(self.columns),
             "constant": {k: float(v) for k, v in self.constant.items()},
         }
@@ -128,22 +203,11 @@ class ControlModel:
         return cls(
             labels=[str(x) for x in data["labels"]],
             multiple=bool(data["multiple"]),
-            pipeline=data["pipeline"],
+            idf=np.asarray(data["idf"], dtype=np.float32),
+            classifier=_with_fast_weights(data["classifier"]),
             columns=[str(x) for x in data["columns"]],
             constant={str(k): float(v) for k, v in data["constant"].items()},
         )
-
-
-def hash_texts(texts: Sequence[str]) -> Any:
-    """The stateless first step of `build_pipeline`, for callers that reuse features across fits."""
-    return build_pipeline()[0].transform(list(texts))
-
-
-def _fit(pipeline: Pipeline, texts: Sequence[str] | None, features: Any, y: Any) -> None:
-    if features is not None:
-        pipeline[1:].fit(features, y)  # the hashing step is stateless: nothing to fit
-    else:
-        pipeline.fit(list(texts or []), y)
 
 
 @dataclass
@@ -153,11 +217,11 @@ class ModelBundle:
     controls: dict[str, ControlModel]
 
     def to_artifact(self) -> dict[str, Any]:
-        return {"format": 1, "controls": {name: model.to_artifact() for name, model in self.controls.items()}}
+        return {"format": FORMAT, "controls": {name: model.to_artifact() for name, model in self.controls.items()}}
 
     @classmethod
     def from_artifact(cls, data: Any) -> "ModelBundle":
-        if not isinstance(data, dict) or data.get("format") != 1 or not isinstance(data.get("controls"), dict):
+        if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("controls"), dict):
             raise ValueError("artifact has an unknown layout")
         return cls({str(k): ControlModel.from_artifact(v) for k, v in data["controls"].items()})
 

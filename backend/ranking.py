@@ -17,10 +17,10 @@ from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
 import numpy as np
-from sklearn.feature_extraction.text import HashingVectorizer, TfidfTransformer
+from sklearn.feature_extraction.text import TfidfTransformer
 
 from . import strategy as strategies
-from .estimator import ModelBundle, restrict
+from .estimator import ModelBundle, restrict, word_counts
 from .labelconfig import LabelConfig
 from .policy import Policy
 
@@ -54,9 +54,8 @@ class Queue:
 
 
 def features(texts: Sequence[str]):
-    """Unsupervised TF-IDF over hashed word 1-2-grams of the pool (for clusters and near-duplicates)."""
-    hashed = HashingVectorizer(ngram_range=(1, 2), n_features=2**18, alternate_sign=False, norm=None).transform(texts)
-    return TfidfTransformer(sublinear_tf=True).fit_transform(hashed)
+    """Unsupervised TF-IDF over the pool's hashed word 1-2-grams (for clusters and near-duplicates)."""
+    return TfidfTransformer(sublinear_tf=True).fit_transform(word_counts(texts))
 
 
 def task_text(config: LabelConfig, data: dict[str, Any], limit: int) -> str:

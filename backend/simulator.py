@@ -13,7 +13,10 @@ C=10) are fitted side by side as references. Writes a CSV of every point and a P
 from __future__ import annotations
 
 import csv
+import multiprocessing
+import os
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -107,9 +110,21 @@ def labels_to_reach(curve_labels: list[int], mean_accuracy: np.ndarray, target: 
     return None
 
 
+_shared: dict[str, object] = {}  # the data of one simulation, inherited by forked runs
+
+
+def _run_shared(run_key: tuple[str, int]) -> Curve:
+    name, seed = run_key
+    d = _shared
+    return run(name, seed, d["pool_x"], d["pool_y"], d["test_x"], d["test_y"], d["classes"], d["cluster_ids"],  # type: ignore[arg-type]
+               d["unit"], d["budget"], d["batch"], d["policy"])  # type: ignore[arg-type]
+
+
 def simulate(
-    dataset: str, strategy: str, budget: int, batch: int, seeds: int, out: Path, policy: Policy | None = None
+    dataset: str, strategy: str, budget: int, batch: int, seeds: int, out: Path, policy: Policy | None = None,
+    jobs: int = os.cpu_count() or 1,
 ) -> dict[str, object]:
+    """Runs every (strategy, seed) pair, `jobs` at a time in forked processes."""
     started = time.perf_counter()
     policy = policy or Policy(batch_size=batch)
     data = load_dataset(dataset)
@@ -125,11 +140,14 @@ def simulate(
     official_predicted = official_baseline(pool.texts, pool.labels, test.texts)
     official_accuracy = float(accuracy_score(test_y, official_predicted))
     names = [strategy, "random"] if strategy != "random" else ["random"]
-    curves = [
-        run(name, seed, pool_x, pool_y, test_x, test_y, classes, cluster_ids, unit, budget, batch, policy)
-        for name in names
-        for seed in range(seeds)
-    ]
+    _shared.update(
+        pool_x=pool_x, pool_y=pool_y, test_x=test_x, test_y=test_y, classes=classes,
+        cluster_ids=cluster_ids, unit=unit, budget=budget, batch=batch, policy=policy,
+    )
+    runs = [(name, seed) for name in names for seed in range(seeds)]
+    with ProcessPoolExecutor(max(1, min(jobs, len(runs))), mp_context=multiprocessing.get_context("fork")) as pool_:
+        curves = list(pool_.map(_run_shared, runs))
+    _shared.clear()
     out.mkdir(parents=True, exist_ok=True)
     csv_path = out / f"simulation-{Path(dataset).stem}.csv"
     with open(csv_path, "w", newline="") as handle:

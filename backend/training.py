@@ -190,7 +190,6 @@ def train_and_judge(
     metric: str = "macro_f1",
     margin: float = 0.0,
     threshold: float = 0.5,
-    alpha: float = 1e-5,
 ) -> TrainResult:
     """Train a challenger on the snapshot and decide whether it may replace the champion."""
     if metric not in METRICS:
@@ -210,7 +209,7 @@ def train_and_judge(
         train = [i for i in range(len(data.tasks)) if not mask[i]]
         control = data.control
         model = ControlModel.fit(
-            [data.texts[i] for i in train], [data.targets[i] for i in train], control.labels, control.multiple, alpha
+            [data.texts[i] for i in train], [data.targets[i] for i in train], control.labels, control.multiple
         )
         if len(held) >= MIN_HOLDOUT:
             methods.add("holdout")
@@ -228,7 +227,7 @@ def train_and_judge(
         else:
             methods.add("cross-validation")
             train_part = ControlData(control, [data.tasks[i] for i in train], [data.texts[i] for i in train], [data.targets[i] for i in train])
-            predicted, baseline = _cross_validate(train_part, threshold, alpha)
+            predicted, baseline = _cross_validate(train_part, threshold)
             challenger_m[name] = score(train_part.targets, predicted, control)
             baseline_m[name] = score(train_part.targets, baseline, control)
         if model is not None:
@@ -284,7 +283,7 @@ def _resampled(y: np.ndarray, p: np.ndarray, weights: np.ndarray, metric: str, m
     return f1[:, columns].mean(axis=1)
 
 
-def _cross_validate(data: ControlData, threshold: float, alpha: float) -> tuple[list[list[str]], list[list[str]]]:
+def _cross_validate(data: ControlData, threshold: float) -> tuple[list[list[str]], list[list[str]]]:
     """Out-of-fold predictions of the challenger and of the baseline (deterministic folds)."""
     n = len(data.texts)
     strata = ["|".join(t) for t in data.targets]
@@ -301,7 +300,7 @@ def _cross_validate(data: ControlData, threshold: float, alpha: float) -> tuple[
         if len(test) == 0 or len(train) == 0:
             continue
         model = ControlModel.fit(
-            [data.texts[i] for i in train], [data.targets[i] for i in train], control.labels, control.multiple, alpha
+            [data.texts[i] for i in train], [data.targets[i] for i in train], control.labels, control.multiple
         )
         for i, labels in zip(test, predict_labels(model, [data.texts[i] for i in test], control, threshold)):
             predicted[i] = labels
