@@ -6,6 +6,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify
 
+from . import audit, monitor
 from .api import json_body, runtime
 from .payload import InvalidPayload, require_object
 from .policy import policy_for, validated
@@ -14,6 +15,14 @@ from .trigger import request_retrain
 
 admin = Blueprint("admin", __name__, url_prefix="/projects")
 STABLE_KAPPA = 0.98
+
+
+def actor() -> str:
+    """Who made an admin request: the basic-auth user, else the API itself."""
+    from flask import request as http
+
+    user = http.authorization.username if http.authorization and http.authorization.type == "basic" else None
+    return f"admin API ({user})" if user else "admin API"
 
 
 @admin.get("/<int:project>/models")
@@ -33,10 +42,14 @@ def rollback(project: int) -> Response:
     version = body.get("version")
     if not isinstance(version, str) or not version:
         raise InvalidPayload("version must be a string")
+    rt = runtime()
+    before = rt.registry.pointer(project)
     try:
-        pointer = runtime().registry.rollback(project, version)
+        pointer = rt.registry.rollback(project, version)
     except RegistryError as exc:
         raise InvalidPayload(str(exc), status=404 if "no artifact" in str(exc) else 409) from None
+    audit.record(rt.redis, project, "rollback", actor(), f"rolled back to {version}",
+                 version=version, previous=before.version if before else None, seq=pointer.seq)
     return jsonify(project=project, current=pointer.to_json())
 
 
@@ -47,7 +60,7 @@ def train(project: int) -> Response:
 
     rt = runtime()
     full = http.args.get("full_sync", "0") in {"1", "true", "yes"}
-    request = request_retrain(rt.settings, rt.redis, project, "admin API" + (" (full sync)" if full else ""), full_sync=full)
+    request = request_retrain(rt.settings, rt.redis, project, "admin API" + (" (full sync)" if full else ""), full_sync=full, actor=actor())
     return jsonify(project=project, retrain={"job_id": request.job_id, "enqueued": request.enqueued})
 
 
@@ -80,6 +93,7 @@ def put_settings(project: int) -> Response:
     changes = validated(require_object(json_body(), "body"), strict=True)
     stored = json.loads(rt.store.meta(project).get("settings", "{}") or "{}")
     rt.store.set_meta(project, settings={**stored, **changes})
+    audit.record(rt.redis, project, "settings", actor(), "settings changed: " + ", ".join(sorted(changes)), changes=changes)
     return jsonify(project=project, settings=policy_for(rt.settings, rt.store.meta(project)).to_json())
 
 
@@ -92,3 +106,33 @@ def stopping(project: int) -> Response:
     stable = len(recent) == 3 and min(recent) >= STABLE_KAPPA
     return jsonify(project=project, history=history, stable=stable,
                    advice="labeling no longer changes the model much" if stable else "more labels still change the model")
+
+
+@admin.get("/<int:project>/monitor")
+def monitoring(project: int) -> Response:
+    """Live accuracy (lifetime per version, control and class; rolling window), its gap to the
+    offline estimate, and drift of recent /predict traffic against the serving version."""
+    rt = runtime()
+    return jsonify(project=project, **monitor.status(rt.redis, rt.registry, project))
+
+
+@admin.get("/<int:project>/audit")
+def audit_trail(project: int) -> Response:
+    from flask import request as http
+
+    limit = http.args.get("limit", default=100, type=int)
+    kind = http.args.get("kind")
+    if limit is None or not 1 <= limit <= 1000:
+        raise InvalidPayload("limit must be between 1 and 1000")
+    if kind is not None and kind not in audit.KINDS:
+        raise InvalidPayload(f"kind must be one of {sorted(audit.KINDS)}")
+    return jsonify(project=project, events=audit.events(runtime().redis, project, limit, kind))
+
+
+@admin.get("/<int:project>/mislabels")
+def suspected_label_errors(project: int) -> Response:
+    """Suspected label errors of the latest check (cleanlab), most suspicious first; labels are never changed."""
+    found = runtime().store.mislabels(project)
+    if found is None:
+        return jsonify(project=project, version=None, suspects=[], reason="not checked yet: runs after each promotion")
+    return jsonify(project=project, **found)

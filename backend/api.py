@@ -8,7 +8,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request
 from redis.exceptions import RedisError
 
-from . import ingest, metrics
+from . import ingest, metrics, monitor
 from .labelconfig import LabelConfigError, parse_label_config
 from .payload import InvalidPayload, parse_json, parse_predict, parse_setup, parse_webhook
 from .runtime import Runtime
@@ -71,8 +71,10 @@ def predict() -> Response:
         config = parse_label_config(req.label_config)
     except LabelConfigError as exc:
         raise InvalidPayload(str(exc)) from None
-    results = rt.model.predict(req.tasks, req.context, project=req.project, config=config)
+    results, observation = rt.model.predict_observed(req.tasks, project=req.project, config=config)
     remember_unlabeled(rt, req.project, config, req.tasks)
+    if observation is not None:
+        rt.writer.submit(monitor.after_predict, rt.settings, rt.redis, rt.registry, rt.store, req.project, observation)
     served = sum(1 for r in results if r)
     metrics.PREDICTIONS.labels(str(req.project), "model").inc(served)
     metrics.PREDICTIONS.labels(str(req.project), "empty").inc(len(results) - served)
@@ -89,7 +91,8 @@ def remember_unlabeled(rt: Runtime, project: int, config: Any, tasks: list[dict[
             data = texts_of(task, keys, rt.settings.max_text_chars)
             if data:
                 seen[task["id"]] = data
-    rt.pool_recorder.record(project, seen)
+    if seen:
+        rt.writer.submit(rt.store.remember_tasks, project, seen)
 
 
 @api.post("/webhook")
@@ -128,7 +131,7 @@ def versions() -> Response:
 
 @api.get("/metrics")
 def prometheus() -> Response:
-    body, content_type = metrics.exposition()
+    body, content_type = metrics.exposition(runtime())
     return Response(body, content_type=content_type)
 
 

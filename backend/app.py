@@ -76,7 +76,11 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
 
     from .admin import admin
     from .api import api
+    from .ui import mount_rq_dashboard, ui
 
     app.register_blueprint(api)
     app.register_blueprint(admin)
+    app.register_blueprint(ui)
+    if not settings.embedded:
+        mount_rq_dashboard(app, settings.redis_url)
     return app

@@ -13,16 +13,22 @@ from .config import Settings
 
 def serve(settings: Settings, args: argparse.Namespace) -> int:
     """gunicorn with the app factory; one worker in embedded mode (its Redis lives in that process)."""
+    import tempfile
+
     from gunicorn.app.base import BaseApplication
 
+    workers = 1 if settings.embedded else (args.workers or settings.workers)
+    port = args.port or settings.port
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", os.path.join(tempfile.gettempdir(), f"lsb-metrics-{port}"))
+    from . import metrics  # prometheus_client reads PROMETHEUS_MULTIPROC_DIR when first imported
     from .app import create_app
 
-    workers = 1 if settings.embedded else (args.workers or settings.workers)
+    metrics.prepare_multiprocess_dir(os.environ["PROMETHEUS_MULTIPROC_DIR"])
 
     class Server(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
             options = {
-                "bind": f"{args.host or settings.host}:{args.port or settings.port}",
+                "bind": f"{args.host or settings.host}:{port}",
                 "workers": workers,
                 "threads": settings.threads,
                 "timeout": 120,
@@ -31,6 +37,7 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
                 "limit_request_field_size": 16380,
                 "accesslog": None,
                 "loglevel": settings.log_level.lower(),
+                "child_exit": lambda server, worker: metrics.mark_process_dead(worker.pid),
             }
             for name, value in options.items():
                 self.cfg.set(name, value)

@@ -42,6 +42,7 @@ class Settings:
     redis_timeout: float = 0.3
     model_title: str = "TextClassifier"
     label_studio_timeout: float = 30.0
+    trigger_check_interval: float = 10.0  # seconds between live-accuracy / drift trigger checks per project
 
     @property
     def auth_enabled(self) -> bool:

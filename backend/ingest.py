@@ -8,6 +8,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from . import audit, monitor
+from .labelconfig import LabelConfigError, parse_label_config
 from .policy import policy_for
 from .payload import InvalidPayload, WebhookEvent, parse_annotation, positive_int
 from .runtime import Runtime
@@ -34,6 +36,9 @@ def handle(runtime: Runtime, event: WebhookEvent) -> dict[str, Any]:
     if event.label_config and previous != event.label_config:
         store.set_meta(project, label_config=event.label_config)
         config_changed = previous is not None
+        if config_changed:
+            audit.record(runtime.redis, project, "label_config", f"webhook {event.action}", "label config changed",
+                         labels={c.from_name: list(c.labels) for c in _controls(event.label_config)})
     if event.action == "START_TRAINING" or (event.action == "PROJECT_UPDATED" and config_changed):
         reason = "START_TRAINING" if event.action == "START_TRAINING" else "label config changed"
         request = request_retrain(settings, runtime.redis, project, reason)
@@ -62,11 +67,25 @@ def handle(runtime: Runtime, event: WebhookEvent) -> dict[str, Any]:
             task_id = raw.get("task") if raw.get("task") is not None else (task or {}).get("id")
             annotation = parse_annotation(raw, task_id, texts_of(task or {}, keys, limit))
             changed = store.upsert(project, annotation)
+            if annotation.labels:
+                monitor.observe_annotation(runtime.redis, project, annotation.task, annotation.labels)
             if changed:
                 stored += 1
                 seq = max(seq, changed)
         answer["changed"] = stored
-    if seq and store.due(project, seq, policy_for(settings, meta).retrain_threshold):
+    policy = policy_for(settings, meta)
+    if seq and store.due(project, seq, policy.retrain_threshold):
         request = request_retrain(settings, runtime.redis, project, f"{event.action}: labels changed")
         answer["retrain"] = {"job_id": request.job_id, "enqueued": request.enqueued}
+    elif event.action in ANNOTATION_ACTIONS:
+        triggered = monitor.check_triggers(settings, runtime.redis, runtime.registry, project, policy)
+        if triggered:
+            answer["retrain"] = {"job_id": triggered["job_id"], "enqueued": triggered["enqueued"]}
     return answer
+
+
+def _controls(label_config: str) -> list[Any]:
+    try:
+        return list(parse_label_config(label_config).controls)
+    except LabelConfigError:
+        return []

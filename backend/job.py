@@ -18,7 +18,7 @@ import numpy as np
 from redis import Redis
 from rq import get_current_job
 
-from . import faults, labelstudio
+from . import audit, faults, labelstudio, mislabels
 from . import runtime as runtime_module
 from .labelconfig import LabelConfigError, parse_label_config
 from .registry import RegistryError
@@ -28,6 +28,7 @@ from .model import UNTRAINED
 from .policy import policy_for
 from .ranking import rank
 from .training import build_snapshot
+from .trigger import retrain_queue
 
 log = logging.getLogger(__name__)
 
@@ -99,8 +100,59 @@ def retrain(project: int, reason: str = "", full_sync: bool = False) -> dict[str
             sync(runtime, ls, project, full_sync)
         result = train_project(runtime, project, reason, job.id)
         runtime.redis.set(key(project, "last_trained"), time.time())
+    if result.get("status") == "promoted":
+        enqueue_mislabels(runtime, project, result["version"])
     result.update(publish_queue(runtime, ls, project))
     return result
+
+
+def enqueue_mislabels(runtime: Runtime, project: int, version: str) -> None:
+    """Look for suspected label errors with the new version's data, in a job of its own."""
+    retrain_queue(runtime.settings, runtime.redis).enqueue(
+        "backend.job.find_mislabels", int(project), version, job_id=f"mislabels-{int(project)}-{version}",
+        job_timeout=runtime.settings.job_timeout, result_ttl=3600, failure_ttl=7 * 24 * 3600,
+        description=f"suspected label errors of project {int(project)} ({version})",
+    )
+
+
+def find_mislabels(project: int, version: str) -> dict[str, Any]:
+    """RQ entry point: cleanlab over the stored labels; store the suspects, push their `mislabeling`
+    scores to LS (as predictions of `version` on the labeled tasks) and record it in the audit trail."""
+    job = get_current_job()
+    if job is None:
+        raise RuntimeError("find_mislabels runs inside an RQ job")
+    runtime = runtime_module.for_job(job.connection)
+    store = runtime.store
+    try:
+        config = parse_label_config(store.meta(project).get("label_config", ""))
+    except LabelConfigError:
+        return {"suspects": 0}
+    labeled = store.labeled_tasks(project)
+    snapshot = build_snapshot(project, labeled, config, store.change_seq(project), runtime.settings.max_text_chars)
+    started = time.perf_counter()
+    suspects = mislabels.find(snapshot)
+    store.save_mislabels(project, {"version": version, "checked": snapshot.size, "suspects": mislabels.to_json(suspects),
+                                   "seconds": round(time.perf_counter() - started, 3)})
+    pushed = 0
+    ls = ls_client(runtime, project)
+    if ls is not None and suspects:
+        by_task = {t.task: t for t in labeled}
+        tasks = [{"id": s.task, "data": by_task[s.task].data} for s in suspects if s.task in by_task]
+        results, _ = runtime.model.predict_observed(tasks, project=project, config=config)
+        worst = {}
+        for s in suspects:
+            worst[s.task] = max(worst.get(s.task, 0.0), s.mislabeling)
+        predictions = [
+            {"task": t["id"], "result": r["result"], "score": r["score"], "model_version": version, "mislabeling": worst[t["id"]]}
+            for t, r in zip(tasks, results) if isinstance(r, dict)
+        ]
+        try:
+            pushed = labelstudio.push_mislabeling(ls, predictions)
+        except Exception as exc:
+            log.warning("project %s: could not push mislabeling scores to Label Studio (%s)", project, type(exc).__name__)
+    audit.record(runtime.redis, project, "label_errors", f"label-error job {job.id}",
+                 f"{len(suspects)} suspected label errors among {snapshot.size} labeled tasks", version=version, pushed=pushed)
+    return {"suspects": len(suspects), "pushed": pushed}
 
 
 def ls_client(runtime: Runtime, project: int) -> Any:
@@ -149,7 +201,7 @@ def publish_queue(runtime: Runtime, ls: Any, project: int) -> dict[str, Any]:
         by_id = {int(t["id"]): t for t in pool}
         entries = {e.task: e for e in queue.entries}
         tasks = [by_id[e.task] for e in queue.entries]
-        results = runtime.model.predict(tasks, project=project, config=config) if served else [None] * len(tasks)
+        results, observation = runtime.model.predict_observed(tasks, project=project, config=config) if served else ([None] * len(tasks), None)
         predictions = []
         for task, result in zip(tasks, results):
             entry = entries[int(task["id"])]
@@ -164,6 +216,8 @@ def publish_queue(runtime: Runtime, ls: Any, project: int) -> dict[str, Any]:
             log.warning("project %s: could not push predictions to Label Studio (%s); retried by the next job", project, type(exc).__name__)
             return {"queue": len(queue.entries), "pushed": 0}
         store.redis.set(key(project, "pushed_version"), version)
+        if observation is not None:
+            store.remember_predictions(project, version, observation.predicted)
         log.info("project %s: pushed %s predictions of %s (%s)", project, pushed, version, queue.strategy)
     return {"queue": len(queue.entries), "pushed": pushed, "strategy": queue.strategy}
 
@@ -269,6 +323,7 @@ def train_project(runtime: Runtime, project: int, reason: str, job_id: str = "")
         "train_seconds": round(result.seconds, 3),
         "evaluation": result.judgement.to_json(),
         "sha256": None,
+        "reference": result.reference,
         "decision": "rejected",
         "reason": result.judgement.reason,
     }
@@ -285,4 +340,10 @@ def train_project(runtime: Runtime, project: int, reason: str, job_id: str = "")
             record["reason"] = f"{result.judgement.reason}; not promoted: {exc}"
     registry.save_record(project, record)
     log.info("project %s: %s %s (%s)", project, version, record["decision"], record["reason"])
+    promoted = record["decision"] == "promoted"
+    audit.record(
+        runtime.redis, project, "promotion" if promoted else "rejection", f"train job {job_id}" if job_id else "train job",
+        f"{version} {record['decision']}: {record['reason']}", version=version, parent=record["parent"],
+        trigger=reason, examples=snapshot.size, metrics=record["evaluation"].get("challenger"),
+    )
     return {"status": record["decision"], "version": version, "reason": record["reason"]}

@@ -123,3 +123,11 @@ def push_predictions(ls: Any, project: int, version: str, predictions: list[dict
         else:
             ls.projects.update(id=project, model_version=version)
     return len(predictions)
+
+
+def push_mislabeling(ls: Any, predictions: list[dict[str, Any]]) -> int:
+    """Store predictions carrying `mislabeling` on labeled tasks (one by one: only single creates
+    are known to keep the extra fields); leaves the project's model version alone."""
+    for prediction in predictions[:SINGLE_PUSH_LIMIT]:
+        ls.predictions.create(**prediction)
+    return min(len(predictions), SINGLE_PUSH_LIMIT)

@@ -7,17 +7,27 @@ model while keeping the protocol, the queue and the registry.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-import numpy as np
-
+from . import drift
 from .config import Settings
-from .estimator import ModelBundle, choose, restrict
+from .estimator import ModelBundle, choose, hash_texts, restrict
 from .labelconfig import LabelConfig
 from .serving import ModelCache
 from .training import Snapshot, TrainResult, train_and_judge
 
 UNTRAINED = "untrained"
+
+
+@dataclass
+class Observation:
+    """What monitoring keeps of one prediction request: our choices per task and control (for live
+    accuracy) and, for the first control, each text's confidence, length and unseen share (drift)."""
+
+    version: str
+    predicted: dict[int, dict[str, list[str]]] = field(default_factory=dict)
+    traffic: list[tuple[float, float, float]] = field(default_factory=list)
 
 
 class TextClassifier:
@@ -36,14 +46,19 @@ class TextClassifier:
         self, tasks: Sequence[dict[str, Any]], context: Any = None, *, project: int, config: LabelConfig
     ) -> list[dict[str, Any] | list[Any]]:
         """One entry per task, in order: a prediction, or `[]` when the task cannot be predicted."""
+        return self.predict_observed(tasks, project=project, config=config)[0]
+
+    def predict_observed(
+        self, tasks: Sequence[dict[str, Any]], *, project: int, config: LabelConfig
+    ) -> tuple[list[dict[str, Any] | list[Any]], Observation | None]:
+        """`predict`, plus what monitoring keeps of it (None while untrained)."""
         served = self.cache.get(project)
         limit = self.settings.max_text_chars
         texts_of = [{c.from_name: c.text_of(_data(t), limit) for c in config.controls} for t in tasks]
         if served is None:
-            return [
-                {"result": [], "score": 0.0, "model_version": UNTRAINED} if any(x is not None for x in texts.values()) else []
-                for texts in texts_of
-            ]
+            untrained = {"result": [], "score": 0.0, "model_version": UNTRAINED}
+            return [dict(untrained) if any(x is not None for x in texts.values()) else [] for texts in texts_of], None
+        observation = Observation(served.version)
         regions: list[list[dict[str, Any]]] = [[] for _ in tasks]
         for control in config.controls:
             model = served.bundle.controls.get(control.from_name)
@@ -52,17 +67,20 @@ class TextClassifier:
             rows = [i for i, texts in enumerate(texts_of) if texts[control.from_name] is not None]
             if not rows:
                 continue
-            proba = restrict(
-                model.predict_proba([texts_of[i][control.from_name] for i in rows]),
-                model.labels,
-                control.labels,
-                control.multiple,
-            )
+            texts = [texts_of[i][control.from_name] for i in rows]
+            features = hash_texts(texts)
+            proba = restrict(model.predict_proba(features=features), model.labels, control.labels, control.multiple)
             threshold = self.settings.multilabel_threshold
-            for i, row, picked in zip(rows, proba, choose(proba, control.labels, control.multiple, threshold)):
+            confidences = drift.confidence(proba, control.multiple)
+            if not observation.traffic:
+                unseen = drift.unseen_share(model, features)
+                observation.traffic = [(float(c), float(len(t)), float(u)) for c, t, u in zip(confidences, texts, unseen)]
+            for i, confidence, picked in zip(rows, confidences, choose(proba, control.labels, control.multiple, threshold)):
+                task_id = tasks[i].get("id")
+                if isinstance(task_id, int) and not isinstance(task_id, bool):
+                    observation.predicted.setdefault(task_id, {})[control.from_name] = picked
                 if not picked:
                     continue
-                confidence = float(np.min(np.maximum(row, 1 - row))) if control.multiple else float(row.max())
                 regions[i].append(
                     {
                         "id": f"{control.from_name}-{i}",
@@ -70,13 +88,14 @@ class TextClassifier:
                         "to_name": control.to_name,
                         "type": "choices",
                         "value": {"choices": picked},
-                        "score": round(confidence, 6),
+                        "score": round(float(confidence), 6),
                     }
                 )
-        return [
+        results = [
             {"result": r, "score": min(x["score"] for x in r), "model_version": served.version} if r else []
             for r in regions
         ]
+        return results, observation
 
     def fit(
         self, event: str, data: Snapshot, champion: ModelBundle | None = None, *, metric: str | None = None, margin: float | None = None

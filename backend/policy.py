@@ -31,6 +31,10 @@ class Policy:
     cold_start_total: int = 50
     clusters: int = 20
     uncertainty_sampling: bool = False
+    live_accuracy_drop: float = 0.10  # retrain when live accuracy is this far below the offline estimate
+    live_min_samples: int = 30  # ... over at least this many annotations of the serving version
+    drift_threshold: float = 0.25  # retrain when the confidence PSI of recent traffic reaches this
+    drift_min_samples: int = 200  # ... over at least this many predictions of the serving version
 
     def warm(self, counts: Mapping[str, Mapping[str, int]], labels: Mapping[str, tuple[str, ...]], total: int) -> bool:
         """True once uncertainty may replace diversity (the cold-start rule in the module doc)."""

@@ -11,7 +11,7 @@ from .connection import redis_for
 from .model import TextClassifier
 from .registry import Registry
 from .serving import ModelCache
-from .store import PoolRecorder, Store
+from .store import BackgroundWriter, Store
 
 
 @dataclass
@@ -22,7 +22,7 @@ class Runtime:
     registry: Registry
     cache: ModelCache
     model: TextClassifier
-    pool_recorder: PoolRecorder
+    writer: BackgroundWriter
 
     @classmethod
     def build(cls, settings: Settings, redis: Redis | None = None, poll: bool = True) -> "Runtime":
@@ -30,7 +30,7 @@ class Runtime:
         registry = Registry(settings.model_dir)
         cache = ModelCache(registry, settings.swap_poll_interval if poll else 0)
         store = Store(redis)
-        return cls(settings, redis, store, registry, cache, TextClassifier(settings, cache), PoolRecorder(store))
+        return cls(settings, redis, store, registry, cache, TextClassifier(settings, cache), BackgroundWriter())
 
 
 _installed: dict[int, Runtime] = {}

@@ -11,12 +11,14 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+import logging
+from typing import Any, Callable, Iterable, Mapping
 
 from redis import Redis
 
 from .labelconfig import LabelConfigError, parse_label_config
 
+log = logging.getLogger(__name__)
 PREFIX = "lsb"
 MAX_DATA_FIELDS = 32
 
@@ -201,6 +203,13 @@ class Store:
         found = self.redis.hmget(key(project, "texts"), [str(t) for t in task_ids])
         return {t for t, value in zip(task_ids, found) if value is not None}
 
+    # -- predictions handed to LS, for live accuracy (see `monitor`) ----------------------------
+    def remember_predictions(self, project: int, version: str, predicted: Mapping[int, Mapping[str, list[str]]]) -> None:
+        """What we predicted for each task (control -> choices), to compare with its first annotation."""
+        if predicted:
+            value = {str(task): _dumps({"v": version, "c": choices}) for task, choices in predicted.items()}
+            self.redis.hset(key(project, "predicted"), mapping=value)
+
     # -- the queue ---------------------------------------------------------------------------
     def save_queue(self, project: int, queue: dict[str, Any], stability: dict[str, Any] | None) -> None:
         pipe = self.redis.pipeline()
@@ -216,6 +225,14 @@ class Store:
 
     def stability(self, project: int) -> list[dict[str, Any]]:
         return [json.loads(x) for x in self.redis.lrange(key(project, "stability"), 0, -1)]
+
+    # -- suspected label errors (see `mislabels`) ------------------------------------------------
+    def save_mislabels(self, project: int, found: dict[str, Any]) -> None:
+        self.redis.set(key(project, "mislabels"), _dumps({**found, "generated_at": time.time()}))
+
+    def mislabels(self, project: int) -> dict[str, Any] | None:
+        raw = self.redis.get(key(project, "mislabels"))
+        return json.loads(raw) if raw else None
 
     # -- project metadata ----------------------------------------------------------------------
     def set_meta(self, project: int, **values: Any) -> None:
@@ -258,36 +275,34 @@ def texts_of(task: Mapping[str, Any], keys: tuple[str, ...] | None, limit: int) 
     return picked
 
 
-class PoolRecorder:
-    """Adds tasks seen through /predict to the pool from a background thread, so a slow or
-    unreachable Redis never delays a prediction (batches are dropped when the buffer is full)."""
+class BackgroundWriter:
+    """Runs best-effort Redis writes of web requests (the pool seen through /predict, monitoring)
+    on a background thread, so a slow or unreachable Redis never delays a prediction; work is
+    dropped when the buffer is full or Redis fails."""
 
-    def __init__(self, store: Store, capacity: int = 256):
+    def __init__(self, capacity: int = 256):
         import queue
 
-        self.store = store
-        self._pending: "queue.Queue[tuple[int, dict[int, dict[str, str]]]]" = queue.Queue(capacity)
+        self._pending: "queue.Queue[tuple[Callable[..., Any], tuple[Any, ...]]]" = queue.Queue(capacity)
         self._pid = 0
 
-    def record(self, project: int, tasks: dict[int, dict[str, str]]) -> None:
+    def submit(self, work: Callable[..., Any], *args: Any) -> None:
         import os
         import queue
         import threading
 
-        if not tasks:
-            return
         if self._pid != os.getpid():
             self._pid = os.getpid()
-            threading.Thread(target=self._drain, name="pool-recorder", daemon=True).start()
+            threading.Thread(target=self._drain, name="background-writer", daemon=True).start()
         try:
-            self._pending.put_nowait((project, tasks))
+            self._pending.put_nowait((work, args))
         except queue.Full:
             pass
 
     def _drain(self) -> None:
         while True:
-            project, tasks = self._pending.get()
+            work, args = self._pending.get()
             try:
-                self.store.remember_tasks(project, tasks)
-            except Exception:  # Redis down: the pool is a convenience, LS's API is the source
-                pass
+                work(*args)
+            except Exception:  # noqa: BLE001 - best effort by design; LS's API and webhooks are the sources
+                log.debug("background write %s failed", getattr(work, "__name__", work), exc_info=True)

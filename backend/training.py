@@ -27,6 +27,7 @@ import numpy as np
 from sklearn.metrics import accuracy_score, f1_score
 from sklearn.model_selection import StratifiedKFold
 
+from . import drift
 from .estimator import ControlModel, ModelBundle, choose, restrict
 from .labelconfig import ChoicesControl, LabelConfig
 from .store import LabeledTask
@@ -34,6 +35,7 @@ from .store import LabeledTask
 MIN_HOLDOUT = 200
 MAX_HOLDOUT = 1000
 HOLDOUT_FRACTION = 0.2
+MIN_REFERENCE = 20  # held-out texts needed for an honest drift reference (else the training texts)
 METRICS = ("macro_f1", "accuracy")
 BOOTSTRAP = 300
 CONFIDENCE = 0.95  # a challenger is rejected only when it is worse with at least this confidence
@@ -181,6 +183,7 @@ class TrainResult:
     bundle: ModelBundle | None
     judgement: Judgement
     seconds: float
+    reference: dict[str, list[float]] | None = None  # drift reference of the first control (see `drift`)
 
 
 def train_and_judge(
@@ -201,6 +204,7 @@ def train_and_judge(
     baseline_m: dict[str, dict[str, float]] = {}
     methods = set()
     paired: dict[str, tuple[Any, Any, Any, ChoicesControl]] = {}
+    reference: dict[str, list[float]] | None = None
     for name, data in snapshot.controls.items():
         if len(data.texts) < 2:
             continue
@@ -232,6 +236,9 @@ def train_and_judge(
             baseline_m[name] = score(train_part.targets, baseline, control)
         if model is not None:
             models[name] = model
+            if reference is None:
+                unseen_by_model = [data.texts[i] for i in held] if len(held) >= MIN_REFERENCE else [data.texts[i] for i in train]
+                reference = drift.reference(model, unseen_by_model)
     method = "+".join(sorted(methods)) or "none"
     if not models:
         judgement = Judgement(False, "not enough labels: every control needs two classes", challenger_m, champion_m, baseline_m, method)
@@ -250,7 +257,7 @@ def train_and_judge(
         context = "first model" if champion is None else "too few held-out labels to compare models, cross-validated"
         reason = f"{context}: {metric} {new:.4f} {'beats' if promote else 'does not beat'} the trivial baseline {base:.4f}"
     judgement = Judgement(promote, reason, challenger_m, champion_m, baseline_m, method)
-    return TrainResult(ModelBundle(models), judgement, time.perf_counter() - started)
+    return TrainResult(ModelBundle(models), judgement, time.perf_counter() - started, reference)
 
 
 def worse_probability(paired: dict[str, tuple[Any, Any, Any, ChoicesControl]], metric: str, margin: float) -> float:

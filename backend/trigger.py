@@ -17,6 +17,7 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
+from . import audit
 from .config import Settings
 from .store import key
 
@@ -49,8 +50,11 @@ def queued_job(redis: Redis, project: int) -> str | None:
     return raw.decode() if raw else None
 
 
-def request_retrain(settings: Settings, redis: Redis, project: int, reason: str, full_sync: bool = False) -> Request:
-    """Enqueue a retrain of `project` unless one is already waiting to start."""
+def request_retrain(
+    settings: Settings, redis: Redis, project: int, reason: str, full_sync: bool = False, actor: str = "webhook"
+) -> Request:
+    """Enqueue a retrain of `project` unless one is already waiting to start (each enqueued one is
+    recorded in the audit trail with its reason and who asked)."""
     flag = key(project, "queued")
     current = queued_job(redis, project)
     if current and _still_waiting(redis, current):
@@ -71,6 +75,7 @@ def request_retrain(settings: Settings, redis: Redis, project: int, reason: str,
         failure_ttl=7 * 24 * 3600,
         description=f"retrain project {int(project)}: {reason}",
     )
+    audit.record(redis, project, "trigger", actor, reason, job_id=job_id, full_sync=full_sync)
     return Request(job_id, True)
 
 

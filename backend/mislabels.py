@@ -1,0 +1,80 @@
+"""Suspected label errors: cleanlab's confident learning over out-of-fold probabilities.
+
+Every labeled task of a single-choice control is scored by a model that did not see it (k-fold),
+and cleanlab flags the tasks whose given label disagrees with what the rest of the data implies.
+Nothing here changes a label: suspects are listed for reviewers (API, status page, and LS's
+`mislabeling` field of a prediction), highest suspicion first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from cleanlab.filter import find_label_issues
+from cleanlab.rank import get_label_quality_scores
+from sklearn.model_selection import StratifiedKFold
+
+from .estimator import ControlModel, hash_texts
+from .training import Snapshot
+
+FOLDS = 5
+MIN_PER_CLASS = FOLDS  # every class needs a member in every fold
+MAX_SUSPECTS = 500
+
+
+@dataclass(frozen=True)
+class Suspect:
+    task: int
+    control: str
+    given: str
+    suggested: str
+    quality: float  # cleanlab's self-confidence label quality: low = likely wrong
+    mislabeling: float  # 1 - quality, what LS stores on the prediction
+
+
+def out_of_fold_probabilities(texts: list[str], labels: np.ndarray, classes: list[str], seed: int = 0) -> np.ndarray:
+    """Each row's class probabilities from a model trained on the other folds."""
+    features = hash_texts(texts)
+    proba = np.zeros((len(texts), len(classes)))
+    folds = StratifiedKFold(n_splits=FOLDS, shuffle=True, random_state=seed)
+    for train, held in folds.split(np.zeros(len(labels)), labels):
+        model = ControlModel.fit(None, [[classes[i]] for i in labels[train]], classes, False, features=features[train])
+        if model is not None:
+            proba[held] = model.predict_proba(features=features[held])
+    return proba
+
+
+def find(snapshot: Snapshot) -> list[Suspect]:
+    """Suspects of every single-choice control with enough labels, most suspicious first."""
+    suspects: list[Suspect] = []
+    for name, data in snapshot.controls.items():
+        if data.control.multiple:
+            continue
+        given = [t[0] for t in data.targets]
+        classes = sorted(set(given))
+        counts = {c: given.count(c) for c in classes}
+        if len(classes) < 2 or min(counts.values()) < MIN_PER_CLASS:
+            continue
+        labels = np.array([classes.index(g) for g in given])
+        proba = out_of_fold_probabilities(list(data.texts), labels, classes)
+        issues = find_label_issues(labels, proba, filter_by="prune_by_noise_rate")
+        quality = get_label_quality_scores(labels, proba, method="self_confidence")
+        for i in np.flatnonzero(issues):
+            suspects.append(
+                Suspect(
+                    task=int(data.tasks[i]),
+                    control=name,
+                    given=given[i],
+                    suggested=classes[int(proba[i].argmax())],
+                    quality=round(float(quality[i]), 4),
+                    mislabeling=round(1.0 - float(quality[i]), 4),
+                )
+            )
+    suspects.sort(key=lambda s: s.quality)
+    return suspects[:MAX_SUSPECTS]
+
+
+def to_json(suspects: list[Suspect]) -> list[dict[str, Any]]:
+    return [asdict(s) for s in suspects]

@@ -1,0 +1,158 @@
+"""Live signals per project, kept in Redis: live accuracy, recent traffic for drift, and the
+triggers that turn them into retrains.
+
+Live accuracy: every prediction we hand to LS (through `/predict` or the queue push) is remembered
+per task (`Store.remember_predictions`); when the task's first annotation arrives, the human's choices are compared with ours,
+once, and counted per version, control and class (lifetime) and in a rolling window.
+Traffic: `/predict` adds each task's confidence, length and unseen share (see `drift`) to a capped
+list; drift compares it with the serving version's reference from its record.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Iterable, Mapping
+
+from redis import Redis
+
+from . import drift
+from .config import Settings
+from .policy import Policy, policy_for
+from .registry import Registry
+from .store import Store, key
+from .trigger import request_retrain
+
+WINDOW = 200  # annotations in the rolling live-accuracy window
+TRAFFIC_KEPT = 2000  # recent /predict observations kept per project
+TRIGGER_LATCH = 600  # seconds before the same serving version may trigger again
+
+
+def record_traffic(redis: Redis, project: int, version: str, observations: Iterable[tuple[float, float, float]]) -> None:
+    """Confidence, length and unseen share of tasks just predicted by `version`."""
+    rows = [json.dumps([version, round(c, 5), round(n, 1), round(u, 5)]) for c, n, u in observations]
+    if rows:
+        pipe = redis.pipeline()
+        pipe.lpush(key(project, "traffic"), *rows)
+        pipe.ltrim(key(project, "traffic"), 0, TRAFFIC_KEPT - 1)
+        pipe.execute()
+
+
+def observe_annotation(redis: Redis, project: int, task: int, labels: Mapping[str, list[str]]) -> list[dict[str, Any]]:
+    """Compare an annotation with our prediction for its task (once per task); returns the outcomes."""
+    pipe = redis.pipeline(transaction=True)
+    pipe.hget(key(project, "predicted"), str(task))
+    pipe.hdel(key(project, "predicted"), str(task))
+    raw, removed = pipe.execute()
+    if not raw or not removed:
+        return []
+    prediction = json.loads(raw)
+    version, ours = prediction["v"], prediction["c"]
+    outcomes = []
+    pipe = redis.pipeline()
+    for control, human in labels.items():
+        if control not in ours or not human:
+            continue
+        agree = sorted(ours[control]) == sorted(human)
+        outcome = {"at": time.time(), "task": task, "version": version, "control": control,
+                   "agree": agree, "human": sorted(human), "predicted": sorted(ours[control])}
+        outcomes.append(outcome)
+        counters = key(project, "live")
+        pipe.hincrby(counters, f"{version}|{control}|n", 1)
+        pipe.hincrby(counters, f"{version}|{control}|agree", int(agree))
+        for label in human:
+            pipe.hincrby(counters, f"{version}|{control}|class:{label}|n", 1)
+            pipe.hincrby(counters, f"{version}|{control}|class:{label}|agree", int(label in ours[control]))
+        pipe.lpush(key(project, "live_recent"), json.dumps(outcome))
+    pipe.ltrim(key(project, "live_recent"), 0, WINDOW - 1)
+    pipe.execute()
+    return outcomes
+
+
+def live_accuracy(redis: Redis, project: int) -> dict[str, Any]:
+    """Lifetime agreement per version and control (with per-class recall) and the rolling window."""
+    lifetime: dict[str, dict[str, dict[str, Any]]] = {}
+    for field, value in redis.hgetall(key(project, "live")).items():
+        version, control, *rest = field.decode().split("|")
+        slot = lifetime.setdefault(version, {}).setdefault(control, {"n": 0, "agree": 0, "classes": {}})
+        if len(rest) == 1:
+            slot[rest[0]] = int(value)
+        else:
+            label = rest[0].removeprefix("class:")
+            slot["classes"].setdefault(label, {"n": 0, "agree": 0})[rest[1]] = int(value)
+    for controls in lifetime.values():
+        for slot in controls.values():
+            slot["accuracy"] = round(slot["agree"] / slot["n"], 4) if slot["n"] else None
+            for c in slot["classes"].values():
+                c["recall"] = round(c["agree"] / c["n"], 4) if c["n"] else None
+    recent = [json.loads(x) for x in redis.lrange(key(project, "live_recent"), 0, WINDOW - 1)]
+    window = {"n": len(recent), "accuracy": round(sum(o["agree"] for o in recent) / len(recent), 4) if recent else None}
+    by_version: dict[str, list[bool]] = {}
+    for o in recent:
+        by_version.setdefault(o["version"], []).append(o["agree"])
+    window["versions"] = {v: {"n": len(a), "accuracy": round(sum(a) / len(a), 4)} for v, a in by_version.items()}
+    return {"lifetime": lifetime, "window": window, "recent": recent[:20]}
+
+
+def offline_accuracy(record: Mapping[str, Any] | None) -> float | None:
+    """The gate's estimate of a version's accuracy (mean over controls), if it had one."""
+    figures = ((record or {}).get("evaluation") or {}).get("challenger") or {}
+    values = [m["accuracy"] for m in figures.values() if m.get("n")]
+    return round(sum(values) / len(values), 4) if values else None
+
+
+def traffic(redis: Redis, project: int, version: str) -> dict[str, list[float]]:
+    rows = [json.loads(x) for x in redis.lrange(key(project, "traffic"), 0, TRAFFIC_KEPT - 1)]
+    mine = [r for r in rows if r[0] == version]
+    return {"confidence": [r[1] for r in mine], "length": [r[2] for r in mine], "unseen": [r[3] for r in mine]}
+
+
+def status(redis: Redis, registry: Registry, project: int) -> dict[str, Any]:
+    """Live accuracy and drift of the serving version, with the gaps the triggers look at."""
+    pointer = registry.pointer(project)
+    record = registry.record(project, pointer.version) if pointer else None
+    live = live_accuracy(redis, project)
+    out: dict[str, Any] = {"version": pointer.version if pointer else None, "live": live}
+    if pointer is None:
+        return out
+    offline = offline_accuracy(record)
+    window = live["window"]["versions"].get(pointer.version, {"n": 0, "accuracy": None})
+    out["offline_accuracy"] = offline
+    out["live_window"] = window
+    out["live_gap"] = round(offline - window["accuracy"], 4) if offline is not None and window["accuracy"] is not None else None
+    reference = (record or {}).get("reference")
+    out["drift"] = drift.compare(reference, traffic(redis, project, pointer.version)) if reference else None
+    return out
+
+
+def after_predict(settings: Settings, redis: Redis, registry: Registry, store: Store, project: int, observation: Any) -> None:
+    """Keep what a `/predict` answered (see `model.Observation`), then check the triggers."""
+    store.remember_predictions(project, observation.version, observation.predicted)
+    record_traffic(redis, project, observation.version, observation.traffic)
+    check_triggers(settings, redis, registry, project, policy_for(settings, store.meta(project)))
+
+
+def check_triggers(settings: Settings, redis: Redis, registry: Registry, project: int, policy: Policy) -> dict[str, Any] | None:
+    """Retrain when live accuracy fell `live_accuracy_drop` below the offline estimate or drift
+    passed `drift_threshold` (at most one check per project every `trigger_check_interval` seconds);
+    returns the trigger or None."""
+    interval_ms = int(settings.trigger_check_interval * 1000)
+    if interval_ms > 0 and not redis.set(key(project, "trigger_check"), 1, nx=True, px=interval_ms):
+        return None
+    state = status(redis, registry, project)
+    reasons = []
+    window = state.get("live_window") or {}
+    if state.get("live_gap") is not None and window.get("n", 0) >= policy.live_min_samples and state["live_gap"] >= policy.live_accuracy_drop:
+        reasons.append(f"live accuracy {window['accuracy']:.3f} is {state['live_gap']:.3f} below the offline estimate "
+                       f"{state['offline_accuracy']:.3f} ({window['n']} annotations)")
+    found = state.get("drift") or {}
+    if found.get("samples", 0) >= policy.drift_min_samples and found.get("confidence_psi", 0) >= policy.drift_threshold:
+        reasons.append(f"confidence drift: PSI {found['confidence_psi']:.3f} over {found['samples']} predictions")
+    if not reasons:
+        return None
+    latch = key(project, f"triggered:{state['version']}")
+    if not redis.set(latch, 1, nx=True, ex=TRIGGER_LATCH):
+        return None  # this version already triggered a retrain recently
+    reason = "; ".join(reasons)
+    request = request_retrain(settings, redis, project, reason, actor="monitor")
+    return {"reason": reason, "job_id": request.job_id, "enqueued": request.enqueued, "version": state["version"]}
