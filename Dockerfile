@@ -1,5 +1,5 @@
 FROM python:3.11-slim
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 MODEL_DIR=/data/models PORT=9090
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 MODEL_DIR=/data/models PORT=9090 PROMETHEUS_MULTIPROC_DIR=/tmp/lsb-metrics
 WORKDIR /app
 COPY requirements.txt .
 RUN pip install --no-cache-dir -r requirements.txt && useradd --create-home --uid 10001 backend \
@@ -7,4 +7,4 @@ RUN pip install --no-cache-dir -r requirements.txt && useradd --create-home --ui
 COPY backend ./backend
 USER backend
 EXPOSE 9090
-CMD ["sh", "-c", "exec gunicorn --workers ${WORKERS:-2} --threads ${THREADS:-4} --timeout 120 --bind 0.0.0.0:${PORT} 'backend.app:create_app()'"]
+CMD ["sh", "-c", "exec python -m backend serve --workers ${WORKERS:-2}"]
