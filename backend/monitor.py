@@ -134,12 +134,17 @@ def after_predict(settings: Settings, redis: Redis, registry: Registry, store: S
 
 def check_triggers(settings: Settings, redis: Redis, registry: Registry, project: int, policy: Policy) -> dict[str, Any] | None:
     """Retrain when live accuracy fell `live_accuracy_drop` below the offline estimate or drift
-    passed `drift_threshold` (at most one check per project every `trigger_check_interval` seconds);
-    returns the trigger or None."""
+    passed `drift_threshold`, and at least `live_min_samples` label changes arrived since the
+    serving version was trained (at most one check per project every `trigger_check_interval`
+    seconds); returns the trigger or None."""
     interval_ms = int(settings.trigger_check_interval * 1000)
     if interval_ms > 0 and not redis.set(key(project, "trigger_check"), 1, nx=True, px=interval_ms):
         return None
     state = status(redis, registry, project)
+    pointer = registry.pointer(project)
+    unseen_labels = int(redis.get(key(project, "seq")) or 0) - (pointer.watermark if pointer else 0)
+    if pointer is None or unseen_labels < policy.live_min_samples:
+        return None  # a retrain without new labels could not change the model
     reasons = []
     window = state.get("live_window") or {}
     if state.get("live_gap") is not None and window.get("n", 0) >= policy.live_min_samples and state["live_gap"] >= policy.live_accuracy_drop:
@@ -153,6 +158,6 @@ def check_triggers(settings: Settings, redis: Redis, registry: Registry, project
     latch = key(project, f"triggered:{state['version']}")
     if not redis.set(latch, 1, nx=True, ex=TRIGGER_LATCH):
         return None  # this version already triggered a retrain recently
-    reason = "; ".join(reasons)
+    reason = "; ".join(reasons) + f"; {unseen_labels} label changes since {state['version']}"
     request = request_retrain(settings, redis, project, reason, actor="monitor")
     return {"reason": reason, "job_id": request.job_id, "enqueued": request.enqueued, "version": state["version"]}

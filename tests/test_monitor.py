@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import fakeredis
 import pytest
 
@@ -72,14 +74,19 @@ def test_live_accuracy_below_the_offline_estimate_triggers_a_recorded_retrain(fa
 def test_drifted_traffic_raises_psi_and_triggers_a_retrain(fast_client, tweets):
     client, rt = fast_client
     train(client, tweets, n=150)
-    client.put("/projects/1/settings", json={"drift_min_samples": 100, "drift_threshold": 0.25})
+    client.put("/projects/1/settings", json={"drift_min_samples": 100, "drift_threshold": 0.25, "live_min_samples": 20})
     same = [{"id": 10_000 + i, "data": {"text": tweets.texts[4000 + i]}} for i in range(150)]
     predict(client, same)
     wait_for(lambda: rt.redis.llen(key(1, "traffic")) >= 150, timeout=10)
     calm = client.get("/projects/1/monitor").json["drift"]
     assert calm["samples"] == 150 and calm["confidence_psi"] < 0.25
     assert not [e for e in client.get("/projects/1/audit?kind=trigger").json["events"] if e["actor"] == "monitor"]
+    predict(client, [{"id": 30_000 + i, "data": {"text": f"quarterly zeta report {i}"}} for i in range(150)])
+    time.sleep(0.3)
+    assert not [e for e in client.get("/projects/1/audit?kind=trigger").json["events"] if e["actor"] == "monitor"], \
+        "drift without new labels must not retrain: the model could not change"
     rt.redis.delete(key(1, "traffic"))
+    annotate(client, tweets, list(range(5000, 5020)), [tweets.labels[i] for i in range(5000, 5020)])  # new labels to learn from
     odd = [{"id": 20_000 + i, "data": {"text": f"quarterly zeta report {i} lorem ipsum dolor sit amet"}} for i in range(150)]
     predict(client, odd)
     wait_for(lambda: [e for e in client.get("/projects/1/audit?kind=trigger").json["events"] if e["actor"] == "monitor"], timeout=10)
