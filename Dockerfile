@@ -1,5 +1,6 @@
+# The backend image: `python -m backend serve` by default, `python -m backend worker` for RQ workers.
 FROM python:3.11-slim
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 MODEL_DIR=/data/models PORT=9090 PROMETHEUS_MULTIPROC_DIR=/tmp/lsb-metrics
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 MODEL_DIR=/data/models
 WORKDIR /app
 COPY requirements.txt .
 RUN pip install --no-cache-dir -r requirements.txt && useradd --create-home --uid 10001 backend \
@@ -7,4 +8,4 @@ RUN pip install --no-cache-dir -r requirements.txt && useradd --create-home --ui
 COPY backend ./backend
 USER backend
 EXPOSE 9090
-CMD ["sh", "-c", "exec python -m backend serve --workers ${WORKERS:-2}"]
+CMD ["python", "-m", "backend", "serve"]

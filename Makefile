@@ -9,5 +9,5 @@ test:       ## every test, including the real Label Studio end-to-end tests
 test-fast:  ## unit and HTTP tests only
 	SKIP_LABEL_STUDIO=1 bin/test -m "not labelstudio and not slow"
 
-bench:      ## /predict latency and throughput against a running backend (BACKEND_URL)
-	.venv/bin/python bench/predict.py --url $${BACKEND_URL:-http://127.0.0.1:9090}
+bench:      ## the benchmark table (bench/); with BACKEND_URL only its HTTP load, against that backend
+	.venv/bin/python -m bench $${BACKEND_URL:+--url $$BACKEND_URL}

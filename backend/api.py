@@ -1,4 +1,4 @@
-"""The Label Studio ML-backend protocol: /health, /setup, /predict, /webhook, /versions, /metrics."""
+"""The Label Studio ML-backend protocol: /health, /setup, /predict, /webhook, /versions, /metrics, /openapi.json."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from redis.exceptions import RedisError
 
 from . import ingest, metrics, monitor
 from .labelconfig import LabelConfigError, parse_label_config
+from .openapi import OPENAPI
 from .payload import InvalidPayload, parse_json, parse_predict, parse_setup, parse_webhook
 from .runtime import Runtime
 from .store import texts_of
@@ -27,7 +28,12 @@ def json_body() -> Any:
     """The request's JSON body, strictly parsed; 415 unless it is declared as JSON."""
     if not request.is_json:
         raise InvalidPayload("Content-Type must be application/json", status=415)
-    return parse_json(request.get_data(cache=True))
+    raw = request.get_data(cache=True)
+    limit = request.max_content_length
+    if request.content_length is None and limit is not None and len(raw) >= limit:
+        # Werkzeug cuts a chunked body at the limit without an error; its rest is never read
+        raise InvalidPayload(f"request body is larger than {limit} bytes", status=413)
+    return parse_json(raw)
 
 
 @api.get("/")
@@ -39,6 +45,12 @@ def health() -> Response:
     if errors:
         body["degraded"] = {str(p): e for p, e in errors.items()}
     return jsonify(body)
+
+
+@api.get("/openapi.json")
+def openapi() -> Response:
+    """The OpenAPI 3 description of every route (`backend/openapi.py`)."""
+    return jsonify(OPENAPI)
 
 
 @api.post("/setup")
@@ -97,7 +109,12 @@ def remember_unlabeled(rt: Runtime, project: int, config: Any, tasks: list[dict[
 
 @api.post("/webhook")
 def webhook() -> Response:
-    event = parse_webhook(json_body())
+    body = json_body()
+    event = parse_webhook(body)
+    if body.keys() == {"action"} and event.action in ingest.HANDLED:
+        log.warning("webhook %s without a payload ignored: turn on send_payload in Label Studio", event.action)
+        metrics.WEBHOOKS.labels(event.action, "ignored").inc()
+        return jsonify(status="ignored", action=event.action, reason="no payload (send_payload is off)")
     try:
         answer = ingest.handle(runtime(), event)
     except InvalidPayload:

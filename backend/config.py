@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -43,6 +44,10 @@ class Settings:
     model_title: str = "TextClassifier"
     label_studio_timeout: float = 30.0
     trigger_check_interval: float = 10.0  # seconds between live-accuracy / drift trigger checks per project
+
+    def configure_logging(self) -> None:
+        """One log format for web processes and workers, at LOG_LEVEL."""
+        logging.basicConfig(level=self.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     @property
     def auth_enabled(self) -> bool:

@@ -59,20 +59,17 @@ def handle(runtime: Runtime, event: WebhookEvent) -> dict[str, Any]:
         answer["deleted"] = len(event.deleted_ids)
     else:
         tasks_by_id = {t.get("id"): t for t in event.tasks}
-        stored = 0
+        annotations = []
         for index, raw in enumerate(event.annotations):
             task = tasks_by_id.get(raw.get("task"))
             if task is None and len(event.tasks) == len(event.annotations):
                 task = event.tasks[index]
             task_id = raw.get("task") if raw.get("task") is not None else (task or {}).get("id")
-            annotation = parse_annotation(raw, task_id, texts_of(task or {}, keys, limit))
-            changed = store.upsert(project, annotation)
-            if annotation.labels:
-                monitor.observe_annotation(runtime.redis, project, annotation.task, annotation.labels)
-            if changed:
-                stored += 1
-                seq = max(seq, changed)
-        answer["changed"] = stored
+            annotations.append(parse_annotation(raw, task_id, texts_of(task or {}, keys, limit)))
+        changes = [c for c in store.upsert_many(project, annotations) if c]
+        monitor.observe_annotations(runtime.redis, project, [(a.task, a.labels) for a in annotations if a.labels])
+        seq = max(changes, default=0)
+        answer["changed"] = len(changes)
     policy = policy_for(settings, meta)
     if seq and store.due(project, seq, policy.retrain_threshold):
         request = request_retrain(settings, runtime.redis, project, f"{event.action}: labels changed")

@@ -27,7 +27,7 @@ from .store import key, texts_of
 from .model import UNTRAINED
 from .policy import policy_for
 from .ranking import rank
-from .training import build_snapshot
+from .training import Snapshot, build_snapshot, example_digest, poisoned_tasks
 from .trigger import retrain_queue
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,9 @@ def retrain(project: int, reason: str = "", full_sync: bool = False) -> dict[str
     if job is None:
         raise RuntimeError("retrain runs inside an RQ job")
     runtime = runtime_module.for_job(job.connection)
-    attempt = runtime.settings.job_retries - (job.retries_left if job.retries_left is not None else runtime.settings.job_retries)
+    attempt = int(job.meta.get("attempt", 0))  # counted here: the enqueuer's JOB_RETRIES may differ from ours
+    job.meta["attempt"] = attempt + 1
+    job.save_meta()
     if attempt > 0:
         time.sleep(BACKOFF[min(attempt, len(BACKOFF)) - 1])
     with project_lock(runtime.redis, project, wait=max(1.0, runtime.settings.job_timeout - 30), token=job.id):
@@ -98,7 +100,7 @@ def retrain(project: int, reason: str = "", full_sync: bool = False) -> dict[str
         ls = ls_client(runtime, project)
         if ls is not None:
             sync(runtime, ls, project, full_sync)
-        result = train_project(runtime, project, reason, job.id)
+        result = train_project(runtime, project, reason, job.id, last_attempt=not job.retries_left)
         runtime.redis.set(key(project, "last_trained"), time.time())
     if result.get("status") == "promoted":
         enqueue_mislabels(runtime, project, result["version"])
@@ -123,12 +125,17 @@ def find_mislabels(project: int, version: str) -> dict[str, Any]:
         raise RuntimeError("find_mislabels runs inside an RQ job")
     runtime = runtime_module.for_job(job.connection)
     store = runtime.store
+    pointer = runtime.registry.pointer(project)
+    if pointer is None or pointer.version != version:  # a newer version's own job follows: skip the stale one
+        return {"suspects": 0, "skipped": f"{version} is no longer current"}
     try:
         config = parse_label_config(store.meta(project).get("label_config", ""))
     except LabelConfigError:
         return {"suspects": 0}
     labeled = store.labeled_tasks(project)
-    snapshot = build_snapshot(project, labeled, config, store.change_seq(project), runtime.settings.max_text_chars)
+    snapshot = build_snapshot(
+        project, labeled, config, store.change_seq(project), runtime.settings.max_text_chars, store.quarantined(project)
+    )
     started = time.perf_counter()
     suspects = mislabels.find(snapshot)
     store.save_mislabels(project, {"version": version, "checked": snapshot.size, "suspects": mislabels.to_json(suspects),
@@ -272,6 +279,19 @@ def stopping_signal(
     return signal
 
 
+def quarantine_poison(runtime: Runtime, project: int, snapshot: Snapshot, labeled: list[Any], job_id: str) -> None:
+    """Set aside the labeled tasks whose examples make fitting raise (they stay stored, and are
+    tried again once edited), and say so in the log and the audit trail."""
+    poisoned = sorted(poisoned_tasks(snapshot))
+    if not poisoned:
+        return
+    by_task = {t.task: t for t in labeled}
+    runtime.store.quarantine(project, {t: example_digest(by_task[t]) for t in poisoned})
+    log.error("project %s: quarantined %s labeled tasks whose examples make training fail: %s", project, len(poisoned), poisoned[:20])
+    audit.record(runtime.redis, project, "training", f"train job {job_id}",
+                 f"quarantined {len(poisoned)} labeled tasks whose examples make training fail", tasks=poisoned[:100])
+
+
 def _respect_min_interval(runtime: Runtime, project: int) -> None:
     last = float(runtime.redis.get(key(project, "last_trained")) or 0)
     wait = last + runtime.settings.retrain_min_interval - time.time()
@@ -279,8 +299,14 @@ def _respect_min_interval(runtime: Runtime, project: int) -> None:
         time.sleep(min(wait, runtime.settings.retrain_min_interval))
 
 
-def train_project(runtime: Runtime, project: int, reason: str, job_id: str = "") -> dict[str, Any]:
-    """Snapshot, train, judge, record and (maybe) promote. Returns a summary of what happened."""
+def train_project(
+    runtime: Runtime, project: int, reason: str, job_id: str = "", last_attempt: bool = False
+) -> dict[str, Any]:
+    """Snapshot, train, judge, record and (maybe) promote. Returns a summary of what happened.
+
+    When the last attempt fails in `fit`, the tasks whose examples make it fail are quarantined,
+    so the project's next job trains without them.
+    """
     store, registry = runtime.store, runtime.registry
     meta = store.meta(project)
     try:
@@ -288,11 +314,14 @@ def train_project(runtime: Runtime, project: int, reason: str, job_id: str = "")
     except LabelConfigError:
         return {"status": "skipped", "reason": "no usable label config stored for the project yet"}
     pointer = registry.pointer(project)
-    if pointer:
-        store.raise_change_seq(project, pointer.watermark)
+    if pointer and store.raise_change_seq(project, pointer.watermark):
+        trained_on = int((registry.record(project, pointer.version) or {}).get("examples", 0))
+        store.redis.set(key(project, "lost_labels"), trained_on)
+        log.error("project %s: Redis lost labels %s was trained on (%s labeled tasks)", project, pointer.version, trained_on)
     watermark = store.change_seq(project)
+    labeled = store.labeled_tasks(project)
     snapshot = build_snapshot(
-        project, store.labeled_tasks(project), config, watermark, runtime.settings.max_text_chars
+        project, labeled, config, watermark, runtime.settings.max_text_chars, store.quarantined(project)
     )
     history = registry.history(project)
     if history and history[-1].get("fingerprint") == snapshot.fingerprint and history[-1].get("decision") != "promoting":
@@ -305,7 +334,12 @@ def train_project(runtime: Runtime, project: int, reason: str, job_id: str = "")
             log.error("project %s: champion %s unusable, judging without it: %s", project, pointer.version, exc)
     faults.point("fit")
     policy = policy_for(runtime.settings, store.meta(project))
-    result = runtime.model.fit("START_TRAINING", snapshot, champion, metric=policy.gate_metric, margin=policy.gate_margin)
+    try:
+        result = runtime.model.fit("START_TRAINING", snapshot, champion, metric=policy.gate_metric, margin=policy.gate_margin)
+    except Exception:
+        if last_attempt:
+            quarantine_poison(runtime, project, snapshot, labeled, job_id)
+        raise
     version = registry.next_version(project)
     record: dict[str, Any] = {
         "version": version,
@@ -327,14 +361,23 @@ def train_project(runtime: Runtime, project: int, reason: str, job_id: str = "")
         "decision": "rejected",
         "reason": result.judgement.reason,
     }
+    promote = result.bundle is not None and result.judgement.promote
+    lost = int(store.redis.get(key(project, "lost_labels")) or 0)
+    if promote and not result.judgement.champion and snapshot.size < lost:
+        # judged without the champion (too few held-out labels): a model of the few labels stored
+        # since Redis lost its data must not replace one trained on many
+        promote = False
+        record["reason"] = (f"{result.judgement.reason}; kept the champion: Redis lost the labels it was trained on "
+                            f"({lost} labeled tasks), {snapshot.size} stored since")
     if result.bundle is not None:
         record["sha256"] = registry.save_artifact(project, version, result.bundle)
-    if result.bundle is not None and result.judgement.promote:
+    if promote:
         record["decision"] = "promoting"
         registry.save_record(project, record)
         try:
             registry.promote(project, version, record["sha256"], snapshot.watermark, pointer.seq if pointer else 0)
             record["decision"] = "promoted"
+            store.redis.delete(key(project, "lost_labels"))
         except RegistryError as exc:
             record["decision"] = "superseded"
             record["reason"] = f"{result.judgement.reason}; not promoted: {exc}"

@@ -17,12 +17,13 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator
 
 from .payload import InvalidPayload, parse_annotation
-from .store import Store, key
+from .store import Annotation, Store, key
 
 log = logging.getLogger(__name__)
 
 PAGE_SIZE = 500
 PUSH_BATCH = 500
+SYNC_BATCH = 500  # annotations written to Redis per round trip
 SINGLE_PUSH_LIMIT = 300
 SYNC_OVERLAP = 300.0  # seconds re-read before the last sync, for clock skew and slow commits
 
@@ -79,6 +80,7 @@ def sync_annotations(
     since = None if full or not last else last - SYNC_OVERLAP
     seen: set[int] = set()
     changed = 0
+    batch: list[Annotation] = []
     for task in labeled_tasks(ls, project, since):
         data = {"id": task.id, "data": task.data or {}}
         for raw in task.annotations or []:
@@ -88,7 +90,11 @@ def sync_annotations(
             except InvalidPayload:
                 continue
             seen.add(annotation.id)
-            changed += bool(store.upsert(project, annotation))
+            batch.append(annotation)
+        if len(batch) >= SYNC_BATCH:
+            changed += sum(map(bool, store.upsert_many(project, batch)))
+            batch = []
+    changed += sum(map(bool, store.upsert_many(project, batch)))
     removed = 0
     if full:
         stored = {int(a) for a in store.redis.hkeys(key(project, "ann"))}

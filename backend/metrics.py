@@ -1,7 +1,7 @@
 """Prometheus metrics (`prometheus_client`), correct under several gunicorn workers.
 
 Request counters and latency histograms live in each web process; with `PROMETHEUS_MULTIPROC_DIR`
-set (as `python -m backend serve` and the compose file do), every process writes its samples
+set (as `python -m backend serve` does, one directory per port), every process writes its samples
 there and `/metrics` merges them, so the scrape is right whichever worker answers it.
 Project state (served version, train jobs by outcome and duration, queue depth, live accuracy,
 drift, stopping signal, suspected label errors) is read from Redis and the registry at scrape
@@ -36,9 +36,8 @@ class ProjectCollector:
         self.runtime = runtime
 
     def collect(self) -> Iterator[Metric]:
-        from rq import Queue
-
         from . import monitor
+        from .trigger import retrain_queue
 
         rt = self.runtime
         served = GaugeMetricFamily("lsb_model_version_info", "The version each project serves (value: pointer seq)", labels=["project", "version"])
@@ -50,7 +49,7 @@ class ProjectCollector:
         kappa = GaugeMetricFamily("lsb_stopping_kappa", "Agreement of the last two versions on the unlabeled pool", labels=["project"])
         suspects = GaugeMetricFamily("lsb_suspected_label_errors", "Suspected label errors found by the last check", labels=["project"])
         depth = GaugeMetricFamily("lsb_queue_depth", "Jobs waiting in the RQ queue", labels=["queue"])
-        depth.add_metric([rt.settings.queue_name], Queue(rt.settings.queue_name, connection=rt.redis).count)
+        depth.add_metric([rt.settings.queue_name], retrain_queue(rt.settings, rt.redis).count)
         for project in sorted(set(rt.registry.projects()) | set(rt.store.projects())):
             p = str(project)
             history = rt.registry.history(project)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 from redis import Redis
 
@@ -38,34 +38,43 @@ def record_traffic(redis: Redis, project: int, version: str, observations: Itera
         pipe.execute()
 
 
-def observe_annotation(redis: Redis, project: int, task: int, labels: Mapping[str, list[str]]) -> list[dict[str, Any]]:
-    """Compare an annotation with our prediction for its task (once per task); returns the outcomes."""
-    pipe = redis.pipeline(transaction=True)
-    pipe.hget(key(project, "predicted"), str(task))
-    pipe.hdel(key(project, "predicted"), str(task))
-    raw, removed = pipe.execute()
-    if not raw or not removed:
+def observe_annotations(
+    redis: Redis, project: int, annotations: Sequence[tuple[int, Mapping[str, list[str]]]]
+) -> list[dict[str, Any]]:
+    """Compare annotations (task, labels per control) with our predictions for their tasks, once
+    per task, in two round trips whatever their number; returns the outcomes."""
+    if not annotations:
         return []
-    prediction = json.loads(raw)
-    version, ours = prediction["v"], prediction["c"]
+    predicted = key(project, "predicted")
+    pipe = redis.pipeline(transaction=True)
+    for task, _ in annotations:
+        pipe.hget(predicted, str(task))
+        pipe.hdel(predicted, str(task))
+    replies = pipe.execute()
     outcomes = []
+    counters = key(project, "live")
     pipe = redis.pipeline()
-    for control, human in labels.items():
-        if control not in ours or not human:
+    for (task, labels), raw, removed in zip(annotations, replies[::2], replies[1::2]):
+        if not raw or not removed:
             continue
-        agree = sorted(ours[control]) == sorted(human)
-        outcome = {"at": time.time(), "task": task, "version": version, "control": control,
-                   "agree": agree, "human": sorted(human), "predicted": sorted(ours[control])}
-        outcomes.append(outcome)
-        counters = key(project, "live")
-        pipe.hincrby(counters, f"{version}|{control}|n", 1)
-        pipe.hincrby(counters, f"{version}|{control}|agree", int(agree))
-        for label in human:
-            pipe.hincrby(counters, f"{version}|{control}|class:{label}|n", 1)
-            pipe.hincrby(counters, f"{version}|{control}|class:{label}|agree", int(label in ours[control]))
-        pipe.lpush(key(project, "live_recent"), json.dumps(outcome))
-    pipe.ltrim(key(project, "live_recent"), 0, WINDOW - 1)
-    pipe.execute()
+        prediction = json.loads(raw)
+        version, ours = prediction["v"], prediction["c"]
+        for control, human in labels.items():
+            if control not in ours or not human:
+                continue
+            agree = sorted(ours[control]) == sorted(human)
+            outcome = {"at": time.time(), "task": task, "version": version, "control": control,
+                       "agree": agree, "human": sorted(human), "predicted": sorted(ours[control])}
+            outcomes.append(outcome)
+            pipe.hincrby(counters, f"{version}|{control}|n", 1)
+            pipe.hincrby(counters, f"{version}|{control}|agree", int(agree))
+            for label in human:
+                pipe.hincrby(counters, f"{version}|{control}|class:{label}|n", 1)
+                pipe.hincrby(counters, f"{version}|{control}|class:{label}|agree", int(label in ours[control]))
+            pipe.lpush(key(project, "live_recent"), json.dumps(outcome))
+    if outcomes:
+        pipe.ltrim(key(project, "live_recent"), 0, WINDOW - 1)
+        pipe.execute()
     return outcomes
 
 
@@ -112,7 +121,8 @@ def status(redis: Redis, registry: Registry, project: int) -> dict[str, Any]:
     pointer = registry.pointer(project)
     record = registry.record(project, pointer.version) if pointer else None
     live = live_accuracy(redis, project)
-    out: dict[str, Any] = {"version": pointer.version if pointer else None, "live": live}
+    out: dict[str, Any] = {"version": pointer.version if pointer else None, "live": live,
+                           "offline_accuracy": None, "live_window": None, "live_gap": None, "drift": None}
     if pointer is None:
         return out
     offline = offline_accuracy(record)

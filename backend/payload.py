@@ -66,7 +66,7 @@ def project_id(value: Any, what: str = "project") -> int:
         value = int(value)
     if isinstance(value, str):
         head = value.split(".", 1)[0].strip()
-        if not head.isdigit() or len(head) > 12:
+        if not (head.isascii() and head.isdigit()) or len(head) > 12:  # int() refuses "²", which isdigit() allows
             raise InvalidPayload(f"{what} id must be a positive integer")
         value = int(head)
     if not isinstance(value, int) or value <= 0 or value > 10**12:
@@ -175,6 +175,10 @@ def parse_webhook(body: Any) -> WebhookEvent:
     config = project_raw.get("label_config") if isinstance(project_raw, dict) else None
     annotations = _as_list(body.get("annotation")) + _as_list(body.get("annotations"))
     tasks = _as_list(body.get("task")) + _as_list(body.get("tasks"))
+    if any(isinstance(a.get("task"), (dict, list)) for a in annotations):
+        raise InvalidPayload("annotation task must be a task id")
+    if any(isinstance(t.get("id"), (dict, list)) for t in tasks):
+        raise InvalidPayload("task id must be an integer")
     deleted: list[int] = []
     if action == "ANNOTATIONS_DELETED":
         deleted = [positive_int(a.get("id"), "annotation id") for a in annotations]

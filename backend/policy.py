@@ -18,6 +18,8 @@ from .payload import InvalidPayload
 from .strategy import COMMITTEE_STRATEGIES, STRATEGIES
 
 log = logging.getLogger(__name__)
+STRATEGY_NAMES = tuple(sorted({*STRATEGIES, *COMMITTEE_STRATEGIES, "random"}))
+GATE_METRICS = ("macro_f1", "accuracy")
 
 
 @dataclass(frozen=True)
@@ -76,9 +78,9 @@ def validated(overrides: Mapping[str, Any], strict: bool) -> dict[str, Any]:
             problem = None if ok else f"{name} must be a number in [0, 1]"
             value = float(value) if ok else value
         elif name == "strategy":
-            problem = None if value in {*STRATEGIES, *COMMITTEE_STRATEGIES, "random"} else f"strategy must be one of {sorted({*STRATEGIES, *COMMITTEE_STRATEGIES, 'random'})}"
+            problem = None if value in STRATEGY_NAMES else f"strategy must be one of {list(STRATEGY_NAMES)}"
         elif name == "gate_metric":
-            problem = None if value in {"macro_f1", "accuracy"} else "gate_metric must be macro_f1 or accuracy"
+            problem = None if value in GATE_METRICS else "gate_metric must be macro_f1 or accuracy"
         if problem:
             if strict:
                 raise InvalidPayload(problem)

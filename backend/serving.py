@@ -8,6 +8,7 @@ A process never moves to a lower pointer `seq`, and a fresh process loads whatev
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import threading
@@ -19,6 +20,28 @@ from .metrics import MODEL_SEQ
 from .registry import Pointer, Registry, RegistryError
 
 log = logging.getLogger(__name__)
+
+
+_LIBC = ctypes.CDLL(None)
+_MALLOC_TRIM = getattr(_LIBC, "malloc_trim", None)  # glibc's; absent elsewhere
+_MALLOPT = getattr(_LIBC, "mallopt", None)
+M_ARENA_MAX = -8  # glibc malloc.h
+ARENAS = 2
+
+
+def release_free_memory() -> None:
+    """Give the heap's free pages back to the OS. Loading an artifact frees model-sized buffers that
+    glibc otherwise keeps: 11.6 instead of 8.4 MB per loaded model in a web worker."""
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
+
+
+def limit_malloc_arenas() -> None:
+    """At most `ARENAS` glibc heaps for this process's threads (the default allows 8 per core): each
+    gunicorn thread otherwise keeps the peak of the biggest batch it served in a heap of its own
+    (about 60 MB less per web worker after 1,000-task requests, measured)."""
+    if _MALLOPT is not None:
+        _MALLOPT(M_ARENA_MAX, ARENAS)
 
 
 @dataclass(frozen=True)
@@ -36,6 +59,7 @@ class ModelCache:
     """Per-process cache of the current model of each project."""
 
     def __init__(self, registry: Registry, poll_interval: float = 0.25):
+        limit_malloc_arenas()  # before the request threads of a web worker allocate
         self.registry = registry
         self.poll_interval = poll_interval
         self._served: dict[int, Served] = {}
@@ -81,6 +105,7 @@ class ModelCache:
                 return False
             self._errors.pop(project, None)
             self._served[project] = Served(project, pointer.version, pointer.seq, bundle, time.time())
+            release_free_memory()
             MODEL_SEQ.labels(str(project)).set(pointer.seq)
             log.info("project %s: now serving %s (seq %s)", project, pointer.version, pointer.seq)
             return True

@@ -12,7 +12,7 @@ import json
 import time
 from dataclasses import dataclass, field
 import logging
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from redis import Redis
 
@@ -106,20 +106,24 @@ class Store:
     # -- annotations ---------------------------------------------------------------------------
     def upsert(self, project: int, annotation: Annotation) -> int:
         """Store an annotation; return the project's new change sequence, or 0 when nothing changed."""
-        record = {"task": annotation.task, "author": annotation.author, "updated_at": annotation.updated_at}
-        return int(
-            self._upsert(
-                keys=[key(project, n) for n in ("ann", "ann_labels", "ann_ts", "tombstones", "texts", "seq")],
-                args=[
-                    str(annotation.id),
-                    repr(float(annotation.updated_at)),
-                    _dumps(record),
-                    _dumps(annotation.labels),
-                    str(annotation.task),
-                    _dumps(annotation.data) if annotation.data else "",
-                ],
-            )
-        )
+        return self.upsert_many(project, [annotation])[0]
+
+    def upsert_many(self, project: int, annotations: Sequence[Annotation]) -> list[int]:
+        """`upsert` of each annotation in order, in one round trip (a bulk webhook carries thousands)."""
+        keys = [key(project, n) for n in ("ann", "ann_labels", "ann_ts", "tombstones", "texts", "seq")]
+        pipe = self.redis.pipeline(transaction=False)
+        for annotation in annotations:
+            record = {"task": annotation.task, "author": annotation.author, "updated_at": annotation.updated_at}
+            args = [
+                str(annotation.id),
+                repr(float(annotation.updated_at)),
+                _dumps(record),
+                _dumps(annotation.labels),
+                str(annotation.task),
+                _dumps(annotation.data) if annotation.data else "",
+            ]
+            self._upsert(keys=keys, args=args, client=pipe)
+        return [int(changed) for changed in pipe.execute()] if annotations else []
 
     def delete(self, project: int, annotation_ids: Iterable[int]) -> int:
         ids = [str(int(i)) for i in annotation_ids]
@@ -139,10 +143,13 @@ class Store:
     def change_seq(self, project: int) -> int:
         return int(self.redis.get(key(project, "seq")) or 0)
 
-    def raise_change_seq(self, project: int, floor: int) -> None:
-        """After Redis lost its data, keep the sequence above what the registry already trained on."""
+    def raise_change_seq(self, project: int, floor: int) -> bool:
+        """After Redis lost its data, keep the sequence above what the registry already trained on;
+        True when it was below (Redis lost labels a model was trained on)."""
         if self.change_seq(project) < floor:
             self.redis.set(key(project, "seq"), floor)
+            return True
+        return False
 
     def annotation_count(self, project: int) -> int:
         return int(self.redis.hlen(key(project, "ann")))
@@ -178,6 +185,15 @@ class Store:
                 )
             )
         return out
+
+    # -- quarantine: labeled tasks whose examples make training fail (`training.poisoned_tasks`) --
+    def quarantine(self, project: int, digests: Mapping[int, str]) -> None:
+        """Set tasks aside from training while their `training.example_digest` stays the same."""
+        if digests:
+            self.redis.hset(key(project, "quarantine"), mapping={str(t): d for t, d in digests.items()})
+
+    def quarantined(self, project: int) -> dict[int, str]:
+        return {int(t): d.decode() for t, d in self.redis.hgetall(key(project, "quarantine")).items()}
 
     # -- tasks (the unlabeled pool seen through /predict and TASKS_CREATED) ---------------------
     def remember_tasks(self, project: int, tasks: Mapping[int, dict[str, str]]) -> None:

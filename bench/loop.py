@@ -1,179 +1,117 @@
-"""The feedback loop's speed on real parts: webhook answer time under a burst, and feedback latency.
-
-    python bench/loop.py [--sizes 1000,10000,30000] [--web-workers 2] [--rounds 5]
-
-Starts a private redis-server, gunicorn (`--web-workers`) and one RQ worker on loopback. For each
-size N it posts N labeled tweets as ANNOTATION_CREATED webhooks from 8 threads (a burst) and
-reports the webhook answer time; once that is trained, it posts one more annotation and measures
-the time until every gunicorn worker serves the version trained on it (feedback latency).
-"""
+"""The feedback loop over HTTP: a burst of annotation webhooks, and the time from one more
+annotation to the model trained on it being served by every web worker."""
 
 from __future__ import annotations
 
-import argparse
 import concurrent.futures
-import os
-import random
-import shutil
-import signal
-import socket
+import json
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
+from typing import Sequence
 
-import requests
+from backend.registry import Registry
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from backend.datasets import load_tweets  # noqa: E402
-from backend.registry import Registry  # noqa: E402
-
-CONFIG = (ROOT / "label_config.xml").read_text()
+from .client import LABEL_CONFIG, Client, Load, annotation_event, predict_body, run_load
+from .processes import wait_for
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def event_body(project: int, i: int, texts: Sequence[str], labels: Sequence[str]) -> bytes:
+    """Annotation `i + 1` of task `i + 1` (text and label `i`), as LS sends it."""
+    return json.dumps(annotation_event(i + 1, i + 1, texts[i], labels[i], project=project)).encode()
 
 
-def wait(condition, timeout: float, interval: float = 0.05):
+def warm_up(url: str, path: str, body: bytes, workers: set[int] | None, auth: tuple[str, str] | None = None,
+            count: int = 8) -> None:
+    """Post `body` on new connections until every web worker (by `X-Backend-Worker`) has answered it,
+    or `count` times when the workers are not known: a worker's first request pays one-time imports
+    and parsing (2-3 s for Label Studio's label interface), which no figure of the suite is about."""
+    seen: set[str] = set()
+    for _ in range(100 if workers else count):
+        client = Client(url, auth)  # a new connection per request spreads them over the workers
+        reply = client.post(path, body)
+        client.close()
+        seen.add(reply.headers.get("X-Backend-Worker", ""))
+        if workers and {str(pid) for pid in workers} <= seen:
+            return
+
+
+def skipped_annotation(project: int) -> bytes:
+    """A skipped annotation (no labels: nothing to store or train) with the label config."""
+    return json.dumps(annotation_event(1, 1, "warm-up", None, project=project, cancelled=True)).encode()
+
+
+def burst(url: str, project: int, texts: Sequence[str], labels: Sequence[str], count: int, threads: int,
+          auth: tuple[str, str] | None = None) -> Load:
+    """`count` ANNOTATION_CREATED webhooks as fast as `threads` clients can send them."""
+    encoded = [event_body(project, i, texts, labels) for i in range(count)]
+    return run_load(url, lambda t, i: encoded[i], "/webhook", threads, requests=count, auth=auth)
+
+
+def await_model(url: str, project: int, timeout: float, auth: tuple[str, str] | None = None) -> str | None:
+    """Ask for training (START_TRAINING) and wait until `/setup` reports a trained version (any backend)."""
+    client = Client(url, auth)
+    client.post("/webhook", {"action": "START_TRAINING", "project": {"id": project}})
+    body = {"project": f"{project}.1700000000", "schema": LABEL_CONFIG}
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    raise TimeoutError
-
-
-def event(i: int, text: str, label: str, project: int) -> dict:
-    return {
-        "action": "ANNOTATION_CREATED",
-        "annotation": {"id": i, "task": i, "updated_at": f"2026-01-01T00:00:{i % 60:02d}Z", "completed_by": 1,
-                       "result": [{"from_name": "sentiment", "to_name": "text", "type": "choices", "value": {"choices": [label]}}]},
-        "task": {"id": i, "data": {"text": text}},
-        "project": {"id": project, "label_config": CONFIG},
-    }
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
-
-
-class Deployment:
-    def __init__(self, web_workers: int):
-        self.dir = Path(tempfile.mkdtemp(prefix="bench-loop-"))
-        port = free_port()
-        self.redis = subprocess.Popen([shutil.which("redis-server"), "--bind", "127.0.0.1", "--port", str(port), "--save", "",
-                                       "--appendonly", "yes", "--appendfsync", "everysec", "--dir", str(self.dir)],
-                                      stdout=subprocess.DEVNULL)
-        env = {**os.environ, "REDIS_URL": f"redis://127.0.0.1:{port}/0", "MODEL_DIR": str(self.dir / "models"),
-               "RETRAIN_THRESHOLD": "1", "RETRAIN_MIN_INTERVAL": "0", "LOG_LEVEL": "WARNING", "SWAP_POLL_INTERVAL": "0.1"}
-        self.registry = Registry(self.dir / "models")
-        web_port = free_port()
-        self.url = f"http://127.0.0.1:{web_port}"
-        self.web = subprocess.Popen([sys.executable, "-m", "gunicorn", "-w", str(web_workers), "--threads", "4", "-b",
-                                     f"127.0.0.1:{web_port}", "backend.app:create_app()"], cwd=ROOT, env=env,
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        self.worker = subprocess.Popen([sys.executable, "-m", "backend", "worker"], cwd=ROOT, env=env,
-                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        wait(lambda: self._up(), timeout=30)
-        self.web_pids = {int(p) for p in subprocess.run(["pgrep", "-P", str(self.web.pid)], capture_output=True, text=True).stdout.split()}
-
-    def _up(self) -> bool:
-        try:
-            return requests.get(f"{self.url}/health", timeout=1).status_code == 200
-        except requests.RequestException:
-            return False
-
-    def served_by_all(self, project: int, version: str, timeout: float) -> None:
-        seen: dict[int, str] = {}
-        body = {"tasks": [{"id": 1, "data": {"text": "ok"}}], "project": f"{project}.1", "label_config": CONFIG}
-
-        def ask(_: int) -> None:
-            r = requests.post(f"{self.url}/predict", json=body, timeout=10)
-            seen[int(r.headers["X-Backend-Worker"])] = r.json()["results"][0]["model_version"]
-
-        with concurrent.futures.ThreadPoolExecutor(8) as pool:
-            wait(lambda: list(pool.map(ask, range(8))) is not None and all(seen.get(p) == version for p in self.web_pids),
-                 timeout=timeout, interval=0.01)
-
-    def stop(self) -> None:
-        for process in (self.web, self.worker):
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(timeout=30)
-        self.redis.terminate()
-        self.redis.wait(timeout=10)
-        shutil.rmtree(self.dir, ignore_errors=True)
+        reply = client.post("/setup", body)
+        version = reply.json().get("model_version") if reply.status == 200 else None
+        if version and version != "untrained":
+            return str(version)
+        time.sleep(0.5)
+    return None
 
 
 def settled(registry: Registry, project: int, watermark: int, timeout: float = 600) -> dict:
-    def done():
+    """The newest decided candidate once one has seen `watermark` label changes."""
+
+    def done() -> dict | None:
         history = registry.history(project)
         if history and max(r["watermark"] for r in history) >= watermark and history[-1]["decision"] != "promoting":
             return history[-1]
         return None
 
-    return wait(done, timeout=timeout, interval=0.05)
+    return wait_for(done, timeout=timeout, interval=0.02)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", default="1000,10000,30000")
-    parser.add_argument("--web-workers", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--client-threads", type=int, default=4)
-    args = parser.parse_args()
-    data = load_tweets()
-    order = list(range(len(data)))
-    random.Random(0).shuffle(order)
-    texts, labels = [data.texts[i] for i in order], [data.labels[i] for i in order]
-    deployment = Deployment(args.web_workers)
-    print(f"{'labels':>7} {'webhooks':>8} {'hook p50 ms':>11} {'hook p99 ms':>11} {'srv p50 ms':>10} {'srv p99 ms':>10} {'hooks/s':>8} "
-          f"{'train s':>8} {'feedback p50 s':>14} {'feedback max s':>14} {'decisions':>12}")
-    try:
-        for project, n in enumerate((int(s) for s in args.sizes.split(",")), start=1):
-            session_times: list[float] = []
-            server_times: list[float] = []
+def served_by_all(url: str, project: int, version: str, workers: set[int], timeout: float) -> None:
+    """Wait until every web worker (by its `X-Backend-Worker` pid) answers `/predict` with `version`."""
+    body = json.dumps(predict_body(project, ["ok"])).encode()
+    seen: dict[int, str] = {}
 
-            def send(i: int) -> None:
-                started = time.perf_counter()
-                r = requests.post(f"{deployment.url}/webhook", json=event(i + 1, texts[i], labels[i], project), timeout=10)
-                r.raise_for_status()
-                session_times.append(time.perf_counter() - started)
-                server_times.append(float(r.headers["Server-Timing"].split("dur=")[1]) / 1000)
+    def ask(_: int) -> None:
+        client = Client(url)  # a new connection each time, so the requests spread over the workers
+        reply = client.post("/predict", body)
+        client.close()
+        seen[int(reply.headers["X-Backend-Worker"])] = reply.json()["results"][0]["model_version"]
 
-            started = time.perf_counter()
-            with concurrent.futures.ThreadPoolExecutor(args.client_threads) as pool:
-                list(pool.map(send, range(n)))
-            burst = time.perf_counter() - started
-            record = settled(deployment.registry, project, n)
-            feedback, decisions = [], []
-            for r in range(args.rounds):
-                i = n + r
-                before = deployment.registry.pointer(project)
-                t0 = time.perf_counter()
-                requests.post(f"{deployment.url}/webhook", json=event(i + 1, texts[i], labels[i], project), timeout=10).raise_for_status()
-                latest = settled(deployment.registry, project, n + r + 1)
-                decisions.append(latest["decision"])
-                if latest["decision"] == "promoted":
-                    deployment.served_by_all(project, latest["version"], timeout=30)
-                    feedback.append(time.perf_counter() - t0)
-                elif before is not None:
-                    continue
-            print(f"{n:>7} {len(session_times):>8} {pct(session_times, 50) * 1000:>11.2f} {pct(session_times, 99) * 1000:>11.2f} "
-                  f"{pct(server_times, 50) * 1000:>10.2f} {pct(server_times, 99) * 1000:>10.2f} "
-                  f"{n / burst:>8.0f} {record['train_seconds']:>8.2f} "
-                  f"{statistics.median(feedback) if feedback else float('nan'):>14.2f} {max(feedback) if feedback else float('nan'):>14.2f} "
-                  f"{sum(d == 'promoted' for d in decisions)}/{len(decisions)} prom.", flush=True)
-    finally:
-        deployment.stop()
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        def everywhere() -> bool:
+            list(pool.map(ask, range(8)))
+            return all(seen.get(pid) == version for pid in workers)
+
+        wait_for(everywhere, timeout=timeout, interval=0.01)
 
 
-if __name__ == "__main__":
-    main()
+def feedback(url: str, registry: Registry, workers: set[int], project: int, texts: Sequence[str], labels: Sequence[str],
+             start: int, rounds: int) -> tuple[list[float], int]:
+    """Seconds from one more annotation webhook to its model served everywhere, per promoted round;
+    also how many rounds were judged (a candidate the gate rejects has no feedback time)."""
+    client = Client(url)
+    times: list[float] = []
+    for r in range(rounds):
+        i = start + r
+        started = time.perf_counter()
+        assert client.post("/webhook", event_body(project, i, texts, labels)).status == 200
+        record = settled(registry, project, i + 1)
+        if record["decision"] == "promoted":
+            served_by_all(url, project, record["version"], workers, timeout=60)
+            times.append(time.perf_counter() - started)
+    client.close()
+    return times, rounds
+
+
+def describe(times: list[float], rounds: int) -> str:
+    if not times:
+        return f"no promotion in {rounds} rounds"
+    return f"p50 {statistics.median(times):.2f} s, max {max(times):.2f} s ({len(times)}/{rounds} rounds promoted)"

@@ -20,7 +20,7 @@ def test_cold_start_then_margin_order_over_the_served_model(client, runtime, twe
     client.post("/setup", json={"project": 1, "schema": LABEL_CONFIG})
     client.put("/projects/1/settings", json={"retrain_threshold": 100_000})
     client.post("/webhook", json=pool_event(tweets, 1000, 1400))
-    cold = wait_for(lambda: (q := queue(client)) and q["tasks"] and q, timeout=30)
+    cold = wait_for(lambda: (q := queue(client)) and q["tasks"] and q, timeout=120)
     assert cold["strategy"] == "diversity" and cold["version"] == "untrained" and "cold start" in cold["reason"]
     assert len({t["cluster"] for t in cold["tasks"][:20]}) >= 10  # the first tasks spread over clusters
 
@@ -45,7 +45,7 @@ def test_cold_start_then_margin_order_over_the_served_model(client, runtime, twe
 def test_queue_drops_tasks_labeled_since_and_validates_its_input(client, tweets):
     client.post("/setup", json={"project": 1, "schema": LABEL_CONFIG})
     client.post("/webhook", json=pool_event(tweets, 1000, 1100))
-    first = wait_for(lambda: (q := queue(client, 5)) and q["tasks"] and q, timeout=30)["tasks"][0]["task"]
+    first = wait_for(lambda: (q := queue(client, 5)) and q["tasks"] and q, timeout=120)["tasks"][0]["task"]
     client.post("/webhook", json=annotation_event(99_999, first, "x", "positive"))
     assert first not in [t["task"] for t in queue(client, 5)["tasks"]]
     assert client.get("/queue?project=abc").status_code == 400

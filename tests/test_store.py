@@ -82,3 +82,10 @@ def test_texts_of_keeps_only_what_the_config_reads():
     assert texts_of(task, ("text",), 10) == {"text": "x" * 10}
     assert texts_of(task, None, 100) == {"text": "x" * 50, "other": "y", "n": "5"}
     assert texts_of({"data": "nope"}, None, 10) == {}
+
+
+def test_quarantine_and_the_lost_labels_signal(store):
+    store.quarantine(1, {7: "abc", 9: "def"})
+    assert store.quarantined(1) == {7: "abc", 9: "def"} and store.quarantined(2) == {}
+    assert store.raise_change_seq(1, 40) and store.change_seq(1) == 40  # Redis had lost labels
+    assert not store.raise_change_seq(1, 40) and not store.raise_change_seq(1, 10)

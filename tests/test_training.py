@@ -108,3 +108,21 @@ def test_resampled_metric_equals_sklearn_with_unit_weights(tweets):
     assert abs(_resampled(Y, P, weights, "macro_f1", False)[0] - f1) < 1e-9
     acc = accuracy_score([t[0] for t in y], [t[0] for t in p])
     assert abs(_resampled(Y, P, weights, "accuracy", False)[0] - acc) < 1e-9
+
+
+def test_group_testing_finds_exactly_the_tasks_that_make_fitting_raise(tweets, monkeypatch):
+    from backend.training import example_digest, poisoned_tasks
+
+    monkeypatch.setenv("POISON_TEXT", "zz-poison")
+    tasks = [LabeledTask(i + 1, {"text": tweets.texts[i]}, {"sentiment": [tweets.labels[i]]}, {"sentiment": i + 1}) for i in range(120)]
+    for i in (17, 90):
+        tasks[i] = LabeledTask(i + 1, {"text": "zz-poison " + tweets.texts[i]}, tasks[i].labels, tasks[i].annotations)
+    snapshot = build_snapshot(1, tasks, CONFIG, 120, 1000)
+    with pytest.raises(ValueError):
+        train_and_judge(snapshot, None)
+    assert poisoned_tasks(snapshot) == {18, 91}
+    assert poisoned_tasks(snapshot_of(tweets, 0, 120)) == set()
+    quarantined = {18: example_digest(tasks[17]), 91: example_digest(tasks[90]), 5: "an older version of task 5"}
+    kept = build_snapshot(1, tasks, CONFIG, 120, 1000, quarantined)
+    assert kept.size == 118 and kept.set_aside == {"quarantined": 2}  # task 5 changed since: trained on again
+    assert train_and_judge(kept, None).bundle is not None

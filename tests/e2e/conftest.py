@@ -85,7 +85,7 @@ class BackendProcess:
     def version(self, project: int) -> str:
         return requests.post(f"{self.url}/setup", json={"project": project}, timeout=5).json()["model_version"]
 
-    def settled_version(self, project: int, changes: int, timeout: float = 120) -> str:
+    def settled_version(self, project: int, changes: int, timeout: float = 300) -> str:
         """The current version once a train job has judged every one of `changes` label changes."""
 
         def settled() -> bool:

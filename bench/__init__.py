@@ -1,0 +1,1 @@
+"""The benchmark suite (`python -m bench`): figures and targets, never asserted by tests."""

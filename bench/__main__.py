@@ -1,0 +1,182 @@
+"""The benchmark suite: `python -m bench [--quick] [--url URL]` prints one table with targets.
+
+Without `--url` it starts its own deployment on loopback (redis-server on a free port, gunicorn
+with `--web-workers` workers, one RQ worker; RETRAIN_THRESHOLD=1 so every annotation retrains) and
+sends the HTTP load from this process. Parts, in order:
+
+  webhook   a burst of annotation webhooks (they also train the model the other parts use)
+  feedback  one more annotation -> the model trained on it served by every web worker
+  predict   server time of 1,000-task /predict requests (0.5 s apart), then throughput and latency
+            of 1- and 100-task requests from `--clients` threads for `--seconds` each
+  memory    resident memory (VmRSS) of each web worker with 10 projects loaded
+  ranking   our ranking of a 100k-task pool by a trained model (in this process)
+  retrain   train and judge at 1k, 10k and 100k labels (in this process)
+
+With `--url` only the HTTP load runs (webhook, predict), against any LS ML backend; the parts that
+need our processes or code are skipped. `--quick` runs every part small (the smoke test's mode).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from backend.datasets import load_tweets
+from backend.registry import Registry
+
+from . import loop, memory, model, predict
+from .processes import Deployment
+
+PARTS = ("webhook", "feedback", "predict", "memory", "ranking", "retrain")
+
+
+@dataclass(frozen=True)
+class Row:
+    measure: str
+    result: str
+    target: str = ""
+    ok: bool | None = None
+
+    def cells(self) -> list[str]:
+        verdict = "" if self.ok is None else ("pass" if self.ok else "**FAIL**")
+        return [self.measure, self.result, self.target or "-", verdict or "-"]
+
+
+def check(value: float, limit: float, below: bool = True) -> bool:
+    return not math.isnan(value) and (value < limit if below else value <= limit)
+
+
+def table(rows: list[Row]) -> str:
+    header = ["measure", "result", "target", ""]
+    cells = [header] + [row.cells() for row in rows]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(header))]
+    lines = ["| " + " | ".join(c[i].ljust(widths[i]) for i in range(len(header))) + " |" for c in cells]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
+
+
+def arguments(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--url", help="load this running LS ML backend instead of starting ours (HTTP parts only)")
+    parser.add_argument("--user", default="", help="basic auth user for --url")
+    parser.add_argument("--password", default="", help="basic auth password for --url")
+    parser.add_argument("--quick", action="store_true", help="every part small (seconds, not minutes)")
+    parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
+    parser.add_argument("--project", type=int, default=900, help="project id the load uses")
+    parser.add_argument("--web-workers", type=int, default=2)
+    parser.add_argument("--clients", type=int, default=4, help="client threads of the HTTP load")
+    parser.add_argument("--seconds", type=float, help="duration of each /predict throughput run")
+    args = parser.parse_args(argv)
+    unknown = set(args.parts.split(",")) - set(PARTS)
+    if unknown:
+        parser.error(f"unknown parts: {', '.join(sorted(unknown))}")
+    sizes = dict(burst=200, rounds=1, seconds=1.0, big=5, pause=0.1, pool=2_000, labeled=300, repeat=1, retrain=(300, 1_000, 2_000),
+                 per_project=200) \
+        if args.quick else dict(burst=10_000, rounds=5, seconds=10.0, big=30, pause=0.5, pool=100_000, labeled=2_000, repeat=3,
+                                retrain=(1_000, 10_000, 100_000), per_project=2_000)
+    for name, value in sizes.items():
+        if name != "seconds" or args.seconds is None:
+            setattr(args, name, value)
+    return args
+
+
+def http_parts(args: argparse.Namespace, parts: set[str], texts: list[str], labels: list[str], add: Callable[[Row], None]) -> None:
+    auth = (args.user, args.password) if args.user else None
+    deployment = None if args.url else Deployment(args.web_workers, RETRAIN_THRESHOLD="1", RETRAIN_MIN_INTERVAL="0",
+                                                  SWAP_POLL_INTERVAL="0.25", LOG_LEVEL="WARNING")
+    url = args.url or deployment.url
+    project = args.project
+    try:
+        workers = deployment.web_pids if deployment is not None else None
+        loop.warm_up(url, "/webhook", loop.skipped_annotation(project + 50), workers, auth)
+        hooks = loop.burst(url, project, texts, labels, args.burst, args.clients, auth)
+        if "webhook" in parts:
+            add(Row(f"webhook burst: {args.burst:,} annotations, {args.clients} clients",
+                    f"{hooks.rate:,.0f} webhooks/s ({hooks.errors} errors)"))
+            server = f", server p99 {hooks.ms(99, 'server'):.1f} ms" if hooks.server else ""
+            server += f" (CPU p99 {hooks.ms(99, 'cpu'):.1f} ms)" if hooks.cpu else ""
+            add(Row("webhook latency under the burst", f"p50 {hooks.ms(50):.1f} ms, p99 {hooks.ms(99):.1f} ms{server}",
+                    "p99 < 20 ms", check(hooks.ms(99), 20) and not hooks.errors))
+        if deployment is not None:
+            registry = Registry(deployment.services.model_dir)
+            loop.settled(registry, project, args.burst)
+            if "feedback" in parts:
+                times, rounds = loop.feedback(url, registry, deployment.web_pids, project, texts, labels, args.burst, args.rounds)
+                add(Row(f"feedback latency at {args.burst:,} labels (webhook -> served by all workers)", loop.describe(times, rounds)))
+        elif loop.await_model(url, project, timeout=300, auth=auth) is None:
+            print(f"note: {url} reported no trained model within 300 s; /predict figures are of an untrained model", file=sys.stderr)
+        unlabeled = texts[args.burst + args.rounds:]
+        if "predict" in parts:
+            loop.warm_up(url, "/predict", predict.bodies(project, unlabeled, 1)[0], workers, auth)
+            big = predict.server_time(url, project, unlabeled, 1000, args.big, auth, args.pause)  # first: an idle server
+            if big.server:
+                cpu = f"CPU p50 {big.ms(50, 'cpu'):.1f} ms, " if big.cpu else ""
+                add(Row("/predict 1,000 tasks, server time (Server-Timing), one client",
+                        f"p50 {big.ms(50, 'server'):.1f} ms, p99 {big.ms(99, 'server'):.1f} ms "
+                        f"({cpu}client p50 {big.ms(50):.1f} ms, {big.errors} errors)",
+                        "p50 < 50 ms", check(big.ms(50, "server"), 50) and not big.errors))
+            else:
+                add(Row("/predict 1,000 tasks, client time (no Server-Timing header)",
+                        f"p50 {big.ms(50):.1f} ms, p99 {big.ms(99):.1f} ms ({big.errors} errors)"))
+            for batch in (1, 100):
+                load = predict.throughput(url, project, unlabeled, batch, args.clients, args.seconds, auth)
+                servers = f", {args.web_workers} web workers" if deployment is not None else ""
+                add(Row(f"/predict {batch} task{'s' if batch > 1 else ''}, {args.clients} clients{servers}",
+                        f"{load.rate:,.0f} req/s, p50 {load.ms(50):.1f} ms, p99 {load.ms(99):.1f} ms ({load.errors} errors)"))
+        if deployment is not None and "memory" in parts:
+            versions = {project: registry.pointer(project).version}
+            for k in range(1, 10):
+                chunk = slice(k * args.per_project, (k + 1) * args.per_project)
+                versions[project + k] = memory.publish(registry, project + k, texts[chunk], labels[chunk])
+            memory.loaded_everywhere(url, deployment.web_pids, versions)
+            sizes = [memory.rss_mb(pid) for pid in sorted(deployment.web_pids)]
+            add(Row(f"RSS per web worker, {len(versions)} projects loaded", f"max {max(sizes):.0f} MB ("
+                    + ", ".join(f"{s:.0f}" for s in sizes) + ")", "<= 250 MB", check(max(sizes), 250, below=False)))
+    finally:
+        if deployment is not None:
+            deployment.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = arguments(argv)
+    parts = set(args.parts.split(","))
+    data = load_tweets()
+    order = list(range(len(data)))
+    random.Random(0).shuffle(order)  # the file is grouped by source and label
+    texts, labels = [data.texts[i] for i in order], [data.labels[i] for i in order]
+    rows: list[Row] = []
+    started = time.monotonic()
+
+    def add(row: Row) -> None:
+        rows.append(row)
+        print(f"  [{time.monotonic() - started:6.1f} s] {row.measure}: {row.result}", file=sys.stderr, flush=True)
+
+    print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores", file=sys.stderr, flush=True)
+    if parts & {"webhook", "feedback", "predict", "memory"}:
+        http_parts(args, parts, texts, labels, add)
+    for name in ("feedback", "memory", "ranking", "retrain"):
+        if args.url and name in parts:
+            add(Row(name, "skipped: needs our processes (no --url)"))
+    if not args.url and "ranking" in parts:
+        seconds, cpu = model.ranking_seconds(texts, labels, args.pool, args.labeled, args.repeat)
+        add(Row(f"ranking {args.pool:,} tasks (margin, model on {args.labeled:,} labels), best of {args.repeat}",
+                f"{seconds:.2f} s (CPU {cpu:.2f} s)", "< 1 s", check(seconds, 1.0)))
+    if not args.url and "retrain" in parts:
+        champion = model.trained(texts[: args.retrain[0]], labels[: args.retrain[0]])
+        for size in args.retrain:
+            seconds, cpu = model.retrain_seconds(texts, labels, size, champion)
+            add(Row(f"retrain at {size:,} labels (train + judge)", f"{seconds:.2f} s (CPU {cpu:.2f} s)"))
+    print(table(rows))
+    judged = [r for r in rows if r.ok is not None]
+    print(f"\n{sum(r.ok for r in judged)} of {len(judged)} targets met; load average after: {os.getloadavg()[0]:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,160 @@
+"""Real processes of a deployment on loopback (redis-server, gunicorn, RQ workers), shared by the
+benchmarks and the tests (tests/conftest.py imports them), so both start the parts the same way."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05) -> Any:
+    """Poll until `condition()` is truthy and return it; AssertionError after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        time.sleep(interval)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _pings(client: Any) -> bool:
+    try:
+        return bool(client.ping())
+    except Exception:
+        return False
+
+
+def healthy(url: str, **request: Any) -> bool:
+    """True once `GET url/health` answers 200."""
+    import requests
+
+    try:
+        return requests.get(f"{url}/health", timeout=1, **request).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def start_redis(directory: Path, *options: str, port: int | None = None) -> tuple[subprocess.Popen, str]:
+    """A private redis-server on a loopback port (free unless given; AOF on, no eviction, then
+    `options`, which override those), once it answers."""
+    import redis
+
+    port = port or free_port()
+    process = subprocess.Popen(
+        [shutil.which("redis-server") or "redis-server", "--bind", "127.0.0.1", "--port", str(port), "--dir", str(directory),
+         "--save", "", "--appendonly", "yes", "--appendfsync", "everysec", "--maxmemory-policy", "noeviction", *options],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    wait_for(lambda: _pings(redis.Redis.from_url(url)), timeout=10)
+    return process, url
+
+
+class Process:
+    """A subprocess in its own process group, with its log, killed at teardown."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log: Path, cwd: Path = ROOT):
+        self.log = log
+        self.handle = open(log, "ab")
+        self.popen = subprocess.Popen(args, cwd=cwd, env=env, stdout=self.handle, stderr=subprocess.STDOUT, start_new_session=True)
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def children(self) -> list[int]:
+        out = subprocess.run(["pgrep", "-P", str(self.pid)], capture_output=True, text=True).stdout
+        return [int(p) for p in out.split()]
+
+    def kill_group(self) -> None:
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.popen.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.terminate()
+            try:
+                self.popen.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill_group()
+        self.handle.close()
+
+
+class Services:
+    """Real processes of a deployment on loopback: RQ workers and gunicorn against one Redis."""
+
+    def __init__(self, redis_url: str, tmp_path: Path):
+        self.redis_url = redis_url
+        self.model_dir = tmp_path / "models"
+        self.tmp_path = tmp_path
+        self.processes: list[Process] = []
+        self.env = {
+            **os.environ,
+            "REDIS_URL": redis_url,
+            "MODEL_DIR": str(self.model_dir),
+            "RETRAIN_MIN_INTERVAL": "0",
+            "LOG_LEVEL": "INFO",
+            "SWAP_POLL_INTERVAL": "0.1",
+        }
+        for name in ("LABEL_STUDIO_URL", "LABEL_STUDIO_API_KEY", "CRASH_AT", "SLEEP_AT"):
+            self.env.pop(name, None)
+
+    def worker(self, **env: str) -> Process:
+        process = Process([sys.executable, "-m", "backend", "worker"], {**self.env, **env},
+                          self.tmp_path / f"worker-{len(self.processes)}.log")
+        self.processes.append(process)
+        return process
+
+    def web(self, workers: int = 2, **env: str) -> tuple[str, Process]:
+        port = free_port()
+        args = [sys.executable, "-m", "gunicorn", "--workers", str(workers), "--threads", "4", "--bind",
+                f"127.0.0.1:{port}", "--timeout", "60", "backend.app:create_app()"]
+        process = Process(args, {**self.env, **env}, self.tmp_path / f"web-{len(self.processes)}.log")
+        self.processes.append(process)
+        url = f"http://127.0.0.1:{port}"
+        wait_for(lambda: healthy(url), timeout=30, interval=0.2)
+        return url, process
+
+    def stop(self) -> None:
+        for process in self.processes:
+            process.stop()
+
+
+class Deployment:
+    """A whole deployment in a temp dir for the benchmarks: redis-server, gunicorn and one RQ worker."""
+
+    def __init__(self, web_workers: int, **env: str):
+        self.dir = Path(tempfile.mkdtemp(prefix="bench-"))
+        self.redis, redis_url = start_redis(self.dir)
+        self.services = Services(redis_url, self.dir)
+        self.worker = self.services.worker(**env)
+        self.url, self.web = self.services.web(web_workers, **env)
+        self.web_pids = set(wait_for(lambda: len(self.web.children()) == web_workers and self.web.children(), timeout=30))
+
+    def stop(self) -> None:
+        self.services.stop()
+        self.redis.terminate()
+        self.redis.wait(timeout=10)
+        shutil.rmtree(self.dir, ignore_errors=True)
