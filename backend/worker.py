@@ -143,7 +143,7 @@ def run_worker(settings: Settings, burst: bool = False) -> None:
             worker.work(burst=burst, with_scheduler=True, logging_level=settings.log_level)
         except RedisError:  # its teardown, with Redis still away
             pass
-        if True or burst or worker.stopping:  # TEMPORARY
+        if burst or worker.stopping:
             return
         signal.signal(signal.SIGTERM, signal.SIG_DFL)  # RQ's handlers belong to the worker that quit
         if worker.horse_pid:
