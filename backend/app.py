@@ -14,6 +14,7 @@ from werkzeug.exceptions import HTTPException
 from . import metrics
 from .auth import BasicAuth
 from .config import Settings
+from .labelconfig import preload as preload_label_interface
 from .payload import InvalidPayload
 from .runtime import Runtime
 
@@ -79,6 +80,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     from .api import api
     from .ui import mount_rq_dashboard, ui
 
+    preload_label_interface()
     app.register_blueprint(api)
     app.register_blueprint(admin)
     app.register_blueprint(ui)

@@ -87,6 +87,12 @@ def config_digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
+def preload() -> None:
+    """Import the SDK's label interface now: on a web process's first request it takes 1.5-2 s,
+    longer than LS waits for a webhook (1 s, never resent)."""
+    import label_studio_sdk.label_interface  # noqa: F401
+
+
 @lru_cache(maxsize=256)
 def parse_label_config(text: str) -> LabelConfig:
     """Parse a config; raise LabelConfigError when LS itself could not have accepted it."""
