@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import multiprocessing
 import os
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -116,8 +117,12 @@ _shared: dict[str, object] = {}  # the data of one simulation, inherited by fork
 def _run_shared(run_key: tuple[str, int]) -> Curve:
     name, seed = run_key
     d = _shared
-    return run(name, seed, d["pool_x"], d["pool_y"], d["test_x"], d["test_y"], d["classes"], d["cluster_ids"],  # type: ignore[arg-type]
-               d["unit"], d["budget"], d["batch"], d["policy"])  # type: ignore[arg-type]
+    started = time.perf_counter()
+    curve = run(name, seed, d["pool_x"], d["pool_y"], d["test_x"], d["test_y"], d["classes"], d["cluster_ids"],  # type: ignore[arg-type]
+                d["unit"], d["budget"], d["batch"], d["policy"])  # type: ignore[arg-type]
+    print(f"{name} seed {seed}: accuracy {curve.accuracy[-1]:.4f} at {curve.labels[-1]} labels "
+          f"({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
+    return curve
 
 
 def simulate(
