@@ -59,7 +59,9 @@ def find(snapshot: Snapshot) -> list[Suspect]:
             continue
         labels = np.array([classes.index(g) for g in given])
         proba = out_of_fold_probabilities(list(data.texts), labels, classes)
-        issues = find_label_issues(labels, proba, filter_by="prune_by_noise_rate")
+        # n_jobs=1: cleanlab otherwise forks a multiprocessing pool, which deadlocks when forked from
+        # a threaded process (the embedded worker runs inside gunicorn); results do not depend on it
+        issues = find_label_issues(labels, proba, filter_by="prune_by_noise_rate", n_jobs=1)
         quality = get_label_quality_scores(labels, proba, method="self_confidence")
         for i in np.flatnonzero(issues):
             suspects.append(
