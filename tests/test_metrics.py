@@ -25,7 +25,7 @@ def test_counts_are_merged_across_gunicorn_workers_and_project_state_is_exposed(
     samples_dir = tmp_path / "prometheus"
     samples_dir.mkdir()
     url, _ = services.web(workers=2, RETRAIN_THRESHOLD="150", PROMETHEUS_MULTIPROC_DIR=str(samples_dir))
-    services.worker()
+    worker = services.worker()
     sent, pids = 0, set()
     with ThreadPoolExecutor(4) as pool:  # concurrent, so both workers answer some (accept is a race)
         while sent < 60 or (len(pids) < 2 and sent < 2000):
@@ -49,7 +49,10 @@ def test_counts_are_merged_across_gunicorn_workers_and_project_state_is_exposed(
     assert info == {record["version"]: 1.0}
     outcomes = {s.labels["outcome"]: s.value for s in families["lsb_train_jobs"] if s.name == "lsb_train_jobs_total"}
     assert outcomes.get("promoted") == 1
-    assert [s.value for s in families["lsb_queue_depth"]] == [0.0] or families["lsb_queue_depth"][0].value >= 0
+    worker.stop()  # nothing dequeues now: the gauge must count exactly what waits
+    waiting = [s.value for s in scrape(url)["lsb_queue_depth"]]
+    assert requests.post(f"{url}/projects/1/train", timeout=10).status_code in (200, 202)
+    assert [s.value for s in scrape(url)["lsb_queue_depth"]] == [waiting[0] + 1]
     predictions = sum(s.value for s in families["lsb_predictions"] if s.name == "lsb_predictions_total" and s.labels["kind"] == "model")
     assert predictions == 50
     assert families["lsb_offline_accuracy"][0].value > 0.3
