@@ -287,7 +287,7 @@ def test_f4_a_job_past_its_timeout_is_retried_then_failed_and_frees_the_project(
     stuck.stop()
     services.worker()
     start_training(url)
-    history = settled(registry, 1, 300, timeout=40)
+    history = settled(registry, 1, 300, timeout=120)  # a fresh worker imports and trains on a busy CI machine
     assert history[-1]["decision"] == "promoted" and registry.pointer(1).seq == before.seq + 1
 
 
@@ -305,7 +305,7 @@ def test_f5_crash_at_each_publish_step_keeps_the_old_model(services, tweets, tra
     crashing.stop()
     services.worker()
     start_training(url)
-    history = settled(registry, 1, 300, timeout=40)
+    history = settled(registry, 1, 300, timeout=120)  # a fresh worker imports and trains on a busy CI machine
     promoted = [h for h in history if h["decision"] == "promoted"]
     assert promoted[-1]["version"] == registry.pointer(1).version != champion["version"]
     assert registry.pointer(1).seq == before.seq + 1
