@@ -15,7 +15,8 @@ from typing import Any, Sequence
 import numpy as np
 from scipy.stats import ks_2samp
 
-from .estimator import BLOCKS, ControlModel, hash_texts
+from .estimator import ControlModel
+from .hashing import BLOCKS, hash_texts
 
 REFERENCE_SIZE = 1000
 PSI_BINS = 10

@@ -16,7 +16,8 @@ from cleanlab.filter import find_label_issues
 from cleanlab.rank import get_label_quality_scores
 from sklearn.model_selection import StratifiedKFold
 
-from .estimator import ControlModel, hash_texts
+from .estimator import ControlModel
+from .hashing import hash_texts
 from .training import Snapshot
 
 FOLDS = 5

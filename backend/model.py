@@ -12,7 +12,8 @@ from typing import Any, Sequence
 
 from . import drift
 from .config import Settings
-from .estimator import ModelBundle, choose, hash_texts, restrict
+from .estimator import ModelBundle, choose, restrict
+from .hashing import hash_texts
 from .labelconfig import LabelConfig
 from .serving import ModelCache
 from .training import Snapshot, TrainResult, train_and_judge

@@ -20,7 +20,8 @@ import numpy as np
 from sklearn.feature_extraction.text import TfidfTransformer
 
 from . import strategy as strategies
-from .estimator import BLOCKS, ModelBundle, hash_texts, restrict, word_counts
+from .estimator import ModelBundle, restrict
+from .hashing import BLOCKS, hash_texts, word_counts
 from .labelconfig import LabelConfig
 from .policy import Policy
 

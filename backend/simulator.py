@@ -28,7 +28,8 @@ from sklearn.preprocessing import normalize
 
 from . import strategy as strategies
 from .datasets import load_dataset, stratified_split
-from .estimator import ControlModel, hash_texts
+from .estimator import ControlModel
+from .hashing import hash_texts
 from .policy import Policy
 from .ranking import features as pool_features
 

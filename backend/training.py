@@ -29,7 +29,8 @@ from sklearn.metrics import accuracy_score, f1_score
 from sklearn.model_selection import StratifiedKFold
 
 from . import drift, faults
-from .estimator import ControlModel, ModelBundle, choose, hash_texts, restrict
+from .estimator import ControlModel, ModelBundle, choose, restrict
+from .hashing import hash_texts
 from .labelconfig import ChoicesControl, LabelConfig
 from .store import LabeledTask
 

@@ -3,7 +3,8 @@
 import numpy as np
 
 from backend import drift
-from backend.estimator import ControlModel, hash_texts
+from backend.estimator import ControlModel
+from backend.hashing import hash_texts
 
 
 def test_psi_is_zero_for_the_same_distribution_and_large_for_a_shift():

@@ -8,7 +8,7 @@ import numpy as np
 from sklearn.feature_extraction.text import HashingVectorizer
 from sklearn.utils import murmurhash3_32
 
-from backend.estimator import TOKEN_PATTERN, WORD_BITS, murmurhash3, word_counts
+from backend.hashing import TOKEN_PATTERN, WORD_BITS, murmurhash3, word_counts
 
 REFERENCE = HashingVectorizer(ngram_range=(1, 2), n_features=2**WORD_BITS, token_pattern=TOKEN_PATTERN,
                               alternate_sign=False, norm=None, dtype=np.float32)
