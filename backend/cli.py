@@ -97,6 +97,16 @@ def simulate(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _strategies(text: str) -> str:
+    from .simulator import parse_strategies
+
+    try:
+        parse_strategies(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m backend", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -117,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=rollback)
     p = sub.add_parser("simulate", help="learning curves of a strategy against random order")
     p.add_argument("--dataset", default="tweets", help="tweets, or a CSV/JSON file of text,label")
-    p.add_argument("--strategy", default="default", choices=["default", "margin", "least_confidence", "entropy", "random"])
+    p.add_argument("--strategy", default="default", type=_strategies,
+                   help="a strategy or a comma-separated list, each base[:key=value...] (see backend/simulator.py Variant)")
     p.add_argument("--budget", type=int, default=1500)
     p.add_argument("--batch", type=int, default=20)
     p.add_argument("--seeds", type=int, default=3)

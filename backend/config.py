@@ -15,7 +15,12 @@ def _bool(value: str) -> bool:
 
 @dataclass(frozen=True)
 class Settings:
-    """Process-wide settings, read once from the environment (names LS users know)."""
+    """Process-wide settings, read once from the environment (names LS users know).
+
+    `worker_nice` (WORKER_NICE): the CPU priority (Linux nice value, 0-19) of train workers (the
+    `worker` process and its work-horses, or the embedded worker thread), so training on the host
+    of the web workers yields the CPU to requests; 0 keeps the priority it was started with.
+    """
 
     label_studio_url: str = ""
     label_studio_api_key: str = ""
@@ -44,6 +49,7 @@ class Settings:
     model_title: str = "TextClassifier"
     label_studio_timeout: float = 30.0
     trigger_check_interval: float = 10.0  # seconds between live-accuracy / drift trigger checks per project
+    worker_nice: int = 10
 
     def configure_logging(self) -> None:
         """One log format for web processes and workers, at LOG_LEVEL."""

@@ -35,12 +35,11 @@ def confidence(proba: np.ndarray, multiple: bool) -> np.ndarray:
 def unseen_share(model: ControlModel, features: Any) -> np.ndarray:
     """Per row: the share of word n-grams whose hash bucket no training text had (idf at its maximum)."""
     words = features[:, BLOCKS[0]].tocsr()
-    idf = model.idf[BLOCKS[0]]
-    if words.shape[0] == 0 or idf.size == 0:
+    if words.shape[0] == 0 or model.linear is None:
         return np.zeros(words.shape[0])
-    unseen = (idf >= idf.max() - 1e-6).astype(np.float64)
+    unseen = ~model.linear.seen_columns(words.indices)
     total = np.diff(words.indptr)
-    running = np.concatenate([[0.0], np.cumsum(unseen[words.indices])])
+    running = np.concatenate([[0.0], np.cumsum(unseen, dtype=np.float64)])
     hits = running[words.indptr[1:]] - running[words.indptr[:-1]]
     return np.where(total > 0, hits / np.maximum(total, 1), 0.0)
 

@@ -1,10 +1,13 @@
 """Stateless text features: hashed word 1-2-grams and character 2-5-grams, computed with numpy
-over a whole batch. Every model and the queue read texts through `hash_texts`."""
+over a whole batch (a bounded memo of each word's character n-grams only saves work). Every model
+and the queue read texts through `hash_texts`."""
 
 from __future__ import annotations
 
 import re
-from typing import Sequence
+import threading
+from itertools import chain
+from typing import Callable, Sequence
 
 import numpy as np
 import scipy.sparse as sp
@@ -18,6 +21,9 @@ CHAR_NGRAMS = (2, 5)
 _SEPARATOR = "\x00"
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _BASE = np.uint64(1000003)
+_TOKEN = re.compile(TOKEN_PATTERN)
+_CHUNK = 4096  # texts hashed at once (a row number and a column make a 32-bit key up to 8,191 rows)
+_FEW_TEXTS = 16  # below this many texts, words are hashed one by one (faster up to about 20)
 _WORD_CHAR = re.compile(r"(?u)\w")
 _BMP = 0x10000
 _IS_WORD = np.array([_WORD_CHAR.match(chr(c)) is not None for c in range(_BMP)], dtype=bool)  # `\w` of `re`
@@ -104,7 +110,13 @@ def word_counts(texts: Sequence[str]) -> sp.csr_matrix:
     alternate_sign=False, norm=None)` (tests/test_hashing.py compares them), computed with numpy
     over the whole batch instead of token by token: 2.7x faster on 1,000 tweets.
     """
-    lowered = [text.lower() for text in texts]
+    return _chunked(lambda lowered: _sorted_counts(*_word_pairs(lowered), len(lowered), 2**WORD_BITS), texts)
+
+
+def _word_pairs(lowered: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The (text, column) of every hashed word 1-2-gram of lower-cased texts, in no particular order."""
+    if len(lowered) < _FEW_TEXTS:
+        return _word_pairs_one_by_one(lowered)
     joined = _SEPARATOR.join(lowered) + _SEPARATOR * 3
     codes = np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
     start, end = _tokens(codes)
@@ -127,32 +139,33 @@ def word_counts(texts: Sequence[str]) -> sp.csr_matrix:
     lengths = np.concatenate([end - start, end[pair[adjacent] + 1] - start[pair[adjacent]], size])
     rows = np.concatenate([row, row[pair[adjacent]], row[apart]])
     hashed = murmurhash3(np.concatenate([data, written]), starts, lengths).view(np.int32)
-    columns = np.abs(hashed.astype(np.int64)) % 2**WORD_BITS  # scikit-learn's column of a hash (a power-of-two width)
-    order = np.argsort(rows, kind="stable")
-    return _counts(columns[order].astype(np.int32), np.bincount(rows, minlength=len(texts)), 2**WORD_BITS)
+    return rows, np.abs(hashed.astype(np.int64)) % 2**WORD_BITS  # scikit-learn's column of a hash (a power-of-two width)
 
 
-def _counts(columns: np.ndarray, per_text: np.ndarray, width: int) -> sp.csr_matrix:
-    """A count matrix from each row's columns in row order: indices sorted, duplicates summed."""
-    indptr = np.concatenate([[0], np.cumsum(per_text)])
-    matrix = sp.csr_matrix((np.ones(len(columns), dtype=np.float32), columns, indptr), shape=(len(per_text), width))
-    matrix.sum_duplicates()  # sorts each row in place: faster than sorting by transposing, at any batch size
-    return matrix
+def _word_pairs_one_by_one(lowered: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """`_word_pairs` the way scikit-learn computes it, token by token with `re` (then one
+    `murmurhash3` call): cheaper for a few texts than the fixed cost of the batch's numpy calls."""
+    rows: list[int] = []
+    grams: list[bytes] = []
+    for row, text in enumerate(lowered):
+        tokens = _TOKEN.findall(text)
+        text_grams = tokens + [f"{first} {second}" for first, second in zip(tokens, tokens[1:])]
+        rows += [row] * len(text_grams)
+        grams += [gram.encode("utf-8", "surrogatepass") for gram in text_grams]
+    lengths = np.fromiter(map(len, grams), dtype=np.int64, count=len(grams))
+    hashed = murmurhash3(np.frombuffer(b"".join(grams), dtype=np.uint8), np.cumsum(lengths) - lengths, lengths).view(np.int32)
+    return np.array(rows, dtype=np.int64), np.abs(hashed.astype(np.int64)) % 2**WORD_BITS
 
 
-def char_counts(texts: Sequence[str]) -> sp.csr_matrix:
-    """Counts of hashed character 2-5-grams inside space-padded lower-cased words, one row per text.
-
-    The n-grams of scikit-learn's `char_wb` analyzer, hashed with numpy over the whole batch
-    (a polynomial rolling hash) instead of string by string: about 6x faster, which keeps a
-    1,000-task `/predict` inside its latency budget.
-    """
+def _word_grams(words: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The hashed character 2-5-grams of each word padded with spaces (`char_wb`), concatenated in
+    word order, and how many each word has: a polynomial rolling hash over the whole list at once.
+    A NUL inside a word ends n-grams there, as between words."""
     low, high = CHAR_NGRAMS
-    padded = [f" {words} " if (words := f" {_SEPARATOR} ".join(text.lower().split())) else "" for text in texts]
-    lengths = np.fromiter((len(p) + 1 for p in padded), dtype=np.int64, count=len(padded))
+    lengths = np.fromiter((len(word) + 3 for word in words), dtype=np.int64, count=len(words))  # " word " + NUL
     total = int(lengths.sum())
-    codes = np.frombuffer((_SEPARATOR.join(padded) + _SEPARATOR * (high + 1)).encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
-    codes = codes.astype(np.uint64)
+    joined = "".join(f" {word} {_SEPARATOR}" for word in words) + _SEPARATOR * high
+    codes = np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), dtype=np.uint32).astype(np.uint64)
     separators = np.concatenate([[0], np.cumsum(codes == 0)])
     keys = np.empty((total, high - low + 1), dtype=np.uint64)
     inside = np.empty((total, high - low + 1), dtype=bool)
@@ -165,15 +178,144 @@ def char_counts(texts: Sequence[str]) -> sp.csr_matrix:
                 inside[:, n - low] = separators[n : n + total] == separators[:total]
         columns = ((keys[inside] * _GOLDEN) >> np.uint64(64 - CHAR_BITS)).astype(np.int32)
     offsets = (np.cumsum(lengths) - lengths) * inside.shape[1]
-    per_text = np.add.reduceat(inside.reshape(-1), offsets, dtype=np.int64) if total else np.zeros(len(padded), dtype=np.int64)
-    per_text[lengths == 1] = 0  # reduceat repeats the next value for an empty text
-    return _counts(columns, per_text, 2**CHAR_BITS)
+    per_word = np.add.reduceat(inside.reshape(-1), offsets, dtype=np.int64) if total else np.zeros(0, dtype=np.int64)
+    return columns, per_word
+
+
+class WordGrams:
+    """A bounded per-process memo of `_word_grams`: tweets repeat their words, so most words of a
+    request were hashed by an earlier one. It stops growing at `capacity` columns. Safe to share
+    between threads: stored columns are never rewritten, only appended."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self._lock = threading.Lock()
+        self._ids: dict[str, int] = {}
+        self._columns = np.empty(1024, dtype=np.int32)
+        self._starts = np.empty(1024, dtype=np.int64)
+        self._lengths = np.empty(1024, dtype=np.int64)
+        self._used = 0
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    @property
+    def columns_held(self) -> int:
+        return self._used
+
+    def lookup(self, words: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For each word, where its columns start in the returned column array, and how many there are."""
+        with self._lock:
+            try:
+                at = np.fromiter(map(self._ids.__getitem__, words), dtype=np.intp, count=len(words))
+            except KeyError:
+                alone = self._learn(words)
+                if alone is not None:
+                    return alone
+                at = np.fromiter(map(self._ids.__getitem__, words), dtype=np.intp, count=len(words))
+            return self._starts[at], self._lengths[at], self._columns
+
+    def _learn(self, words: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """Hash and keep the words not held yet; once the memo is full it keeps what it holds (the
+        words seen first, usually the frequent ones) and answers `lookup` for this batch alone."""
+        distinct = list(dict.fromkeys(words))
+        new = [word for word in distinct if word not in self._ids]
+        columns, per_word = _word_grams(new)
+        if self._used + len(columns) <= self.capacity:
+            self._append(new, columns, per_word)
+            return None
+        held = np.fromiter((self._ids[word] for word in distinct if word in self._ids), dtype=np.intp)
+        new += [word for word in distinct if word in self._ids]
+        columns = np.concatenate([columns, self._columns[_spans(self._starts[held], self._lengths[held])]])
+        per_word = np.concatenate([per_word, self._lengths[held]])
+        index = dict(zip(new, range(len(new))))
+        at = np.fromiter(map(index.__getitem__, words), dtype=np.intp, count=len(words))
+        return (np.cumsum(per_word) - per_word)[at], per_word[at], columns
+
+    def _append(self, words: list[str], columns: np.ndarray, per_word: np.ndarray) -> None:
+        first, used = len(self._ids), self._used + len(columns)
+        if used > len(self._columns):
+            self._columns = _grown(self._columns, used, self._used)
+        if first + len(words) > len(self._starts):
+            self._starts = _grown(self._starts, first + len(words), first)
+            self._lengths = _grown(self._lengths, first + len(words), first)
+        self._columns[self._used : used] = columns
+        self._starts[first : first + len(words)] = self._used + np.cumsum(per_word) - per_word
+        self._lengths[first : first + len(words)] = per_word
+        self._ids.update(zip(words, range(first, first + len(words))))
+        self._used = used
+
+
+def _grown(array: np.ndarray, needed: int, kept: int) -> np.ndarray:
+    """A new array of at least `needed` (doubling) holding `array[:kept]`: the old one stays as it was."""
+    bigger = np.empty(max(needed, 2 * len(array)), dtype=array.dtype)
+    bigger[:kept] = array[:kept]
+    return bigger
+
+
+# 2**20 columns: 4 MiB of int32 plus about 25,000 words (~3 MiB of dict and strings) per process
+WORD_GRAMS = WordGrams(capacity=2**20)
+
+
+def char_counts(texts: Sequence[str]) -> sp.csr_matrix:
+    """Counts of hashed character 2-5-grams inside space-padded lower-cased words, one row per text.
+
+    The n-grams of scikit-learn's `char_wb` analyzer, hashed with a polynomial rolling hash. A
+    word's n-grams do not depend on its text, so each word is hashed once (`WORD_GRAMS`) and a
+    text's row gathers the columns of its words.
+    """
+    return _chunked(lambda lowered: _sorted_counts(*_char_pairs(lowered), len(lowered), 2**CHAR_BITS), texts)
+
+
+def _char_pairs(lowered: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The (text, column) of every hashed character n-gram of lower-cased texts, in no particular order."""
+    split = [text.split() for text in lowered]
+    starts, lengths, columns = WORD_GRAMS.lookup(list(chain.from_iterable(split)))
+    text_of_word = np.repeat(np.arange(len(split), dtype=np.int64), np.fromiter(map(len, split), dtype=np.int64, count=len(split)))
+    return np.repeat(text_of_word, lengths), columns[_spans(starts, lengths)]
+
+
+def _sorted_counts(rows: np.ndarray, columns: np.ndarray, n_rows: int, width: int) -> sp.csr_matrix:
+    """The count matrix of (row, column) pairs given in any order, indices sorted and duplicates
+    summed as `sum_duplicates` leaves them: one numpy sort of 32-bit row-major keys instead of a
+    sort per row."""
+    bits = width.bit_length() - 1  # width is a power of two
+    if n_rows >= 2 ** (32 - bits):
+        raise ValueError(f"{n_rows} rows of {width} columns do not fit 32-bit keys: hash in chunks")
+    key = np.uint32
+    keys = np.sort((rows.astype(key) << key(bits)) | columns.astype(key))
+    new = np.empty(len(keys), dtype=bool)
+    new[:1] = True
+    np.not_equal(keys[1:], keys[:-1], out=new[1:])
+    first = np.flatnonzero(new)
+    unique = keys[first]
+    indptr = np.searchsorted(unique, np.arange(n_rows + 1, dtype=key) << key(bits))  # where each row's keys start
+    counts = np.diff(first, append=len(keys)).astype(np.float32)
+    matrix = sp.csr_matrix((counts, (unique & key(width - 1)).astype(np.int32), indptr), shape=(n_rows, width))
+    matrix.has_sorted_indices = True
+    return matrix
 
 
 def hash_texts(texts: Sequence[str]) -> sp.csr_matrix:
     """The stateless features of every model: word counts, then character counts."""
-    texts = list(texts)
-    return sp.hstack([word_counts(texts), char_counts(texts)], format="csr")
+    return _chunked(_both_counts, texts)
+
+
+def _both_counts(lowered: list[str]) -> sp.csr_matrix:
+    word_rows, word_columns = _word_pairs(lowered)
+    char_rows, char_columns = _char_pairs(lowered)
+    rows = np.concatenate([word_rows, char_rows])
+    columns = np.concatenate([word_columns, char_columns + 2**WORD_BITS])
+    return _sorted_counts(rows, columns, len(lowered), N_FEATURES)  # = hstack([word_counts, char_counts])
+
+
+def _chunked(counts: Callable[[list[str]], sp.csr_matrix], texts: Sequence[str]) -> sp.csr_matrix:
+    """`counts` of the lower-cased texts, `_CHUNK` texts at a time: 32-bit sort keys and sorts that
+    stay in cache however large the batch."""
+    lowered = [text.lower() for text in texts]
+    if len(lowered) <= _CHUNK:
+        return counts(lowered)
+    return sp.vstack([counts(lowered[i : i + _CHUNK]) for i in range(0, len(lowered), _CHUNK)], format="csr")
 
 
 BLOCKS = (slice(0, 2**WORD_BITS), slice(2**WORD_BITS, N_FEATURES))

@@ -26,6 +26,7 @@ from .runtime import Runtime
 from .store import key, texts_of
 from .model import UNTRAINED
 from .policy import policy_for
+from .pool import cache_for
 from .ranking import rank
 from .training import Snapshot, build_snapshot, example_digest, poisoned_tasks
 from .trigger import retrain_queue
@@ -200,7 +201,8 @@ def publish_queue(runtime: Runtime, ls: Any, project: int) -> dict[str, Any]:
     labeled = store.labeled_tasks(project)
     counts, total = label_counts(labeled, config)
     warm = policy.warm(counts, {c.from_name: c.labels for c in config.controls}, total)
-    queue = rank(pool, config, policy, served.bundle if served else None, version, warm, runtime.settings.max_text_chars)
+    queue = rank(pool, config, policy, served.bundle if served else None, version, warm, runtime.settings.max_text_chars,
+                 cache=cache_for(registry.project_dir(project)))
     stability = stopping_signal(runtime, project, served, config, pool, policy) if served else None
     store.save_queue(project, queue.to_json(limit=QUEUE_KEPT), stability)
     pushed = 0

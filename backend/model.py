@@ -10,11 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+import numpy as np
+
 from . import drift
 from .config import Settings
 from .estimator import ModelBundle, choose, restrict
 from .hashing import hash_texts
-from .labelconfig import LabelConfig
+from .labelconfig import ChoicesControl, LabelConfig
 from .serving import ModelCache
 from .training import Snapshot, TrainResult, train_and_judge
 
@@ -55,45 +57,50 @@ class TextClassifier:
         """`predict`, plus what monitoring keeps of it (None while untrained)."""
         served = self.cache.get(project)
         limit = self.settings.max_text_chars
-        texts_of = [{c.from_name: c.text_of(_data(t), limit) for c in config.controls} for t in tasks]
+        datas = [_data(t) for t in tasks]
+        texts_of = {c.from_name: _texts(c, datas, limit) for c in config.controls}
         if served is None:
             untrained = {"result": [], "score": 0.0, "model_version": UNTRAINED}
-            return [dict(untrained) if any(x is not None for x in texts.values()) else [] for texts in texts_of], None
+            readable = [any(texts[i] is not None for texts in texts_of.values()) for i in range(len(tasks))]
+            return [dict(untrained) if r else [] for r in readable], None
         observation = Observation(served.version)
         regions: list[list[dict[str, Any]]] = [[] for _ in tasks]
         for control in config.controls:
             model = served.bundle.controls.get(control.from_name)
             if model is None:
                 continue
-            rows = [i for i, texts in enumerate(texts_of) if texts[control.from_name] is not None]
+            control_texts = texts_of[control.from_name]
+            rows = [i for i, text in enumerate(control_texts) if text is not None]
             if not rows:
                 continue
-            texts = [texts_of[i][control.from_name] for i in rows]
+            texts = [control_texts[i] for i in rows]
             features = hash_texts(texts)
             proba = restrict(model.predict_proba(features=features), model.labels, control.labels, control.multiple)
             threshold = self.settings.multilabel_threshold
-            confidences = drift.confidence(proba, control.multiple)
+            confidences = np.asarray(drift.confidence(proba, control.multiple), dtype=float).tolist()
             if not observation.traffic:
-                unseen = drift.unseen_share(model, features)
-                observation.traffic = [(float(c), float(len(t)), float(u)) for c, t, u in zip(confidences, texts, unseen)]
+                unseen = np.asarray(drift.unseen_share(model, features), dtype=float).tolist()
+                observation.traffic = list(zip(confidences, map(float, map(len, texts)), unseen))
+            from_name, to_name = control.from_name, control.to_name
+            predicted = observation.predicted
             for i, confidence, picked in zip(rows, confidences, choose(proba, control.labels, control.multiple, threshold)):
                 task_id = tasks[i].get("id")
                 if isinstance(task_id, int) and not isinstance(task_id, bool):
-                    observation.predicted.setdefault(task_id, {})[control.from_name] = picked
-                if not picked:
-                    continue
-                regions[i].append(
-                    {
-                        "id": f"{control.from_name}-{i}",
-                        "from_name": control.from_name,
-                        "to_name": control.to_name,
-                        "type": "choices",
-                        "value": {"choices": picked},
-                        "score": round(float(confidence), 6),
-                    }
-                )
+                    predicted.setdefault(task_id, {})[from_name] = picked
+                if picked:
+                    regions[i].append(
+                        {
+                            "id": f"{from_name}-{i}",
+                            "from_name": from_name,
+                            "to_name": to_name,
+                            "type": "choices",
+                            "value": {"choices": picked},
+                            "score": round(confidence, 6),
+                        }
+                    )
+        version = served.version
         results = [
-            {"result": r, "score": min(x["score"] for x in r), "model_version": served.version} if r else []
+            {"result": r, "score": r[0]["score"] if len(r) == 1 else min(x["score"] for x in r), "model_version": version} if r else []
             for r in regions
         ]
         return results, observation
@@ -109,6 +116,21 @@ class TextClassifier:
             margin=self.settings.gate_margin if margin is None else margin,
             threshold=self.settings.multilabel_threshold,
         )
+
+
+def _texts(control: ChoicesControl, datas: list[dict[str, Any]], limit: int) -> list[str | None]:
+    """`control.text_of` of each task's data, read directly in the usual case of one plain-text field."""
+    if len(control.inputs) != 1 or control.inputs[0][1]:
+        return [control.text_of(data, limit) for data in datas]
+    key = control.inputs[0][0]
+    texts: list[str | None] = []
+    for data in datas:
+        value = data.get(key)
+        if type(value) is str:
+            texts.append(value[:limit] if value.strip() else None)
+        else:
+            texts.append(control.text_of(data, limit))
+    return texts
 
 
 def _data(task: dict[str, Any]) -> dict[str, Any]:

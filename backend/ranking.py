@@ -8,22 +8,32 @@ combined. Either way the first `batch_size` tasks skip near-duplicates, every ta
 Only cold-start predictions carry `cluster` into LS: LS's uncertainty sampling first serves the
 annotator's least-covered cluster, which is the diversity we want at cold start but overrides
 the uncertainty order afterwards (observed on LS 1.23.2: a lower-ranked task was served).
+
+What does not depend on the model (hashed counts, clusters) comes from the project's pool cache
+(`pool.py`) when the caller passes one: after a promotion only the scoring is new work.
 """
 
 from __future__ import annotations
 
+import gc
+import logging
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Iterator, NamedTuple, Sequence
 
 import numpy as np
 from sklearn.feature_extraction.text import TfidfTransformer
 
 from . import strategy as strategies
 from .estimator import ModelBundle, restrict
-from .hashing import BLOCKS, hash_texts, word_counts
+from .hashing import hash_texts, word_counts
 from .labelconfig import LabelConfig
 from .policy import Policy
+from .pool import Pool, PoolCache
+
+log = logging.getLogger(__name__)
+FIRST_CANDIDATES = 1000  # tasks the near-duplicate check of the first batch starts from
 
 
 class Entry(NamedTuple):
@@ -61,28 +71,26 @@ def features(texts: Sequence[str], counts: Any = None):
     return TfidfTransformer(sublinear_tf=True).fit_transform(word_counts(texts) if counts is None else counts)
 
 
-def task_text(config: LabelConfig, data: dict[str, Any], limit: int) -> str:
-    parts = [c.text_of(data, limit) for c in config.controls]
-    return "\n".join(p for p in parts if p)
-
-
 def uncertainties(
     bundle: ModelBundle, config: LabelConfig, tasks: Sequence[dict[str, Any]], policy: Policy, limit: int,
-    hashed: tuple[list[str], Any] | None = None,
+    hashed: tuple[list[str], Pool] | None = None,
+    texts_by_control: Sequence[Sequence[str | None]] | None = None,
 ) -> np.ndarray:
     """Combined uncertainty per task; a control without text or model contributes 0. `hashed`: texts
-    with their `hash_texts` features, reused by a control that reads exactly those texts."""
+    with their pool features, reused by a control that reads exactly those texts; `texts_by_control`:
+    each control's `text_of` every task, when the caller has them."""
     per_control = []
-    for control in config.controls:
+    for number, control in enumerate(config.controls):
         model = bundle.controls.get(control.from_name)
         values = np.zeros(len(tasks))
         if model is not None:
-            found = [control.text_of(t.get("data") or {}, limit) for t in tasks]
+            found = texts_by_control[number] if texts_by_control is not None else \
+                [control.text_of(t.get("data") or {}, limit) for t in tasks]
             rows = [i for i, text in enumerate(found) if text is not None]
             if rows:
                 texts = [found[i] for i in rows]
                 known = hashed is not None and texts == hashed[0]
-                proba = model.predict_proba(features=hashed[1] if known else hash_texts(texts))  # type: ignore[index]
+                proba = hashed[1].predict_proba(model) if known else model.predict_proba(features=hash_texts(texts))  # type: ignore[index]
                 proba = restrict(proba, model.labels, control.labels, control.multiple)
                 values[rows] = strategies.uncertainty(proba, policy.strategy if policy.strategy in strategies.STRATEGIES else "margin", control.multiple)
         per_control.append(values)
@@ -98,18 +106,23 @@ def rank(
     warm: bool,
     limit: int = 20_000,
     seed: int = 0,
+    cache: PoolCache | None = None,
 ) -> Queue:
-    """The queue over `tasks` (each `{"id", "data"}`)."""
+    """The queue over `tasks` (each `{"id", "data"}`). `cache`: the project's pool cache, which keeps
+    what does not depend on the model (hashed counts, clusters) for the next ranking."""
     started = time.perf_counter()
-    texts_of = [task_text(config, t.get("data") or {}, limit) for t in tasks]
-    tasks = [t for t, text in zip(tasks, texts_of) if text]
-    texts = [text for text in texts_of if text]
+    data = [t.get("data") or {} for t in tasks]
+    by_control = [[control.text_of(d, limit) for d in data] for control in config.controls]
+    texts = [text or "" for text in by_control[0]] if len(by_control) == 1 else \
+        ["\n".join(p for p in parts if p) for parts in zip(*by_control)]  # every control's text
+    kept = [i for i, text in enumerate(texts) if text]
+    if len(kept) < len(tasks):
+        tasks, texts = [tasks[i] for i in kept], [texts[i] for i in kept]
+        by_control = [[found[i] for i in kept] for found in by_control]
     if not tasks:
         return Queue(version, policy.strategy, "no unlabeled tasks with text", [], time.perf_counter() - started)
-    scored = bundle is not None and warm and policy.strategy != "random"
-    hashed = hash_texts(texts) if scored else None  # the model's features; their word block serves clustering too
-    matrix = features(texts, hashed[:, BLOCKS[0]] if hashed is not None else None)
-    cluster_ids = strategies.clusters(matrix, policy.clusters, seed)
+    pool = pool_of(tasks, texts, policy, seed, cache)
+    cluster_ids = pool.clusters
     if bundle is None or not warm:
         values = strategies.diversity(cluster_ids, seed)
         name = "diversity"
@@ -119,16 +132,52 @@ def rank(
         values = np.random.default_rng(seed).random(len(tasks))
         name, reason = "random", "random order (control)"
     else:
-        values = uncertainties(bundle, config, tasks, policy, limit, (texts, hashed))
+        values = uncertainties(bundle, config, tasks, policy, limit, (texts, pool), by_control)
         name = policy.strategy if policy.strategy in strategies.STRATEGIES else "margin"
         reason = f"{name} uncertainty of {version}"
-    first = strategies.select_batch(values, matrix, policy.batch_size)
+    first = first_batch(values, pool, policy.batch_size)
     chosen = set(first)
     rest = [i for i in strategies.order(values, seed).tolist() if i not in chosen]
     sequence = first + rest
     n = len(sequence)
-    entries = [
-        Entry(int(tasks[i]["id"]), position, round(position / n, 6), round(value, 6), cluster)
-        for position, (i, value, cluster) in enumerate(zip(sequence, values[sequence].tolist(), cluster_ids[sequence].tolist()))
-    ]
+    ids = [int(tasks[i]["id"]) for i in sequence]
+    with _no_gc():  # 100k new tuples set off collections that rescan every live object: 4x slower
+        entries = list(map(Entry._make, zip(ids, range(n), np.round(np.arange(n) / n, 6).tolist(),
+                                            np.round(values[sequence], 6).tolist(), cluster_ids[sequence].tolist())))
     return Queue(version, name, reason, entries, time.perf_counter() - started)
+
+
+def pool_of(tasks: Sequence[dict[str, Any]], texts: list[str], policy: Policy, seed: int, cache: PoolCache | None) -> Pool:
+    """The pool's features from the cache (filled as needed), or computed here without one or
+    when the cache cannot be written."""
+    if cache is not None:
+        try:
+            return cache.sync([int(t["id"]) for t in tasks], texts, policy.clusters, seed)
+        except OSError as exc:
+            log.warning("pool cache %s unusable (%s); ranking without it", cache.directory, exc)
+    return Pool.build(texts, policy.clusters, seed)
+
+
+def first_batch(values: np.ndarray, pool: Pool, size: int) -> list[int]:
+    """`strategies.select_batch` over the pool's unsupervised TF-IDF, computing it only for the
+    most uncertain tasks: rows left empty are never near-duplicates, so a choice among the
+    computed rows alone is the same choice; otherwise the check runs again over more rows."""
+    ranked = strategies.order(values)
+    candidates = max(FIRST_CANDIDATES, 50 * size)
+    while True:
+        head = ranked[:candidates]
+        chosen = strategies.select_batch(values, pool.tfidf(head), size)
+        if candidates >= len(values) or np.isin(chosen, head).all():
+            return chosen
+        candidates *= 4
+
+
+@contextmanager
+def _no_gc() -> Iterator[None]:
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()

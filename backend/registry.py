@@ -12,16 +12,18 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import io
 import json
 import os
 import re
 import time
+import zipfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-import skops.io as sio
+import numpy as np
 
 from . import faults
 from .estimator import ModelBundle
@@ -30,6 +32,61 @@ ARTIFACT_SUFFIX = ".skops"
 POINTER = "current.json"
 _VERSION = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 TRUSTED_TYPES: list[str] = []  # a TF-IDF + linear-model pipeline needs none beyond skops' defaults
+_SKOPS_PROTOCOL = 2  # the schema version `read_plain` knows (skops 0.10 and later write it)
+
+
+class NotPlain(Exception):
+    """The artifact holds something besides dicts, lists, JSON values and numeric arrays."""
+
+
+def read_plain(data: bytes) -> Any:
+    """A skops artifact made only of dicts with str keys, lists, JSON values and non-object numpy
+    arrays, read without importing skops (which imports scikit-learn and pandas: 120 MB per web
+    worker). Stricter than `skops.io.loads` with no trusted types; raises `NotPlain` for anything
+    else (an artifact with scikit-learn objects, or a hostile one), which skops then judges."""
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        schema = json.loads(archive.read("schema.json"))
+        if not isinstance(schema, dict) or schema.get("protocol") != _SKOPS_PROTOCOL:
+            raise NotPlain("unknown skops protocol")
+
+        def node(state: Any) -> Any:
+            if not isinstance(state, dict):
+                raise NotPlain("malformed node")
+            kind = (state.get("__module__"), state.get("__class__"), state.get("__loader__"))
+            if kind == ("builtins", "str", "JsonNode") and state.get("is_json") is True:
+                value = json.loads(state["content"])
+                if isinstance(value, (dict, list)):
+                    raise NotPlain("nested JSON")
+                return value
+            if kind == ("builtins", "list", "ListNode"):
+                return [node(item) for item in state["content"]]
+            if kind == ("builtins", "dict", "DictNode"):
+                types = state.get("key_types", {}).get("content", [])
+                content = state["content"]
+                if not isinstance(content, dict) or len(types) != len(content) or any(
+                    (t.get("__module__"), t.get("__class__"), t.get("__loader__")) != ("builtins", "str", "TypeNode") for t in types
+                ):
+                    raise NotPlain("dict keys that are not all str")
+                return {key: node(value) for key, value in content.items()}
+            if kind == ("numpy", "ndarray", "NdArrayNode") and state.get("type") == "numpy":
+                array = np.lib.format.read_array(io.BytesIO(archive.read(str(state["file"]))))  # .npy only, never a pickle
+                if array.dtype.kind not in "biuf":
+                    raise NotPlain("array of an unexpected dtype")
+                return array
+            raise NotPlain(f"{kind[0]}.{kind[1]}")
+
+        return node(schema)
+
+
+def load_artifact(data: bytes) -> Any:
+    """The object in a skops artifact: read plainly when it is plain (the current layout), else by
+    skops with `TRUSTED_TYPES` (legacy artifacts; anything untrusted is refused there)."""
+    try:
+        return read_plain(data)
+    except NotPlain:
+        import skops.io as sio
+
+        return sio.loads(data, trusted=TRUSTED_TYPES)
 
 
 class RegistryError(Exception):
@@ -132,6 +189,8 @@ class Registry:
             raise RegistryError("invalid version name")
         directory = self.project_dir(project)
         directory.mkdir(parents=True, exist_ok=True)
+        import skops.io as sio  # only processes that publish pay for importing it
+
         faults.point("before_dump")
         data = sio.dumps(bundle.to_artifact())
         tmp = directory / f".tmp-{version}-{os.getpid()}-{time.monotonic_ns()}"
@@ -189,7 +248,7 @@ class Registry:
         if hashlib.sha256(data).hexdigest() != sha256:
             raise RegistryError(f"artifact {version} fails its checksum")
         try:
-            return ModelBundle.from_artifact(sio.loads(data, trusted=TRUSTED_TYPES))
+            return ModelBundle.from_artifact(load_artifact(data))
         except Exception as exc:
             raise RegistryError(f"artifact {version} was refused: {type(exc).__name__}") from None
 

@@ -2,16 +2,99 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass, replace
+from typing import Any, Callable
 
 from redis import Redis
 
 from .config import Settings
 from .connection import redis_for
-from .model import TextClassifier
+from .model import Observation, TextClassifier
 from .registry import Registry
 from .serving import ModelCache
-from .store import BackgroundWriter, Store
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+
+def merged(first: Any, second: Any) -> Any:
+    """One payload that does the work of `first` then `second`, or None when they do not merge:
+    task maps (`Store.remember_tasks`) and observations of one version (`monitor.after_predict`)."""
+    if isinstance(first, dict) and isinstance(second, dict):
+        return {**first, **second}
+    if isinstance(first, Observation) and isinstance(second, Observation) and first.version == second.version:
+        return replace(first, predicted={**first.predicted, **second.predicted}, traffic=first.traffic + second.traffic)
+    return None
+
+
+class BackgroundWriter:
+    """Runs best-effort Redis writes of web requests (the pool seen through /predict, monitoring)
+    on a background thread, so a slow or unreachable Redis never delays a prediction; work is
+    dropped when the buffer is full or Redis fails.
+
+    The thread wakes at most every `linger` seconds and then does all the work submitted since, the
+    calls of many requests merged into one where their last argument merges (`merged`): one
+    `remember_tasks` and one `after_predict` per project and batch instead of five Redis round trips
+    per request, so the thread takes the GIL from request threads a few times a second, not
+    hundreds of times.
+    """
+
+    def __init__(self, capacity: int = 1024, linger: float = 0.05):
+        self._pending: "queue.Queue[tuple[Callable[..., Any], tuple[Any, ...]]]" = queue.Queue(capacity)
+        self._linger = linger
+        self._pid = 0
+        self._lock = threading.Lock()
+
+    def submit(self, work: Callable[..., Any], *args: Any) -> None:
+        if self._pid != os.getpid():
+            with self._lock:
+                if self._pid != os.getpid():  # first use in this process (gunicorn forks after building it)
+                    self._pid = os.getpid()
+                    threading.Thread(target=self._drain, name="background-writer", daemon=True).start()
+        try:
+            self._pending.put_nowait((work, args))
+        except queue.Full:
+            pass
+
+    def _drain(self) -> None:
+        while True:
+            batch = [self._pending.get()]
+            time.sleep(self._linger)
+            while True:
+                try:
+                    batch.append(self._pending.get_nowait())
+                except queue.Empty:
+                    break
+            for work, args in self.coalesced(batch):
+                try:
+                    work(*args)
+                except Exception:  # noqa: BLE001 - best effort by design; LS's API and webhooks are the sources
+                    log.debug("background write %s failed", getattr(work, "__name__", work), exc_info=True)
+
+    @staticmethod
+    def coalesced(batch: list[tuple[Callable[..., Any], tuple[Any, ...]]]) -> list[tuple[Callable[..., Any], tuple[Any, ...]]]:
+        """The calls of `batch` in order, each merged into the earlier call of the same work with the
+        same other arguments (the same objects) when their last arguments merge."""
+        out: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
+        slot: dict[Any, int] = {}
+        for work, args in batch:
+            if not args:
+                out.append((work, args))
+                continue
+            same = (work, tuple(a if isinstance(a, (int, str)) else id(a) for a in args[:-1]))
+            index = slot.get(same)
+            payload = merged(out[index][1][-1], args[-1]) if index is not None else None
+            if payload is None:
+                slot[same] = len(out)
+                out.append((work, args))
+            else:
+                out[index] = (work, (*args[:-1], payload))
+        return out
 
 
 @dataclass

@@ -12,7 +12,7 @@ import json
 import time
 from dataclasses import dataclass, field
 import logging
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from redis import Redis
 
@@ -290,35 +290,3 @@ def texts_of(task: Mapping[str, Any], keys: tuple[str, ...] | None, limit: int) 
             break
     return picked
 
-
-class BackgroundWriter:
-    """Runs best-effort Redis writes of web requests (the pool seen through /predict, monitoring)
-    on a background thread, so a slow or unreachable Redis never delays a prediction; work is
-    dropped when the buffer is full or Redis fails."""
-
-    def __init__(self, capacity: int = 256):
-        import queue
-
-        self._pending: "queue.Queue[tuple[Callable[..., Any], tuple[Any, ...]]]" = queue.Queue(capacity)
-        self._pid = 0
-
-    def submit(self, work: Callable[..., Any], *args: Any) -> None:
-        import os
-        import queue
-        import threading
-
-        if self._pid != os.getpid():
-            self._pid = os.getpid()
-            threading.Thread(target=self._drain, name="background-writer", daemon=True).start()
-        try:
-            self._pending.put_nowait((work, args))
-        except queue.Full:
-            pass
-
-    def _drain(self) -> None:
-        while True:
-            work, args = self._pending.get()
-            try:
-                work(*args)
-            except Exception:  # noqa: BLE001 - best effort by design; LS's API and webhooks are the sources
-                log.debug("background write %s failed", getattr(work, "__name__", work), exc_info=True)

@@ -7,7 +7,7 @@ push is `1 - uncertainty` (see `ls_score`). No Redis, no HTTP: unit tests call t
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 
@@ -99,21 +99,44 @@ def order(uncertainties: np.ndarray, seed: int = 0) -> np.ndarray:
     return np.lexsort((jitter, -np.asarray(uncertainties)))
 
 
-def clusters(features, n_clusters: int, seed: int = 0, sample: int = CLUSTER_SAMPLE) -> np.ndarray:
+def clusters(features, n_clusters: int, seed: int = 0, sample: int = CLUSTER_SAMPLE, projection: bool = False):
     """k-means cluster ids over task features (sparse TF-IDF is reduced with SVD first).
 
     SVD and k-means are fitted on at most `sample` tasks (and the columns two of them share), then
     every task is projected and assigned: a 100k-task pool costs little more than a 10k one. They run on one
     thread: their steps are small, and on a machine shared with web workers BLAS and OpenMP threads
     spin against each other (5x slower under load in our measurements).
+
+    `projection=True` returns `(ids, Projection | None)`: what assigns later tasks to the same
+    clusters (None when every task is in cluster 0).
     """
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(1):
-        return _clusters(features, n_clusters, seed, sample)
+        ids, fitted = _clusters(features, n_clusters, seed, sample)
+    return (ids, fitted) if projection else ids
 
 
-def _clusters(features, n_clusters: int, seed: int, sample: int) -> np.ndarray:
+class Projection(NamedTuple):
+    """A fitted clustering: TF-IDF columns kept (None: dense features used as they are), their SVD
+    components, and the k-means centres in the normalised reduced space."""
+
+    used: np.ndarray | None
+    components: np.ndarray | None
+    centers: np.ndarray
+
+    def assign(self, features) -> np.ndarray:
+        """Cluster ids of more tasks (rows of the same kind of features), as `clusters` assigned its own."""
+        from sklearn.preprocessing import normalize
+
+        if self.used is not None:
+            features = features.tocsr()[:, self.used] @ self.components.T
+        reduced = normalize(np.asarray(features, dtype=float))
+        distances = (reduced**2).sum(axis=1)[:, None] - 2 * reduced @ self.centers.T + (self.centers**2).sum(axis=1)[None, :]
+        return distances.argmin(axis=1).astype(int) if len(reduced) else np.zeros(0, dtype=int)
+
+
+def _clusters(features, n_clusters: int, seed: int, sample: int) -> tuple[np.ndarray, Projection | None]:
     from sklearn.cluster import MiniBatchKMeans
     from sklearn.decomposition import TruncatedSVD
     from sklearn.preprocessing import normalize
@@ -121,21 +144,24 @@ def _clusters(features, n_clusters: int, seed: int, sample: int) -> np.ndarray:
     n = features.shape[0]
     k = max(1, min(n_clusters, n))
     if k == 1:
-        return np.zeros(n, dtype=int)
+        return np.zeros(n, dtype=int), None
     fit = np.sort(np.random.default_rng(seed).choice(n, sample, replace=False)) if n > sample else np.arange(n)
+    used = components = None
     if hasattr(features, "tocsr"):
         features = features.tocsr()
         used = np.flatnonzero(np.bincount(features[fit].indices, minlength=features.shape[1]) >= 2)
         if len(used) < 2:  # a column fewer than two fitted tasks share cannot group them, only cost
-            return np.zeros(n, dtype=int)
+            return np.zeros(n, dtype=int), None
         features = features[:, used]
         dims = min(50, len(used) - 1, max(2, len(fit) - 1))
-        reduced = TruncatedSVD(dims, random_state=seed).fit(features[fit]).transform(features)
+        svd = TruncatedSVD(dims, random_state=seed).fit(features[fit])
+        reduced = svd.transform(features)
+        components = svd.components_
     else:
         reduced = features
     reduced = normalize(reduced)
     model = MiniBatchKMeans(k, random_state=seed, n_init=3, batch_size=2048).fit(reduced[fit])
-    return model.predict(reduced).astype(int)
+    return model.predict(reduced).astype(int), Projection(used, components, model.cluster_centers_)
 
 
 def diversity(cluster_ids: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -154,6 +180,25 @@ def diversity(cluster_ids: np.ndarray, seed: int = 0) -> np.ndarray:
     sequence = np.lexsort((rng.random(n), rank_in_cluster))
     values = np.empty(n)
     values[sequence] = 1.0 - np.arange(n) / max(n, 1)
+    return values
+
+
+def spread_over_clusters(uncertainties: np.ndarray, cluster_ids: np.ndarray, top: int) -> np.ndarray:
+    """Batch diversity: among the `top` most uncertain tasks, each cluster's most uncertain first,
+    then each cluster's second, and so on; the other tasks follow in their own order. Returns
+    values in [0, 1] that `order` and `select_batch` read in that sequence."""
+    n = len(uncertainties)
+    sequence = order(uncertainties)
+    head = sequence[: max(0, top)]
+    rank_in_cluster = np.zeros(len(head))
+    seen: dict[int, int] = {}
+    for i, task in enumerate(head):
+        cluster = int(cluster_ids[task])
+        rank_in_cluster[i] = seen.get(cluster, 0)
+        seen[cluster] = int(rank_in_cluster[i]) + 1
+    head = head[np.lexsort((np.arange(len(head)), rank_in_cluster))]
+    values = np.empty(n)
+    values[np.concatenate([head, sequence[len(head):]])] = 1.0 - np.arange(n) / max(n, 1)
     return values
 
 

@@ -25,8 +25,6 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-from sklearn.metrics import accuracy_score, f1_score
-from sklearn.model_selection import StratifiedKFold
 
 from . import drift, faults
 from .estimator import ControlModel, ModelBundle, choose, restrict
@@ -162,6 +160,8 @@ def holdout_mask(project: int, tasks: Sequence[int]) -> np.ndarray:
 
 def score(targets: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]], control: ChoicesControl) -> dict[str, float]:
     """Macro-F1 and accuracy (1 - Hamming loss for multi-label) of predictions against targets."""
+    from sklearn.metrics import accuracy_score, f1_score  # train jobs only: web workers import this module
+
     if not targets:
         return {"macro_f1": 0.0, "accuracy": 0.0, "n": 0}
     if control.multiple:
@@ -347,6 +347,8 @@ def _cross_validate(data: ControlData, threshold: float) -> tuple[list[list[str]
     if smallest < 2:
         splitter = [(np.array([j for j in range(n) if j % folds != k]), np.array([j for j in range(n) if j % folds == k])) for k in range(folds)]
     else:
+        from sklearn.model_selection import StratifiedKFold
+
         splitter = list(StratifiedKFold(folds, shuffle=True, random_state=0).split(np.zeros(n), strata))
     control = data.control
     for train, test in splitter:

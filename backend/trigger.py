@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 from redis import Redis
 from rq import Queue, Retry
-from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
@@ -80,7 +79,7 @@ def request_retrain(
 
 
 def _still_waiting(redis: Redis, job_id: str) -> bool:
-    try:
-        return Job.fetch(job_id, connection=redis, serializer=JSONSerializer).get_status(refresh=False) in WAITING
-    except NoSuchJobError:
-        return False
+    """Reads only the job's status: every webhook due for a retrain asks, and `Job.fetch` would load
+    and parse the whole job hash."""
+    status = redis.hget(Job.key_for(job_id), "status")
+    return status is not None and status.decode() in {s.value for s in WAITING}

@@ -1,7 +1,8 @@
 """Workers that run the train jobs: RQ worker processes, or one thread in embedded mode.
 
 Both run the same job code from the same RQ queue; the thread exists so a new user needs no Redis
-and no second process.
+and no second process. Both train at a lower CPU priority (WORKER_NICE) than the web workers, so on
+a shared host a retrain takes the CPU time requests leave over instead of delaying them.
 """
 
 from __future__ import annotations
@@ -39,6 +40,19 @@ class ThreadWorker(SimpleWorker):
         pass
 
 
+def lower_priority(nice: int) -> int:
+    """Run the calling thread, and the threads and processes it starts from now on, at CPU priority
+    `nice` (0-19; Linux keeps a nice value per thread). Never raises the priority (that needs
+    privileges); returns the nice value the thread now has."""
+    thread = threading.get_native_id()
+    current = os.getpriority(os.PRIO_PROCESS, thread)
+    target = min(nice, 19)
+    if target > current:
+        os.setpriority(os.PRIO_PROCESS, thread, target)
+        log.debug("train worker thread %s runs at nice %s", thread, target)
+    return max(current, target)
+
+
 _started: dict[tuple[int, int], threading.Thread] = {}
 
 
@@ -53,6 +67,7 @@ def start_embedded_worker(runtime: Runtime) -> threading.Thread:
     worker = ThreadWorker([queue], connection=runtime.redis, serializer=JSONSerializer)
 
     def work() -> None:
+        lower_priority(runtime.settings.worker_nice)
         while True:
             try:
                 worker.work(burst=False, with_scheduler=False, logging_level=runtime.settings.log_level)
@@ -117,13 +132,14 @@ def start_reaper(settings: Settings) -> threading.Thread:
 
 
 def run_worker(settings: Settings, burst: bool = False) -> None:
-    """A forking RQ worker with a reaper thread for abandoned train jobs.
+    """A forking RQ worker with a reaper thread for abandoned train jobs, at nice WORKER_NICE.
 
     RQ's worker quits when Redis fails anywhere but in its wait for the next job (a Redis restart
     while a job runs); then the job's work-horse may finish, and a new worker (with a new name)
     takes over once Redis answers again, so the process keeps working without a supervisor.
     """
     settings.configure_logging()
+    lower_priority(settings.worker_nice)  # first: the reaper thread and every forked work-horse inherit it
     runtime = Runtime.build(settings, redis=redis_for(settings, blocking=True), poll=False)
     queue = retrain_queue(settings, runtime.redis)
     runtime.registry.sweep_temp_files()

@@ -9,7 +9,8 @@ sends the HTTP load from this process. Parts, in order:
   predict   server time of 1,000-task /predict requests (0.5 s apart), then throughput and latency
             of 1- and 100-task requests from `--clients` threads for `--seconds` each
   memory    resident memory (VmRSS) of each web worker with 10 projects loaded
-  ranking   our ranking of a 100k-task pool by a trained model (in this process)
+  ranking   our ranking of a 100k-task pool by a new model with the pool cache filled (after a
+            promotion), and the first ranking with the cache empty (in this process)
   retrain   train and judge at 1k, 10k and 100k labels (in this process)
 
 With `--url` only the HTTP load runs (webhook, predict), against any LS ML backend; the parts that
@@ -127,8 +128,10 @@ def http_parts(args: argparse.Namespace, parts: set[str], texts: list[str], labe
             for batch in (1, 100):
                 load = predict.throughput(url, project, unlabeled, batch, args.clients, args.seconds, auth)
                 servers = f", {args.web_workers} web workers" if deployment is not None else ""
+                judged = dict(target="p99 < 20 ms", ok=check(load.ms(99), 20) and not load.errors) if batch == 1 else {}
                 add(Row(f"/predict {batch} task{'s' if batch > 1 else ''}, {args.clients} clients{servers}",
-                        f"{load.rate:,.0f} req/s, p50 {load.ms(50):.1f} ms, p99 {load.ms(99):.1f} ms ({load.errors} errors)"))
+                        f"{load.rate:,.0f} req/s, p50 {load.ms(50):.1f} ms, p99 {load.ms(99):.1f} ms ({load.errors} errors)",
+                        **judged))
         if deployment is not None and "memory" in parts:
             versions = {project: registry.pointer(project).version}
             for k in range(1, 10):
@@ -164,9 +167,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.url and name in parts:
             add(Row(name, "skipped: needs our processes (no --url)"))
     if not args.url and "ranking" in parts:
-        seconds, cpu = model.ranking_seconds(texts, labels, args.pool, args.labeled, args.repeat)
-        add(Row(f"ranking {args.pool:,} tasks (margin, model on {args.labeled:,} labels), best of {args.repeat}",
+        ranking = model.ranking_seconds(texts, labels, args.pool, args.labeled, args.repeat)
+        (seconds, cpu), (cold, cold_cpu) = ranking.warm, ranking.cold
+        add(Row(f"ranking {args.pool:,} tasks (margin, new model on {args.labeled:,} labels, pool cache filled), best of {args.repeat}",
                 f"{seconds:.2f} s (CPU {cpu:.2f} s)", "< 1 s", check(seconds, 1.0)))
+        add(Row(f"first ranking of {args.pool:,} tasks (pool cache empty: hash, cluster, store)",
+                f"{cold:.2f} s (CPU {cold_cpu:.2f} s), cache {ranking.cache_bytes / 1e6:,.0f} MB on disk"))
     if not args.url and "retrain" in parts:
         champion = model.trained(texts[: args.retrain[0]], labels[: args.retrain[0]])
         for size in args.retrain:

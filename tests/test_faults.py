@@ -643,11 +643,11 @@ def test_f15_an_older_job_finishing_late_is_refused_by_compare_and_set(services,
 
 @pytest.mark.parametrize("web_env", [{"JOB_RETRIES": "1"}], ids=["one-retry"])
 def test_f17_disk_full_while_dumping_fails_the_job_cleanly_and_keeps_the_model(services, tweets, trained):
-    """The work-horse may write no file beyond 1 MB once it starts dumping (RLIMIT_FSIZE: EFBIG, as
-    on a full disk); an artifact is several MB."""
+    """The work-horse may write no file beyond 128 KB once it starts dumping (RLIMIT_FSIZE: EFBIG, as
+    on a full disk); an artifact of 300 tweets is about 560 KB."""
     url, _, registry, champion = trained
     before = registry.pointer(1)
-    services.worker(DISK_FULL_AT="before_dump", DISK_FULL_BYTES=str(2**20))
+    services.worker(DISK_FULL_AT="before_dump", DISK_FULL_BYTES=str(2**17))
     post_labels(url, tweets, 200, 300, threads=4)
     job_id = start_training(url)
     ended = wait_for(lambda: failed(queue_of(services), job_id), timeout=60)

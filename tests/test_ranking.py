@@ -77,3 +77,26 @@ def test_stopping_signal_is_recorded_per_promotion(client, tweets):
     latest = body["history"][-1]
     assert 0 <= latest["mean_uncertainty"] <= 1 and -1 <= latest["agreement_kappa"] <= 1
     assert body["stable"] in (True, False) and body["advice"]
+
+
+def test_ranking_with_the_pool_cache_is_the_ranking_without_it(tmp_path, tweets):
+    from backend.estimator import ControlModel, ModelBundle
+    from backend.labelconfig import parse_label_config
+    from backend.policy import Policy
+    from backend.pool import cache_for
+    from backend.ranking import features, rank
+
+    config = parse_label_config(LABEL_CONFIG)
+    labels = ("positive", "negative", "neutral")
+    bundle = ModelBundle({"sentiment": ControlModel.fit(tweets.texts[:400], [[x] for x in tweets.labels[:400]], labels, False)})
+    tasks = [{"id": 10_000 + i, "data": {"text": tweets.texts[1000 + i % 700]}} for i in range(1500)]  # near-duplicates
+    tasks.append({"id": 5, "data": {"text": ""}})
+    cache = cache_for(tmp_path)
+    for warm in (False, True, True):
+        cached = rank(tasks, config, Policy(), bundle, "v", warm, cache=cache)
+        assert cached.entries == rank(tasks, config, Policy(), bundle, "v", warm).entries
+    texts = [t["data"]["text"] for t in tasks[:-1]]
+    uncertainty = strategy.margin(restrict(bundle.controls["sentiment"].predict_proba(texts), labels, labels, False))
+    first = strategy.select_batch(uncertainty, features(texts), 20)
+    assert [e.task for e in cached.entries[:20]] == [tasks[i]["id"] for i in first]
+    assert np.allclose([e.uncertainty for e in cached.entries[:20]], uncertainty[first], atol=1e-6)

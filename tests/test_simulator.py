@@ -1,7 +1,15 @@
 import csv
 import json
 
+import numpy as np
+import pytest
+from scipy import sparse
+from sklearn.preprocessing import normalize
+
 from backend.cli import main
+from backend.estimator import ALPHA, ControlModel
+from backend.hashing import hash_texts
+from backend.simulator import Scorable, Variant, parse_strategies, probabilities, representativeness
 
 
 def test_simulate_writes_curves_a_plot_and_a_summary(tmp_path, tweets, capsys):
@@ -20,3 +28,58 @@ def test_simulate_writes_curves_a_plot_and_a_summary(tmp_path, tweets, capsys):
     assert {r["strategy"] for r in rows} == {"default", "random"}
     assert max(int(r["labels"]) for r in rows) == 120 and min(int(r["labels"]) for r in rows) == 20
     assert (out / "learning-curve-small.png").stat().st_size > 10_000
+    assert not list(out.glob("*.partial.csv"))  # finished runs are kept there only while the simulation runs
+
+
+def test_a_list_of_variants_runs_in_one_simulation(tmp_path, tweets, capsys):
+    path = tmp_path / "small.csv"
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["text", "label"])
+        for text, label in zip(tweets.texts[:1000], tweets.labels[:1000]):
+            writer.writerow([text, label])
+    strategies = "margin:cold=2/20:spread=2,vote_entropy:members=2:cold=2/20,random:alpha=1e-4"
+    assert main(["simulate", "--dataset", str(path), "--strategy", strategies, "--budget", "80", "--batch", "20",
+                 "--seeds", "1", "--jobs", "1", "--out", str(tmp_path / "out")]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert list(summary["strategies"]) == strategies.split(",")  # a random variant is listed: none is added
+    rows = list(csv.DictReader(open(summary["csv"])))
+    assert [r["labels"] for r in rows if r["strategy"] == "vote_entropy:members=2:cold=2/20"] == ["20", "40", "60", "80"]
+
+
+def test_bad_strategy_lists_are_refused_before_any_work(capsys):
+    for bad in ("marginal", "margin:cold=5", "margin:colour=1", "random:spread=2", "margin,margin", ""):
+        with pytest.raises(SystemExit) as exit_:
+            main(["simulate", "--strategy", bad])
+        assert exit_.value.code == 2
+    assert "unknown strategy 'marginal'" in capsys.readouterr().err
+
+
+def test_variants_parse_their_options_and_random_is_added_as_the_control():
+    first, control = parse_strategies("margin:cold=10/200:alpha=1e-4:density=0.5:spread=3")
+    assert (first.base, first.cold, first.alpha, first.density, first.spread) == ("margin", (10, 200), 1e-4, 0.5, 3.0)
+    assert control == Variant.parse("random") and control.alpha == ALPHA
+    assert [v.spec for v in parse_strategies("random:alpha=1e-4,default")] == ["random:alpha=1e-4", "default"]
+
+
+def test_fast_probabilities_match_the_model(tweets):
+    texts, labels = tweets.texts[:400], np.array(tweets.labels[:400])
+    classes = sorted(set(labels))
+    features = hash_texts(texts)
+    held_out = hash_texts(tweets.texts[400:600])
+    three = ControlModel.fit(None, [[y] for y in labels[:300]], classes, False, features=features[:300])
+    two_rows = np.flatnonzero(labels != classes[2])[:100]  # two classes seen: scikit-learn's binary decision
+    two = ControlModel.fit(None, [[y] for y in labels[two_rows]], classes, False, features=features[two_rows])
+    for model in (three, two):
+        fast = probabilities(model, Scorable(held_out))
+        assert np.allclose(fast, model.predict_proba(features=held_out), atol=1e-5)
+        assert (fast.argmax(axis=1) == model.predict_proba(features=held_out).argmax(axis=1)).all()
+    assert (probabilities(two, Scorable(held_out))[:, 2] == 0).all()
+
+
+def test_representativeness_is_highest_at_the_cluster_centre():
+    unit = normalize(sparse.csr_matrix(np.array([[1.0, 0.0], [1.0, 0.2], [1.0, 0.9], [0.0, 1.0], [0.1, 1.0]])))
+    values = representativeness(unit, np.array([0, 0, 0, 1, 1]))
+    assert values.min() >= 0 and values.max() <= 1
+    assert values[1] > values[0] and values[1] > values[2]  # the middle of cluster 0
+    assert values[3] == pytest.approx(values[4])  # two members: both equally far from their centroid

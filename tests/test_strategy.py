@@ -73,3 +73,13 @@ def test_batch_selection_skips_near_duplicates():
     values = np.array([0.9, 0.89, 0.5, 0.4])
     assert s.select_batch(values, features, 3) == [0, 2, 3]
     assert s.select_batch(values, features, 3, max_similarity=1.01) == [0, 1, 2]
+
+
+def test_spread_over_clusters_takes_each_clusters_most_uncertain_first():
+    uncertainties = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.1])
+    cluster_ids = np.array([0, 0, 0, 1, 2, 2])
+    values = s.spread_over_clusters(uncertainties, cluster_ids, top=5)
+    assert list(s.order(values)) == [0, 3, 4, 1, 2, 5]  # round 1: clusters 0, 1, 2; round 2: cluster 0; the rest after
+    assert values.min() >= 0 and values.max() <= 1
+    assert list(s.order(s.spread_over_clusters(uncertainties, cluster_ids, top=0))) == list(s.order(uncertainties))
+    assert list(s.order(s.spread_over_clusters(uncertainties, cluster_ids, top=2))) == [0, 1, 2, 3, 4, 5]

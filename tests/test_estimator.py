@@ -1,0 +1,127 @@
+import hashlib
+
+import numpy as np
+import pytest
+import skops.io as sio
+
+from backend.estimator import LEGACY_FORMAT, ControlModel, ModelBundle, weigh
+from backend.hashing import N_FEATURES, hash_texts
+from backend.registry import NotPlain, Registry, RegistryError, read_plain
+
+LABELS = ["negative", "neutral", "positive"]
+
+
+@pytest.fixture(scope="module")
+def fitted(tweets):
+    return ControlModel.fit(tweets.texts[:1000], [[y] for y in tweets.labels[:1000]], LABELS, False)
+
+
+@pytest.fixture(scope="module")
+def unseen(tweets):
+    return hash_texts(tweets.texts[20_000:21_000])
+
+
+def save_and_load(tmp_path, model, version="p1-v1"):
+    registry = Registry(tmp_path)
+    sha = registry.save_artifact(1, version, ModelBundle({"sentiment": model}))
+    return registry.load(1, version, sha).controls["sentiment"], registry
+
+
+def test_a_loaded_model_predicts_exactly_what_the_fitted_classifier_did(tmp_path, fitted, unseen):
+    expected = fitted.fitted.predict_proba(weigh(fitted.idf, unseen))  # scikit-learn's own arithmetic
+    loaded, _ = save_and_load(tmp_path, fitted)
+    assert np.array_equal(fitted.predict_proba(features=unseen), expected)
+    assert np.array_equal(loaded.predict_proba(features=unseen), expected)
+    assert loaded.fitted is None  # nothing full-width was kept
+
+
+def test_only_the_columns_training_texts_had_are_stored(tweets, fitted):
+    seen = np.unique(hash_texts(tweets.texts[:1000]).indices)
+    assert np.array_equal(fitted.linear.seen, seen) and len(seen) < N_FEATURES / 3
+    others = np.setdiff1d(np.arange(N_FEATURES), seen)
+    assert not np.asarray(fitted.fitted.coef_)[:, others].any()  # SGD never moved them
+    assert np.array_equal(fitted.idf, fitted.linear.full_idf())
+
+
+def test_binary_and_multi_label_models_round_trip_exactly(tmp_path, tweets, unseen):
+    texts = tweets.texts[:400]
+    binary = ControlModel.fit(texts, [["long" if len(t) > 70 else "short"] for t in texts], ["long", "short"], False)
+    targets = [[y] + (["long"] if len(t) > 70 else []) for t, y in zip(texts, tweets.labels[:400])]
+    multi = ControlModel.fit(texts, targets, [*LABELS, "long", "never"], True)
+    assert binary.linear.coef.shape[1] == 1 and multi.constant == {"never": 0.0}
+    for i, model in enumerate([binary, multi]):
+        expected = np.asarray(model.fitted.predict_proba(weigh(model.idf, unseen)))
+        loaded, _ = save_and_load(tmp_path / str(i), model)
+        proba = loaded.predict_proba(features=unseen)
+        assert np.array_equal(proba[:, [model.labels.index(c) for c in model.columns]], expected[:, : len(model.columns)])
+
+
+def test_a_multi_label_control_with_one_varying_label_gives_that_labels_probability():
+    texts = ["red apple", "green apple", "red car", "blue car"] * 5
+    model = ControlModel.fit(texts, [["fruit"], ["fruit"], [], []] * 5, ["fruit", "red"], True)
+    proba = model.predict_proba(["green apple", "blue car"])
+    assert proba[0, 0] > 0.5 > proba[1, 0] and model.constant == {"red": 0.0}
+
+
+def test_a_loaded_model_rebuilds_its_scikit_learn_classifier_on_demand(tmp_path, fitted, unseen):
+    loaded, _ = save_and_load(tmp_path, fitted)
+    rebuilt = loaded.classifier
+    assert np.array_equal(rebuilt.coef_, fitted.fitted.coef_) and np.array_equal(rebuilt.intercept_, fitted.fitted.intercept_)
+    assert list(rebuilt.classes_) == list(fitted.fitted.classes_)
+    assert np.array_equal(rebuilt.predict_proba(weigh(loaded.idf, unseen)), fitted.predict_proba(features=unseen))
+
+
+def test_legacy_artifacts_with_scikit_learn_objects_still_load_and_predict_the_same(tmp_path, fitted, unseen):
+    legacy = {"format": LEGACY_FORMAT, "controls": {"sentiment": {
+        "labels": fitted.labels, "multiple": False, "idf": fitted.idf, "classifier": fitted.fitted,
+        "columns": fitted.columns, "constant": {}}}}
+    data = sio.dumps(legacy)
+    with pytest.raises(NotPlain):
+        read_plain(data)
+    registry = Registry(tmp_path)
+    (tmp_path / "project-1").mkdir()
+    (tmp_path / "project-1" / "p1-v1.skops").write_bytes(data)
+    loaded = registry.load(1, "p1-v1", hashlib.sha256(data).hexdigest()).controls["sentiment"]
+    assert loaded.fitted is None and len(loaded.linear.seen) == len(fitted.linear.seen)
+    assert np.array_equal(loaded.predict_proba(features=unseen), fitted.predict_proba(features=unseen))
+
+
+def test_artifacts_are_plain_skops_that_skops_itself_loads_with_no_trusted_types(fitted, unseen):
+    data = sio.dumps(ModelBundle({"sentiment": fitted}).to_artifact())
+    assert sio.get_untrusted_types(data=data) == []
+    by_skops = ModelBundle.from_artifact(sio.loads(data, trusted=[])).controls["sentiment"]
+    plain = ModelBundle.from_artifact(read_plain(data)).controls["sentiment"]
+    assert np.array_equal(by_skops.predict_proba(features=unseen), plain.predict_proba(features=unseen))
+
+
+@pytest.mark.parametrize("damage", ["unsorted", "out of range", "shape", "link", "labels"])
+def test_weights_that_do_not_fit_together_are_refused(tmp_path, fitted, damage):
+    artifact = ModelBundle({"sentiment": fitted}).to_artifact()
+    control = artifact["controls"]["sentiment"]
+    linear = control["linear"]
+    if damage == "unsorted":
+        linear["seen"] = linear["seen"][::-1].copy()
+    elif damage == "out of range":
+        linear["seen"] = linear["seen"] + N_FEATURES
+    elif damage == "shape":
+        linear["coef"] = linear["coef"][:-1]
+    elif damage == "link":
+        linear["link"] = "softmax"
+    else:
+        control["columns"] = control["columns"][:2]
+    data = sio.dumps(artifact)
+    (tmp_path / "project-1").mkdir()
+    (tmp_path / "project-1" / "p1-v1.skops").write_bytes(data)
+    with pytest.raises(RegistryError, match="refused: ValueError"):
+        Registry(tmp_path).load(1, "p1-v1", hashlib.sha256(data).hexdigest())
+
+
+def test_unseen_words_are_exactly_the_columns_at_the_largest_idf(tmp_path, fitted, unseen):
+    from backend.drift import unseen_share
+    from backend.hashing import BLOCKS
+
+    loaded, _ = save_and_load(tmp_path, fitted)
+    idf, words = fitted.idf[BLOCKS[0]], unseen[:, BLOCKS[0]].tocsr()
+    at_max = (idf >= idf.max() - 1e-6)[words.indices]
+    expected = [at_max[a:b].mean() if b > a else 0.0 for a, b in zip(words.indptr[:-1], words.indptr[1:])]
+    assert np.allclose(unseen_share(loaded, unseen), expected) and 0 < np.mean(expected) < 1
