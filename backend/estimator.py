@@ -157,7 +157,11 @@ class SparseLinear:
         extended = self.positions(counts.indices)
         weighed = _weigh_entries(self._idf[extended], counts)
         compact = sp.csr_matrix((weighed.data, extended, counts.indptr), shape=(counts.shape[0], len(self._coef)))
-        decision = compact @ self._coef + self.intercept
+        return self.probabilities(compact @ self._coef + self.intercept)
+
+    def probabilities(self, decision: np.ndarray) -> np.ndarray:
+        """Decision values (rows x outputs) -> probabilities per output column (binary: the two
+        classes), as the classifier gives them. Overwrites `decision`."""
         proba = expit(decision, out=decision)
         if self.link == MULTILABEL:
             return proba

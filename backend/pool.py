@@ -38,7 +38,6 @@ from typing import Any, Callable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.special import expit
 from sklearn.feature_extraction.text import TfidfTransformer
 
 from . import strategy as strategies
@@ -153,27 +152,9 @@ def linear(model: ControlModel) -> Linear | None:
     """`model` as a `Linear`, or None when it holds weights of a kind we cannot read (the caller then
     uses `predict_proba`). tests/test_pool.py holds it to `predict_proba`."""
     weights = getattr(model, "linear", None)
-    if weights is not None and {"seen", "idf", "unseen_idf", "coef", "intercept", "link"} <= set(dir(weights)):
+    if weights is not None and {"seen", "idf", "unseen_idf", "coef", "intercept", "probabilities"} <= set(dir(weights)):
         return _from_sparse(weights)
     return None
-
-
-def _proba_link(multilabel: bool) -> Callable[[np.ndarray], np.ndarray]:
-    """Decision values -> probabilities as `SparseLinear.predict_proba` gives them: sigmoids,
-    [1 - p, p] for one output, else normalised per row (a row of zeros becomes uniform)."""
-
-    def to_proba(decision: np.ndarray) -> np.ndarray:
-        p = expit(decision)
-        if p.shape[1] == 1:
-            return np.column_stack([1 - p[:, 0], p[:, 0]])
-        if multilabel:
-            return p
-        total = p.sum(axis=1, keepdims=True)
-        zero = total[:, 0] == 0
-        p[zero], total[zero] = 1.0, p.shape[1]
-        return p / total
-
-    return to_proba
 
 
 def _from_sparse(weights: Any) -> Linear | None:
@@ -188,9 +169,7 @@ def _from_sparse(weights: Any) -> Linear | None:
     idf = idf.astype(float)
     full = np.zeros((coef.shape[1], N_FEATURES))
     full[:, seen] = (coef * idf[seen, None]).T
-    link = str(weights.link)
-    return Linear(full, np.ravel(np.asarray(weights.intercept, dtype=float)), idf * idf,
-                  _proba_link(multilabel=link == "multilabel"))
+    return Linear(full, np.ravel(np.asarray(weights.intercept, dtype=float)), idf * idf, weights.probabilities)
 
 
 def predict_proba(model: ControlModel, segments: Sequence[Segment], rows: Sequence[np.ndarray]) -> np.ndarray:

@@ -12,8 +12,8 @@ example (TF-IDF 1-3-grams + LogisticRegression C=10) are fitted side by side as 
 Writes a CSV of every point and a PNG of the curves; while it runs, finished runs are appended to
 `simulation-<dataset>.partial.csv`.
 
-Speed: pool and test features are hashed once and their idf-independent weighting is cached
-(`Scorable`), so scoring after a refit costs two sparse products per block (3-5x faster than
+Speed: pool and test features are hashed once and scored after each refit from their counts, as
+the queue scores its cached pool (`pool.py`: sparse products, no weighed copy; 3-5x faster than
 `predict_proba` on 30k tweets); the refit itself (the product's code) is the remaining cost.
 """
 
@@ -31,15 +31,16 @@ from typing import Sequence
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.special import expit
 from sklearn.metrics import accuracy_score, f1_score
 from sklearn.preprocessing import normalize
 
 from . import strategy as strategies
 from .datasets import load_dataset, stratified_split
 from .estimator import ALPHA, ControlModel
-from .hashing import BLOCKS, hash_texts
+from .hashing import hash_texts
+from . import pool as pool_scoring
 from .policy import Policy
+from .pool import Segment
 from .ranking import features as pool_features
 
 
@@ -126,46 +127,9 @@ def parse_strategies(text: str) -> list[Variant]:
     return variants
 
 
-class Scorable:
-    """The parts of a feature matrix's TF-IDF weighting that do not depend on the fitted idf.
-
-    `weigh` computes, per block, x = (1 + log tf) * idf / ||(1 + log tf) * idf||. A linear model's
-    decision is then, per block, ((1 + log tf) @ (idf * w)) / sqrt((1 + log tf)^2 @ idf^2): two
-    sparse products against dense vectors, with no weighed copy of the matrix built per refit.
-    """
-
-    def __init__(self, counts) -> None:
-        counts = sp.csr_matrix(counts, dtype=np.float64)
-        self.rows = counts.shape[0]
-        self.blocks = []
-        for block in BLOCKS:
-            part = counts[:, block].tocsr()
-            part.data = np.log(part.data) + 1.0
-            squared = part.copy()
-            squared.data **= 2
-            self.blocks.append((block, part, squared))
-
-
-def probabilities(model: ControlModel, matrix: Scorable) -> np.ndarray:
-    """`model.predict_proba(features=...)` of a single-label model over a `Scorable` (equal up to
-    float rounding: float64 here, float32 in `weigh`)."""
-    classifier = model.classifier
-    coef = np.asarray(classifier.coef_, dtype=np.float64)
-    decision = np.tile(np.asarray(classifier.intercept_, dtype=np.float64), (matrix.rows, 1))
-    for block, part, squared in matrix.blocks:
-        idf = model.idf[block].astype(np.float64)
-        norms = np.sqrt(squared @ (idf * idf))
-        decision += (part @ (coef[:, block].T * idf[:, None])) / np.where(norms > 0, norms, 1.0)[:, None]
-    expit(decision, out=decision)
-    if decision.shape[1] == 1:  # binary: scikit-learn's one decision is the second class's
-        proba = np.hstack([1.0 - decision, decision])
-    else:
-        proba = decision / decision.sum(axis=1, keepdims=True)
-    out = np.zeros((matrix.rows, len(model.labels)))
-    index = {label: i for i, label in enumerate(model.labels)}
-    for j, label in enumerate(model.columns):
-        out[:, index[label]] = proba[:, j]
-    return out
+def probabilities(model: ControlModel, features: Segment) -> np.ndarray:
+    """`model.predict_proba` of every row, from counts hashed once (the queue's scoring: `pool.py`)."""
+    return pool_scoring.predict_proba(model, [features], [np.arange(features.rows)])
 
 
 def representativeness(unit_features, cluster_ids: np.ndarray) -> np.ndarray:
@@ -179,7 +143,7 @@ def representativeness(unit_features, cluster_ids: np.ndarray) -> np.ndarray:
 
 
 def _committee(variant: Variant, labeled: list[int], pool_x, pool_y: np.ndarray, classes: list[str],
-               pool_scorable: Scorable, rng: np.random.Generator) -> np.ndarray | None:
+               pool_scorable: Segment, rng: np.random.Generator) -> np.ndarray | None:
     members = []
     for _ in range(variant.members):
         sample = rng.choice(labeled, len(labeled), replace=True)
@@ -205,15 +169,15 @@ def run(
     budget: int,
     batch: int,
     policy: Policy,
-    pool_scorable: Scorable | None = None,
-    test_scorable: Scorable | None = None,
+    pool_scorable: Segment | None = None,
+    test_scorable: Segment | None = None,
     represent: np.ndarray | None = None,
 ) -> Curve:
     """One learning curve: label `batch` tasks per round, refit from scratch, score the test set
-    every round. The pool and test set are scored through `Scorable`s (built here when not given)."""
+    every round. The pool and test set are scored from their counts (`Segment`s, built here when not given)."""
     variant = Variant.parse(variant) if isinstance(variant, str) else variant
-    pool_scorable = pool_scorable or Scorable(pool_x)
-    test_scorable = test_scorable or Scorable(test_x)
+    pool_scorable = pool_scorable or Segment.of(pool_x)
+    test_scorable = test_scorable or Segment.of(test_x)
     if variant.cold is not None:
         policy = replace(policy, cold_start_per_class=variant.cold[0], cold_start_total=variant.cold[1])
     measure = policy.strategy if variant.base in ("default", *strategies.COMMITTEE_STRATEGIES) else variant.base
@@ -319,7 +283,7 @@ def simulate(
         partial=partial,
         pool_x=pool_x, pool_y=pool_y, test_x=test_x, test_y=test_y, classes=classes,
         cluster_ids=cluster_ids, unit=unit, budget=budget, batch=batch, policy=policy,
-        pool_scorable=Scorable(pool_x), test_scorable=Scorable(test_x),
+        pool_scorable=Segment.of(pool_x), test_scorable=Segment.of(test_x),
         represent=representativeness(unit, cluster_ids) if any(v.density for v in variants) else None,
     )
     runs = [(variant, seed) for variant in variants for seed in range(seeds)]

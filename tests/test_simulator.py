@@ -9,7 +9,7 @@ from sklearn.preprocessing import normalize
 from backend.cli import main
 from backend.estimator import ALPHA, ControlModel
 from backend.hashing import hash_texts
-from backend.simulator import Scorable, Variant, parse_strategies, probabilities, representativeness
+from backend.simulator import Variant, parse_strategies, representativeness
 
 
 def test_simulate_writes_curves_a_plot_and_a_summary(tmp_path, tweets, capsys):
@@ -60,21 +60,6 @@ def test_variants_parse_their_options_and_random_is_added_as_the_control():
     assert (first.base, first.cold, first.alpha, first.density, first.spread) == ("margin", (10, 200), 1e-4, 0.5, 3.0)
     assert control == Variant.parse("random") and control.alpha == ALPHA
     assert [v.spec for v in parse_strategies("random:alpha=1e-4,default")] == ["random:alpha=1e-4", "default"]
-
-
-def test_fast_probabilities_match_the_model(tweets):
-    texts, labels = tweets.texts[:400], np.array(tweets.labels[:400])
-    classes = sorted(set(labels))
-    features = hash_texts(texts)
-    held_out = hash_texts(tweets.texts[400:600])
-    three = ControlModel.fit(None, [[y] for y in labels[:300]], classes, False, features=features[:300])
-    two_rows = np.flatnonzero(labels != classes[2])[:100]  # two classes seen: scikit-learn's binary decision
-    two = ControlModel.fit(None, [[y] for y in labels[two_rows]], classes, False, features=features[two_rows])
-    for model in (three, two):
-        fast = probabilities(model, Scorable(held_out))
-        assert np.allclose(fast, model.predict_proba(features=held_out), atol=1e-5)
-        assert (fast.argmax(axis=1) == model.predict_proba(features=held_out).argmax(axis=1)).all()
-    assert (probabilities(two, Scorable(held_out))[:, 2] == 0).all()
 
 
 def test_representativeness_is_highest_at_the_cluster_centre():
