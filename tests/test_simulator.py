@@ -68,3 +68,12 @@ def test_representativeness_is_highest_at_the_cluster_centre():
     assert values.min() >= 0 and values.max() <= 1
     assert values[1] > values[0] and values[1] > values[2]  # the middle of cluster 0
     assert values[3] == pytest.approx(values[4])  # two members: both equally far from their centroid
+
+
+def test_prior_shrinks_alpha_as_labels_grow_within_its_bounds():
+    variant = Variant.parse("margin:prior=0.1")
+    assert variant.alpha_at(100) == 1e-4  # capped
+    assert abs(variant.alpha_at(4000) - 2.5e-5) < 1e-12
+    assert variant.alpha_at(100_000) == ALPHA  # never below the model's own alpha
+    assert Variant.parse("random:prior=0.1").alpha_at(4000) == variant.alpha_at(4000)
+    assert Variant.parse("margin").alpha_at(100) == ALPHA
