@@ -97,14 +97,10 @@ def remember_unlabeled(rt: Runtime, project: int, config: Any, tasks: list[dict[
     """Tasks LS asks about join the pool the queue ranks when LS's API is not reachable (best effort:
     /predict never fails because Redis does)."""
     keys = config.data_keys
-    limit = rt.settings.max_text_chars
-    only = keys[0] if keys is not None and len(keys) == 1 and len(keys[0]) <= 200 else None  # the usual one text field
     seen = {}
     for task in tasks[:MAX_REMEMBERED]:
         if isinstance(task.get("id"), int) and not task.get("annotations") and not task.get("is_labeled"):
-            fields = task.get("data")
-            value = fields.get(only) if only is not None and type(fields) is dict else None
-            data = {only: value[:limit]} if type(value) is str else texts_of(task, keys, limit)  # texts_of's answer, sooner
+            data = texts_of(task, keys, rt.settings.max_text_chars)
             if data:
                 seen[task["id"]] = data
     if seen:

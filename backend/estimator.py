@@ -277,16 +277,18 @@ class ControlModel:
     def predict_proba(self, texts: Sequence[str] | None = None, features: Any = None) -> np.ndarray:
         """Probabilities, one row per text, one column per label in `labels` (0 for unseen labels)."""
         n = features.shape[0] if features is not None else len(texts or [])
-        out = np.zeros((n, len(self.labels)), dtype=float)
-        if not n:
-            return out
+        if self.linear is None or not n:
+            return self.by_label(np.zeros((n, 0)))
+        return self.by_label(self.linear.predict_proba(features if features is not None else hash_texts(texts or [])))
+
+    def by_label(self, proba: np.ndarray) -> np.ndarray:
+        """The classifier's output columns (`columns`, in order) placed under `labels`, with the
+        constant labels filled in and 0 for labels never seen."""
+        out = np.zeros((proba.shape[0], len(self.labels)), dtype=float)
         index = {label: i for i, label in enumerate(self.labels)}
-        if self.linear is not None:
-            features = features if features is not None else hash_texts(texts or [])
-            proba = self.linear.predict_proba(features)
-            for j, label in enumerate(self.columns):
-                if label in index:
-                    out[:, index[label]] = proba[:, j]
+        for label, values in zip(self.columns, proba.T):
+            if label in index:
+                out[:, index[label]] = values
         for label, value in self.constant.items():
             if label in index:
                 out[:, index[label]] = value

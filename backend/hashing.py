@@ -61,7 +61,7 @@ def _tokens(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return start, end_at[start]
 
 
-def _spans(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+def spans(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """The positions start, start + 1, ... of every span, concatenated."""
     total = int(lengths.sum())
     return np.repeat(starts - (np.cumsum(lengths) - lengths), lengths) + np.arange(total, dtype=np.int64)
@@ -133,8 +133,8 @@ def _word_pairs(lowered: list[str]) -> tuple[np.ndarray, np.ndarray]:
     size = first + 1 + second
     written = np.full(int(size.sum()), ord(" "), dtype=np.uint8)
     at = np.cumsum(size) - size
-    written[_spans(at, first)] = data[_spans(start[apart], first)]
-    written[_spans(at + first + 1, second)] = data[_spans(start[apart + 1], second)]
+    written[spans(at, first)] = data[spans(start[apart], first)]
+    written[spans(at + first + 1, second)] = data[spans(start[apart + 1], second)]
     starts = np.concatenate([start, start[pair[adjacent]], len(data) + at])
     lengths = np.concatenate([end - start, end[pair[adjacent] + 1] - start[pair[adjacent]], size])
     rows = np.concatenate([row, row[pair[adjacent]], row[apart]])
@@ -226,7 +226,7 @@ class WordGrams:
             return None
         held = np.fromiter((self._ids[word] for word in distinct if word in self._ids), dtype=np.intp)
         new += [word for word in distinct if word in self._ids]
-        columns = np.concatenate([columns, self._columns[_spans(self._starts[held], self._lengths[held])]])
+        columns = np.concatenate([columns, self._columns[spans(self._starts[held], self._lengths[held])]])
         per_word = np.concatenate([per_word, self._lengths[held]])
         index = dict(zip(new, range(len(new))))
         at = np.fromiter(map(index.__getitem__, words), dtype=np.intp, count=len(words))
@@ -272,7 +272,7 @@ def _char_pairs(lowered: list[str]) -> tuple[np.ndarray, np.ndarray]:
     split = [text.split() for text in lowered]
     starts, lengths, columns = WORD_GRAMS.lookup(list(chain.from_iterable(split)))
     text_of_word = np.repeat(np.arange(len(split), dtype=np.int64), np.fromiter(map(len, split), dtype=np.int64, count=len(split)))
-    return np.repeat(text_of_word, lengths), columns[_spans(starts, lengths)]
+    return np.repeat(text_of_word, lengths), columns[spans(starts, lengths)]
 
 
 def _sorted_counts(rows: np.ndarray, columns: np.ndarray, n_rows: int, width: int) -> sp.csr_matrix:

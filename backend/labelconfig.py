@@ -36,6 +36,8 @@ class ChoicesControl:
 
     def text_of(self, data: Mapping[str, Any], max_chars: int) -> str | None:
         """The text this control reads from a task's `data`, or None when it is missing or empty."""
+        if len(self.inputs) == 1 and not self.inputs[0][1] and type(value := data.get(self.inputs[0][0])) is str:
+            return value[:max_chars] if value.strip() else None  # the usual case, once per task per request
         parts = []
         for key, is_html in self.inputs:
             value = data.get(key)

@@ -16,7 +16,7 @@ from . import drift
 from .config import Settings
 from .estimator import ModelBundle, choose, restrict
 from .hashing import hash_texts
-from .labelconfig import ChoicesControl, LabelConfig
+from .labelconfig import LabelConfig
 from .serving import ModelCache
 from .training import Snapshot, TrainResult, train_and_judge
 
@@ -58,7 +58,7 @@ class TextClassifier:
         served = self.cache.get(project)
         limit = self.settings.max_text_chars
         datas = [_data(t) for t in tasks]
-        texts_of = {c.from_name: _texts(c, datas, limit) for c in config.controls}
+        texts_of = {c.from_name: [c.text_of(data, limit) for data in datas] for c in config.controls}
         if served is None:
             untrained = {"result": [], "score": 0.0, "model_version": UNTRAINED}
             readable = [any(texts[i] is not None for texts in texts_of.values()) for i in range(len(tasks))]
@@ -116,21 +116,6 @@ class TextClassifier:
             margin=self.settings.gate_margin if margin is None else margin,
             threshold=self.settings.multilabel_threshold,
         )
-
-
-def _texts(control: ChoicesControl, datas: list[dict[str, Any]], limit: int) -> list[str | None]:
-    """`control.text_of` of each task's data, read directly in the usual case of one plain-text field."""
-    if len(control.inputs) != 1 or control.inputs[0][1]:
-        return [control.text_of(data, limit) for data in datas]
-    key = control.inputs[0][0]
-    texts: list[str | None] = []
-    for data in datas:
-        value = data.get(key)
-        if type(value) is str:
-            texts.append(value[:limit] if value.strip() else None)
-        else:
-            texts.append(control.text_of(data, limit))
-    return texts
 
 
 def _data(task: dict[str, Any]) -> dict[str, Any]:

@@ -34,15 +34,15 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, NamedTuple, Sequence
+from typing import Any, Iterator, NamedTuple, Sequence
 
 import numpy as np
 import scipy.sparse as sp
 from sklearn.feature_extraction.text import TfidfTransformer
 
 from . import strategy as strategies
-from .estimator import ControlModel
-from .hashing import BLOCKS, N_FEATURES, hash_texts
+from .estimator import ControlModel, SparseLinear
+from .hashing import BLOCKS, N_FEATURES, hash_texts, spans, word_counts
 from .registry import atomic_write
 
 log = logging.getLogger(__name__)
@@ -116,16 +116,16 @@ class Segment(NamedTuple):
         """These rows only, in this order."""
         starts, stops = self.indptr[2 * rows], self.indptr[2 * rows + 2]
         lengths = stops - starts
-        spans = _spans(starts, lengths)
+        entries = spans(starts, lengths)
         indptr = np.concatenate([[0], np.cumsum(np.column_stack([self.indptr[2 * rows + 1] - starts, stops - self.indptr[2 * rows + 1]]).ravel())])
-        return Segment(indptr.astype(np.int64), np.asarray(self.indices[spans]), np.asarray(self.counts[spans]))
+        return Segment(indptr.astype(np.int64), np.asarray(self.indices[entries]), np.asarray(self.counts[entries]))
 
     def words(self, rows: np.ndarray) -> sp.csr_matrix:
         """The word counts of these rows (float32, the shape `word_counts` returns)."""
         starts, stops = self.indptr[2 * rows], self.indptr[2 * rows + 1]
-        spans = _spans(starts, stops - starts)
+        entries = spans(starts, stops - starts)
         indptr = np.concatenate([[0], np.cumsum(stops - starts)])
-        return sp.csr_matrix((self.counts[spans].astype(np.float32), self.indices[spans], indptr), shape=(len(rows), WORDS))
+        return sp.csr_matrix((self.counts[entries].astype(np.float32), self.indices[entries], indptr), shape=(len(rows), WORDS))
 
     def matrix(self) -> sp.csr_matrix:
         """All counts as `hash_texts` returns them."""
@@ -133,71 +133,28 @@ class Segment(NamedTuple):
         return sp.csr_matrix((self.counts.astype(np.float32), self.indices, indptr), shape=(self.rows, N_FEATURES))
 
 
-def _spans(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """The positions start, start + 1, ... of every span, concatenated."""
-    total = int(lengths.sum())
-    return np.repeat(starts - (np.cumsum(lengths) - lengths), lengths) + np.arange(total, dtype=np.int64)
-
-
 class Linear(NamedTuple):
     """A control model as weights over `hash_texts` counts: idf folded into the coefficients."""
 
-    weights: np.ndarray  # K x N_FEATURES, idf * coef
-    intercepts: np.ndarray  # K
+    weights: np.ndarray  # outputs x N_FEATURES, idf * coef
+    intercepts: np.ndarray  # outputs
     idf_squared: np.ndarray  # N_FEATURES
-    to_proba: Callable[[np.ndarray], np.ndarray]  # decision values -> the classifier's predict_proba
 
 
-def linear(model: ControlModel) -> Linear | None:
-    """`model` as a `Linear`, or None when it holds weights of a kind we cannot read (the caller then
-    uses `predict_proba`). tests/test_pool.py holds it to `predict_proba`."""
-    weights = getattr(model, "linear", None)
-    if weights is not None and {"seen", "idf", "unseen_idf", "coef", "intercept", "probabilities"} <= set(dir(weights)):
-        return _from_sparse(weights)
-    return None
-
-
-def _from_sparse(weights: Any) -> Linear | None:
-    """From the estimator's `SparseLinear`: coefficients of the `seen` columns, every other column
-    weighing 0 with its block's `unseen_idf`."""
-    seen = np.asarray(weights.seen, dtype=np.int64)
-    coef = np.asarray(weights.coef, dtype=float)  # len(seen) x outputs
-    if coef.ndim != 2 or coef.shape[0] != len(seen):
-        return None
-    idf = np.repeat(np.asarray(weights.unseen_idf, dtype=np.float32), [block.stop - block.start for block in BLOCKS])
-    idf[seen] = np.asarray(weights.idf, dtype=np.float32)
-    idf = idf.astype(float)
-    full = np.zeros((coef.shape[1], N_FEATURES))
-    full[:, seen] = (coef * idf[seen, None]).T
-    return Linear(full, np.ravel(np.asarray(weights.intercept, dtype=float)), idf * idf, weights.probabilities)
+def linear(weights: SparseLinear) -> Linear:
+    """The estimator's `SparseLinear` over every hashed column, idf folded in."""
+    idf = weights.full_idf().astype(float)
+    return Linear(weights.full_coef().astype(float) * idf, np.ravel(weights.intercept).astype(float), idf * idf)
 
 
 def predict_proba(model: ControlModel, segments: Sequence[Segment], rows: Sequence[np.ndarray]) -> np.ndarray:
     """`model.predict_proba` of the given rows of each segment, concatenated, from the counts."""
     n = sum(len(r) for r in rows)
-    out = np.zeros((n, len(model.labels)))
-    if not n:
-        return out
-    form = linear(model)
-    if form is None and _has_weights(model):
-        counts = sp.vstack([segment.matrix()[r] for segment, r in zip(segments, rows)], format="csr")
-        return model.predict_proba(features=counts)
-    index = {label: i for i, label in enumerate(model.labels)}
-    if form is not None:
-        decision = np.concatenate([_decision(form, segment)[r] for segment, r in zip(segments, rows)])
-        proba = form.to_proba(decision)
-        for j, label in enumerate(model.columns):
-            if label in index:
-                out[:, index[label]] = proba[:, j]
-    for label, value in model.constant.items():
-        if label in index:
-            out[:, index[label]] = value
-    return out
-
-
-def _has_weights(model: ControlModel) -> bool:
-    """Does the model compute probabilities (a multi-label model may hold constants only)?"""
-    return getattr(model, "linear", None) is not None or getattr(model, "classifier", None) is not None
+    if model.linear is None or not n:
+        return model.by_label(np.zeros((n, 0)))
+    form = linear(model.linear)
+    decision = np.concatenate([_decision(form, segment)[r] for segment, r in zip(segments, rows)])
+    return model.by_label(model.linear.probabilities(decision))
 
 
 def _decision(form: Linear, segment: Segment) -> np.ndarray:
@@ -282,11 +239,11 @@ class Pool:
         segments, rows, _ = self._groups()
         for segment, chosen in zip(segments, rows):
             starts, stops = segment.indptr[2 * chosen], segment.indptr[2 * chosen + 1]
-            df += np.bincount(segment.indices[_spans(starts, stops - starts)], minlength=WORDS)
+            df += np.bincount(segment.indices[spans(starts, stops - starts)], minlength=WORDS)
         return df
 
     def tfidf(self, positions: np.ndarray) -> sp.csr_matrix:
-        """The unsupervised TF-IDF (`ranking.features`, idf over the whole pool) of some tasks: an
+        """The unsupervised TF-IDF (`features`, idf over the whole pool) of some tasks: an
         n-row matrix with only those rows filled, for the near-duplicate check of the first batch."""
         positions = np.unique(positions)
         transformer = TfidfTransformer(sublinear_tf=True)
@@ -300,7 +257,7 @@ class Pool:
         """Everything computed in this process (no cache directory)."""
         segment = Segment.hashed(list(texts))
         pool = cls([segment], np.zeros(len(texts), dtype=np.int32), np.arange(len(texts), dtype=np.int32), np.zeros(0, dtype=int))
-        pool.clusters = strategies.clusters(_tfidf(pool.words()), n_clusters, seed)
+        pool.clusters = strategies.clusters(features((), pool.words()), n_clusters, seed)
         return pool
 
 
@@ -312,8 +269,10 @@ def _scatter_indptr(indptr: np.ndarray, positions: np.ndarray, n: int) -> np.nda
     return np.concatenate([[0], np.cumsum(lengths)])
 
 
-def _tfidf(words: sp.csr_matrix) -> sp.csr_matrix:
-    return TfidfTransformer(sublinear_tf=True).fit_transform(words)
+def features(texts: Sequence[str], counts: Any = None) -> sp.csr_matrix:
+    """Unsupervised TF-IDF over the pool's hashed word 1-2-grams (for clusters and near-duplicates);
+    `counts`: those word counts when the caller has hashed the texts already."""
+    return TfidfTransformer(sublinear_tf=True).fit_transform(word_counts(texts) if counts is None else counts)
 
 
 class PoolCache:

@@ -23,11 +23,10 @@ from dataclasses import dataclass
 from typing import Any, Iterator, NamedTuple, Sequence
 
 import numpy as np
-from sklearn.feature_extraction.text import TfidfTransformer
 
 from . import strategy as strategies
 from .estimator import ModelBundle, restrict
-from .hashing import hash_texts, word_counts
+from .hashing import hash_texts
 from .labelconfig import LabelConfig
 from .policy import Policy
 from .pool import Pool, PoolCache
@@ -63,12 +62,6 @@ class Queue:
             "seconds": round(self.seconds, 4),
             "tasks": [e._asdict() for e in self.entries[:limit]],
         }
-
-
-def features(texts: Sequence[str], counts: Any = None):
-    """Unsupervised TF-IDF over the pool's hashed word 1-2-grams (for clusters and near-duplicates);
-    `counts`: those word counts when the caller has hashed the texts already."""
-    return TfidfTransformer(sublinear_tf=True).fit_transform(word_counts(texts) if counts is None else counts)
 
 
 def uncertainties(

@@ -40,8 +40,7 @@ from .estimator import ALPHA, ControlModel
 from .hashing import hash_texts
 from . import pool as pool_scoring
 from .policy import Policy
-from .pool import Segment
-from .ranking import features as pool_features
+from .pool import Segment, features as pool_features
 
 
 @dataclass

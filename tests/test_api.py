@@ -1,14 +1,19 @@
 """The LS protocol through Flask's test client: shapes, the embedded loop, and every bad input."""
 
 import json
+from types import SimpleNamespace
 
 import pytest
 
+from backend.api import remember_unlabeled
 from backend.app import create_app
 from backend.auth import basic_header
 from backend.config import Settings
+from backend.labelconfig import parse_label_config
 from backend.runtime import Runtime
+from backend.store import texts_of
 from tests.conftest import LABEL_CONFIG, annotation_event, wait_for
+from tests.test_labelconfig import ODD_DATA, TWO_FIELDS
 
 MULTI = """<View><Text name="text" value="$text"/>
 <Choices name="sentiment" toName="text"><Choice value="positive"/><Choice value="negative"/><Choice value="neutral"/></Choices>
@@ -265,3 +270,23 @@ def test_secrets_never_reach_the_logs(client, caplog, tweets):
     client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}})
     client.post("/setup", json={"project": 1, "access_token": secret, "extra_params": "{bad"})
     assert secret not in caplog.text
+
+
+def test_remembered_tasks_are_the_stores_texts_of_each_unlabeled_task():
+    tasks = [{"id": i, "data": data} for i, data in enumerate(ODD_DATA)] + [
+        {"id": 100, "data": "not a dict"}, {"id": 101}, {"data": {"text": "no id"}}, {"id": "102", "data": {"text": "string id"}},
+        {"id": 103, "data": {"text": "done"}, "annotations": [{"id": 1}]}, {"id": 104, "data": {"text": "done"}, "is_labeled": True},
+        {"id": 105, "data": {"page": "b", "text": "a", "more": 1}},
+    ]
+    for config in (parse_label_config(LABEL_CONFIG), parse_label_config(TWO_FIELDS), SimpleNamespace(data_keys=None)):
+        submitted = []
+        runtime = SimpleNamespace(settings=SimpleNamespace(max_text_chars=20), store=SimpleNamespace(remember_tasks="remember"),
+                                  writer=SimpleNamespace(submit=lambda *call: submitted.append(call)))
+        remember_unlabeled(runtime, 7, config, tasks)
+        expected = {}
+        for task in tasks:
+            if isinstance(task.get("id"), int) and not task.get("annotations") and not task.get("is_labeled"):
+                if found := texts_of(task, config.data_keys, 20):
+                    expected[task["id"]] = found
+        assert submitted == [("remember", 7, expected)]
+        assert [list(data.items()) for data in submitted[0][2].values()] == [list(data.items()) for data in expected.values()]

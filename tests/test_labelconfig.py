@@ -1,6 +1,10 @@
+import html
+import re
+
 import pytest
 
 from backend.labelconfig import LabelConfigError, parse_label_config
+from tests.conftest import LABEL_CONFIG
 
 MULTI = """<View>
   <Text name="title" value="$title"/>
@@ -62,3 +66,32 @@ def test_annotation_choices_are_validated_against_the_config():
     assert parse_annotation({"id": 1, "result": []}, 1, {}).labels == {}
     assert sentiment.problem(["Bogus"]) == "label not in config"
     assert sentiment.problem(["Positive", "Negative"]) == "several choices for a single-choice control"
+
+
+TWO_FIELDS = """<View><Text name="text" value="$text"/><HyperText name="page" value="$page"/>
+<Choices name="sentiment" toName="text"><Choice value="positive"/><Choice value="negative"/></Choices>
+<Choices name="topic" toName="page"><Choice value="a"/><Choice value="b"/></Choices></View>"""
+ODD_DATA = [
+    {"text": "plain"}, {"text": ""}, {"text": "   \n\t"}, {"text": 42}, {"text": 4.5}, {"text": True}, {"text": None},
+    {"text": ["list"]}, {"text": {"nested": 1}}, {}, {"other": "wrong key"}, {"text": "x" * 50}, {"text": "  padded  "},
+    {"text": "😀 \x00 nul"}, {"text": "a", "page": "<b>bold</b> &amp; more"}, {"page": "<p></p>"},
+]
+
+
+def general_text_of(control, data, limit):
+    """Every input's text (numbers as text, HyperText without tags), non-empty ones joined by newlines."""
+    parts = []
+    for key, is_html in control.inputs:
+        value = data.get(key)
+        value = str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+        if isinstance(value, str):
+            value = html.unescape(re.sub(r"<[^>]*>", " ", value)) if is_html else value
+            if value.strip():
+                parts.append(value)
+    return "\n".join(parts)[:limit] if parts else None
+
+
+def test_texts_are_text_of_for_each_task():
+    for config in (parse_label_config(LABEL_CONFIG), parse_label_config(TWO_FIELDS)):
+        for control in config.controls:
+            assert [control.text_of(data, 20) for data in ODD_DATA] == [general_text_of(control, data, 20) for data in ODD_DATA]

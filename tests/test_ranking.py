@@ -83,8 +83,8 @@ def test_ranking_with_the_pool_cache_is_the_ranking_without_it(tmp_path, tweets)
     from backend.estimator import ControlModel, ModelBundle
     from backend.labelconfig import parse_label_config
     from backend.policy import Policy
-    from backend.pool import cache_for
-    from backend.ranking import features, rank
+    from backend.pool import cache_for, features
+    from backend.ranking import rank
 
     config = parse_label_config(LABEL_CONFIG)
     labels = ("positive", "negative", "neutral")

@@ -12,13 +12,17 @@ from backend.hashing import hash_texts
 from backend.simulator import Variant, parse_strategies, representativeness
 
 
-def test_simulate_writes_curves_a_plot_and_a_summary(tmp_path, tweets, capsys):
-    path = tmp_path / "small.csv"
+def labeled_csv(path, tweets, n):
+    """The first `n` tweets as a `text,label` CSV file (a data set the simulator accepts)."""
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["text", "label"])
-        for text, label in zip(tweets.texts[:1500], tweets.labels[:1500]):
-            writer.writerow([text, label])
+        writer.writerows(zip(tweets.texts[:n], tweets.labels[:n]))
+    return path
+
+
+def test_simulate_writes_curves_a_plot_and_a_summary(tmp_path, tweets, capsys):
+    path = labeled_csv(tmp_path / "small.csv", tweets, 1500)
     out = tmp_path / "out"
     assert main(["simulate", "--dataset", str(path), "--budget", "120", "--batch", "20", "--seeds", "2", "--out", str(out)]) == 0
     summary = json.loads(capsys.readouterr().out)
@@ -32,12 +36,7 @@ def test_simulate_writes_curves_a_plot_and_a_summary(tmp_path, tweets, capsys):
 
 
 def test_a_list_of_variants_runs_in_one_simulation(tmp_path, tweets, capsys):
-    path = tmp_path / "small.csv"
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["text", "label"])
-        for text, label in zip(tweets.texts[:1000], tweets.labels[:1000]):
-            writer.writerow([text, label])
+    path = labeled_csv(tmp_path / "small.csv", tweets, 1000)
     strategies = "margin:cold=2/20:spread=2,vote_entropy:members=2:cold=2/20,random:alpha=1e-4"
     assert main(["simulate", "--dataset", str(path), "--strategy", strategies, "--budget", "80", "--batch", "20",
                  "--seeds", "1", "--jobs", "1", "--out", str(tmp_path / "out")]) == 0

@@ -62,7 +62,7 @@ def test_diversity_interleaves_clusters():
 
 def test_clusters_separate_obvious_groups():
     texts = ["cats purr softly"] * 20 + ["rockets launch into orbit"] * 20
-    from backend.ranking import features
+    from backend.pool import features
 
     ids = s.clusters(features(texts), 2)
     assert len(set(ids[:20])) == 1 and len(set(ids[20:])) == 1 and ids[0] != ids[-1]
