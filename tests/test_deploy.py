@@ -146,7 +146,10 @@ def test_the_image_runs_the_commands_the_tests_run_as_a_non_root_user():
     assert [i for i, _ in steps].index("USER") < [i for i, _ in steps].index("CMD")
     installs = " ".join(args for instruction, args in steps if instruction == "RUN")
     assert "-r requirements.txt" in installs and "requirements-dev" not in installs
-    assert [args for instruction, args in steps if instruction == "COPY"] == ["requirements.txt .", "backend ./backend"]
+    image = steps[max(i for i, (instruction, _) in enumerate(steps) if instruction == "FROM"):]
+    assert [args for instruction, args in image if instruction == "COPY"] == [
+        "requirements.txt .", "backend ./backend", "--from=native /src/backend/_hashing.*.so ./backend/"]
+    assert ("RUN", "python -m backend.native") in steps  # its build stage compiles the hashing the image copies
 
 
 def compose_command() -> list[str] | None:

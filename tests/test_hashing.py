@@ -1,4 +1,5 @@
-"""The numpy feature hashing equals scikit-learn's, so models keep their features exactly."""
+"""Both feature hashings (compiled and numpy) equal scikit-learn's and a string-by-string reference,
+so models keep their features exactly whichever one a process has. Every test runs on both."""
 
 from __future__ import annotations
 
@@ -7,12 +8,14 @@ import threading
 from collections import Counter
 
 import numpy as np
+import pytest
 import scipy.sparse as sp
 from sklearn.feature_extraction.text import HashingVectorizer
 from sklearn.utils import murmurhash3_32
 
 from backend import hashing
 from backend.hashing import CHAR_BITS, TOKEN_PATTERN, WORD_BITS, WordGrams, char_counts, hash_texts, murmurhash3, word_counts
+from tests.conftest import REQUIRE_SERVICES
 
 REFERENCE = HashingVectorizer(ngram_range=(1, 2), n_features=2**WORD_BITS, token_pattern=TOKEN_PATTERN,
                               alternate_sign=False, norm=None, dtype=np.float32)
@@ -22,6 +25,16 @@ HARD = [
     "under_score __init__", "١٢٣ arabic digits", "ｆｕｌｌｗｉｄｔｈ", "a  b", "a, b", "a\u00a0b", "nul\x00inside a text",
     "x" * 5000, "ab " * 2000, ":", "= :-", "@united flight #fail http://t.co/x",
 ]
+
+
+@pytest.fixture(autouse=True, params=["compiled", "numpy"])
+def implementation(request, monkeypatch) -> str:
+    """Runs each test with the compiled hashing (which `bin/setup` builds: CI requires it) and with numpy."""
+    if request.param == "numpy":
+        monkeypatch.setattr(hashing, "compiled", None)
+    elif hashing.compiled is None:
+        (pytest.fail if REQUIRE_SERVICES else pytest.skip)("backend/_hashing.c is not built: run python -m backend.native")
+    return request.param
 
 
 def same(texts: list[str]) -> bool:
@@ -48,7 +61,7 @@ def test_few_texts_hashed_one_by_one_equal_scikit_learn_too(tweets):
     assert all(identical(sp.hstack([word_counts([text]), char_counts([text])], format="csr"), hash_texts([text])) for text in HARD)
 
 
-def test_murmurhash3_is_scikit_learns_on_every_tail_length():
+def test_murmurhash3_is_scikit_learns_on_every_tail_length():  # numpy's, which the compiled one matches above
     rng = np.random.default_rng(0)
     strings = [bytes(rng.integers(0, 256, size=n, dtype=np.uint8)) for n in range(41) for _ in range(5)]
     data = np.frombuffer(b"".join(strings), dtype=np.uint8)
@@ -113,7 +126,13 @@ def test_hash_texts_is_word_counts_then_char_counts_in_one_chunk_or_several(twee
     assert hash_texts([]).shape == (0, 2**WORD_BITS + 2**CHAR_BITS)
 
 
-def test_word_memo_stays_within_its_capacity_and_changes_no_count(tweets, monkeypatch):
+def numpy_only(implementation: str) -> None:
+    if implementation != "numpy":
+        pytest.skip("the memo serves the numpy hashing only")
+
+
+def test_word_memo_stays_within_its_capacity_and_changes_no_count(tweets, monkeypatch, implementation):
+    numpy_only(implementation)
     texts = tweets.texts[:3000]
     expected = reference_char_counts(texts)
     small = WordGrams(capacity=5000)
@@ -125,7 +144,8 @@ def test_word_memo_stays_within_its_capacity_and_changes_no_count(tweets, monkey
     assert identical(reference_char_counts(["x" * 9000]), char_counts(["x" * 9000]))
 
 
-def test_word_memo_shared_by_threads_gives_each_its_own_counts(tweets, monkeypatch):
+def test_word_memo_shared_by_threads_gives_each_its_own_counts(tweets, monkeypatch, implementation):
+    numpy_only(implementation)
     monkeypatch.setattr(hashing, "WORD_GRAMS", WordGrams(capacity=20000))
     batches = [tweets.texts[i : i + 50] for i in range(0, 2000, 50)]
     expected = [reference_char_counts(batch) for batch in batches]
