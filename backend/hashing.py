@@ -2,7 +2,7 @@
 queue read texts through `hash_texts`.
 
 Two implementations give identical matrices (tests/test_hashing.py holds both to scikit-learn and
-to each other): the compiled `_hashing` module, which `python -m backend.native` builds (5 ms per
+to each other): the compiled `_compiled` module, which `python -m backend.native` builds (5 ms per
 1,000 tweets), and numpy over the whole batch, used where it is not built (15 ms when a bounded
 memo holds the words' character n-grams, 30 ms when it does not)."""
 
@@ -17,7 +17,7 @@ import numpy as np
 import scipy.sparse as sp
 
 try:
-    from . import _hashing as compiled
+    from . import _compiled as compiled
 except ImportError:  # not built (no C compiler): numpy below
     compiled = None
 
@@ -317,7 +317,7 @@ def hash_texts(texts: Sequence[str]) -> sp.csr_matrix:
 
 
 def _compiled_counts(texts: Sequence[str], words: bool, chars: bool) -> sp.csr_matrix:
-    """The counts `_hashing.c` computes: word columns, then character columns, of whichever it is asked for."""
+    """The counts `_compiled.c` computes: word columns, then character columns, of whichever it is asked for."""
     indptr, indices, counts = compiled.counts([text.lower() for text in texts], words, chars)
     width = (2**WORD_BITS if words else 0) + (2**CHAR_BITS if chars else 0)
     matrix = sp.csr_matrix((np.frombuffer(counts, dtype=np.float32), np.frombuffer(indices, dtype=np.int32),

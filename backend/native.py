@@ -1,11 +1,11 @@
-"""Builds the compiled half of `hashing` (`_hashing.c`) in place, with the C compiler Python was
-built with. Standard library only, so an image's build stage can run it without the backend's
+"""Builds the compiled kernels of `hashing` and `estimator` (`_compiled.c`) in place, with the C
+compiler Python was built with (no fused multiply-adds: the kernels round as numpy does). Standard library only, so an image's build stage can run it without the backend's
 dependencies:
 
     python -m backend.native
 
-`bin/setup` and the Dockerfile run it. Without a compiler nothing is built and `hashing` computes
-the same features with numpy, about 3x slower on a 1,000-task request.
+`bin/setup` and the Dockerfile run it. Without a compiler nothing is built and numpy computes the
+same features and scores, about 3x slower on a 1,000-task request.
 """
 
 from __future__ import annotations
@@ -18,22 +18,22 @@ import sysconfig
 import tempfile
 from pathlib import Path
 
-SOURCE = Path(__file__).with_name("_hashing.c")
+SOURCE = Path(__file__).with_name("_compiled.c")
 
 
 def target() -> Path:
-    """Where Python imports `backend._hashing` from for this interpreter."""
-    return SOURCE.with_name("_hashing" + sysconfig.get_config_var("EXT_SUFFIX"))
+    """Where Python imports `backend._compiled` from for this interpreter."""
+    return SOURCE.with_name("_compiled" + sysconfig.get_config_var("EXT_SUFFIX"))
 
 
 def command(output: Path) -> list[str]:
     compiler = shlex.split(sysconfig.get_config_var("CC") or "cc")
-    return [*compiler, "-O2", "-shared", "-fPIC", "-fno-strict-aliasing", f"-I{sysconfig.get_paths()['include']}",
-            str(SOURCE), "-o", str(output)]
+    return [*compiler, "-O2", "-shared", "-fPIC", "-fno-strict-aliasing", "-ffp-contract=off", f"-I{sysconfig.get_paths()['include']}",
+            str(SOURCE), "-o", str(output), "-lm"]
 
 
 def build(force: bool = False) -> Path:
-    """Compile `_hashing.c` unless the module is newer than its source; written to a temporary
+    """Compile `_compiled.c` unless the module is newer than its source; written to a temporary
     file and renamed, so a process importing it meanwhile sees the old module or the new one.
     Raises `subprocess.CalledProcessError` or `OSError` when there is no working compiler."""
     output = target()

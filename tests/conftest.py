@@ -21,6 +21,18 @@ ROOT = Path(__file__).resolve().parent.parent
 REQUIRE_SERVICES = os.environ.get("REQUIRE_REAL_SERVICES") == "1"
 
 
+@pytest.fixture(params=["compiled", "numpy"])
+def implementation(request, monkeypatch) -> str:
+    """Runs a test with the compiled kernels (`bin/setup` builds them: CI requires them) and with numpy."""
+    from backend import hashing
+
+    if request.param == "numpy":
+        monkeypatch.setattr(hashing, "compiled", None)
+    elif hashing.compiled is None:
+        (pytest.fail if REQUIRE_SERVICES else pytest.skip)("backend/_compiled.c is not built: run python -m backend.native")
+    return request.param
+
+
 @pytest.fixture(scope="session")
 def tweets() -> LabeledTexts:
     """The tweets corpus in a fixed random order (it is sorted by source in the file)."""

@@ -148,7 +148,7 @@ def test_the_image_runs_the_commands_the_tests_run_as_a_non_root_user():
     assert "-r requirements.txt" in installs and "requirements-dev" not in installs
     image = steps[max(i for i, (instruction, _) in enumerate(steps) if instruction == "FROM"):]
     assert [args for instruction, args in image if instruction == "COPY"] == [
-        "requirements.txt .", "backend ./backend", "--from=native /src/backend/_hashing.*.so ./backend/"]
+        "requirements.txt .", "backend ./backend", "--from=native /src/backend/_compiled.*.so ./backend/"]
     assert ("RUN", "python -m backend.native") in steps  # its build stage compiles the hashing the image copies
 
 

@@ -9,6 +9,7 @@ from backend.hashing import N_FEATURES, hash_texts
 from backend.registry import NotPlain, Registry, RegistryError, read_plain
 
 LABELS = ["negative", "neutral", "positive"]
+pytestmark = pytest.mark.usefixtures("implementation")  # the compiled scores and numpy's, each held to scikit-learn
 
 
 @pytest.fixture(scope="module")
@@ -125,3 +126,9 @@ def test_unseen_words_are_exactly_the_columns_at_the_largest_idf(tmp_path, fitte
     at_max = (idf >= idf.max() - 1e-6)[words.indices]
     expected = [at_max[a:b].mean() if b > a else 0.0 for a, b in zip(words.indptr[:-1], words.indptr[1:])]
     assert np.allclose(unseen_share(loaded, unseen), expected) and 0 < np.mean(expected) < 1
+
+
+def test_repeated_words_and_empty_texts_score_as_scikit_learn_does(fitted):
+    features = hash_texts(["good " * n + "bad" for n in (1, 2, 3, 50, 300)] + ["", "!!!"])
+    assert features.data.max() >= 300
+    assert np.array_equal(fitted.predict_proba(features=features), fitted.fitted.predict_proba(weigh(fitted.idf, features)))

@@ -15,7 +15,8 @@ from sklearn.utils import murmurhash3_32
 
 from backend import hashing
 from backend.hashing import CHAR_BITS, TOKEN_PATTERN, WORD_BITS, WordGrams, char_counts, hash_texts, murmurhash3, word_counts
-from tests.conftest import REQUIRE_SERVICES
+
+pytestmark = pytest.mark.usefixtures("implementation")
 
 REFERENCE = HashingVectorizer(ngram_range=(1, 2), n_features=2**WORD_BITS, token_pattern=TOKEN_PATTERN,
                               alternate_sign=False, norm=None, dtype=np.float32)
@@ -25,16 +26,6 @@ HARD = [
     "under_score __init__", "١٢٣ arabic digits", "ｆｕｌｌｗｉｄｔｈ", "a  b", "a, b", "a\u00a0b", "nul\x00inside a text",
     "x" * 5000, "ab " * 2000, ":", "= :-", "@united flight #fail http://t.co/x",
 ]
-
-
-@pytest.fixture(autouse=True, params=["compiled", "numpy"])
-def implementation(request, monkeypatch) -> str:
-    """Runs each test with the compiled hashing (which `bin/setup` builds: CI requires it) and with numpy."""
-    if request.param == "numpy":
-        monkeypatch.setattr(hashing, "compiled", None)
-    elif hashing.compiled is None:
-        (pytest.fail if REQUIRE_SERVICES else pytest.skip)("backend/_hashing.c is not built: run python -m backend.native")
-    return request.param
 
 
 def same(texts: list[str]) -> bool:

@@ -14,7 +14,7 @@ from backend import native
 def source_copy(tmp_path, monkeypatch):
     if shutil.which(native.command(tmp_path / "x")[0]) is None:
         pytest.skip("no C compiler")
-    copy = tmp_path / "_hashing.c"
+    copy = tmp_path / "_compiled.c"
     shutil.copy(native.SOURCE, copy)
     monkeypatch.setattr(native, "SOURCE", copy)
     return copy
@@ -23,7 +23,7 @@ def source_copy(tmp_path, monkeypatch):
 def test_build_compiles_an_importable_module_once_until_the_source_changes(source_copy):
     built = native.build()
     assert built == native.target() and built.parent == source_copy.parent
-    spec = importlib.util.spec_from_file_location("_hashing", built)
+    spec = importlib.util.spec_from_file_location("_compiled", built)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     indptr, indices, counts = module.counts(["a b"], True, False)

@@ -1,4 +1,7 @@
-/* The compiled half of backend/hashing.py: `counts(lowered_texts, words, chars)` gives the count
+/* The compiled kernels of the serving path, each giving exactly what the numpy code beside it gives
+ * (tests/test_hashing.py and tests/test_estimator.py compare them):
+ *
+ * hashing.py: `counts(lowered_texts, words, chars)` gives the count
  * matrix of hashed word 1-2-grams and character 2-5-grams of lower-cased texts as CSR arrays,
  * entry for entry what hashing.py's numpy code gives (tests/test_hashing.py compares them).
  *
@@ -8,13 +11,18 @@
  * str.split(), a polynomial rolling hash over code points (a NUL ends n-grams), in 2**CHAR_BITS
  * columns after the word columns. Each row's columns are sorted and repeated columns counted.
  *
- * Built by `python -m backend build` (bin/setup, the Dockerfile); hashing.py uses numpy without it.
+ * estimator.py: `linear_scores(...)` gives a `SparseLinear`'s decision values before the intercept:
+ * sublinear TF-IDF with each block scaled to unit length, times the weights, in the float32 and
+ * float64 steps and the summation order of numpy, `np.bincount` and scipy's CSR product.
+ *
+ * Built by `python -m backend.native` (bin/setup, the Dockerfile); without it numpy does the work.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <math.h>
 
 #define WORD_BITS 18
 #define CHAR_BITS 18
@@ -233,13 +241,88 @@ fail:
     return NULL;
 }
 
+/* Decision values (rows x outputs, float32) of sublinear TF-IDF rows times extended weights:
+ * column c is at position ranks[c / 64] + popcount of the lower bits of bits[c / 64] when its bit
+ * is set, else at the unseen row of its block (n_seen + block). */
+static PyObject *linear_scores(PyObject *self, PyObject *args) {
+    Py_buffer indptr, indices, counts, bits, ranks, idf, coef, logs;
+    Py_ssize_t n_rows, n_seen, outputs, block_start;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*y*y*y*y*nnnn", &indptr, &indices, &counts, &bits, &ranks, &idf, &coef, &logs,
+                          &n_rows, &n_seen, &outputs, &block_start))
+        return NULL;
+    PyObject *result = NULL;
+    const int64_t *ptr = indptr.buf;
+    const int32_t *column = indices.buf;
+    const float *count = counts.buf, *idf_of = idf.buf, *weights = coef.buf, *log_of = logs.buf;
+    const uint64_t *bit_words = bits.buf;
+    const int64_t *rank = ranks.buf;
+    Py_ssize_t n_logs = logs.len / (Py_ssize_t)sizeof(float), n_entries = indices.len / (Py_ssize_t)sizeof(int32_t);
+    if (indptr.len != (n_rows + 1) * (Py_ssize_t)sizeof(int64_t) || counts.len != n_entries * (Py_ssize_t)sizeof(float)
+        || ptr[0] != 0 || ptr[n_rows] != n_entries || coef.len != (n_seen + 2) * outputs * (Py_ssize_t)sizeof(float)
+        || idf.len != (n_seen + 2) * (Py_ssize_t)sizeof(float)) {
+        PyErr_SetString(PyExc_ValueError, "linear_scores: arrays do not fit together");
+        goto done;
+    }
+    result = PyByteArray_FromStringAndSize(NULL, n_rows * outputs * (Py_ssize_t)sizeof(float));
+    if (!result) goto done;
+    float *scores = (float *)PyByteArray_AS_STRING(result);
+    memset(scores, 0, (size_t)(n_rows * outputs) * sizeof(float));
+    Buffer scratch = {0};
+    for (Py_ssize_t r = 0; r < n_rows; r++) {
+        int64_t first = ptr[r], end = ptr[r + 1];
+        if (end < first || end > n_entries) { PyErr_SetString(PyExc_ValueError, "linear_scores: bad indptr"); break; }
+        if (reserve(&scratch, (size_t)(end - first) * (sizeof(float) + sizeof(int64_t)))) break;
+        float *value = (float *)scratch.data;
+        int64_t *position = (int64_t *)(scratch.data + (size_t)(end - first) * sizeof(float));
+        double norm[2] = {0.0, 0.0};
+        int bad = 0;
+        for (int64_t e = first; e < end; e++) {
+            int32_t c = column[e];
+            int64_t n = (int64_t)count[e];
+            if (c < 0 || (Py_ssize_t)(c >> 6) >= bits.len / (Py_ssize_t)sizeof(uint64_t) || n < 1 || n > n_logs
+                || (float)n != count[e]) { bad = 1; break; }
+            uint64_t word = bit_words[c >> 6], bit = (uint64_t)(c & 63);
+            int block = c >= block_start;
+            int64_t at = (word >> bit) & 1 ? rank[c >> 6] + __builtin_popcountll(word & ((1ULL << bit) - 1)) : n_seen + block;
+            float v = log_of[n - 1];
+            v += 1.0f;
+            v *= idf_of[at];
+            value[e - first] = v;
+            position[e - first] = at;
+            float square = v * v;
+            norm[block] += (double)square;
+        }
+        if (bad) { PyErr_SetString(PyExc_ValueError, "linear_scores: a column out of range or a count that is not a whole number in the log table"); break; }
+        norm[0] = sqrt(norm[0]);
+        norm[1] = sqrt(norm[1]);
+        float *y = scores + r * outputs;
+        for (int64_t e = first; e < end; e++) {
+            float a = (float)((double)value[e - first] / norm[column[e] >= block_start]);
+            const float *x = weights + position[e - first] * outputs;
+            for (Py_ssize_t k = 0; k < outputs; k++) {
+                float product = a * x[k];
+                y[k] += product;
+            }
+        }
+    }
+    free(scratch.data);
+    if (PyErr_Occurred()) Py_CLEAR(result);
+done:
+    PyBuffer_Release(&indptr); PyBuffer_Release(&indices); PyBuffer_Release(&counts); PyBuffer_Release(&bits);
+    PyBuffer_Release(&ranks); PyBuffer_Release(&idf); PyBuffer_Release(&coef); PyBuffer_Release(&logs);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"counts", counts, METH_VARARGS,
      "counts(lowered_texts, words, chars) -> (indptr int64, indices int32, counts float32) as bytearrays: "
      "the CSR arrays of the hashed word and/or character n-gram counts (characters after words), columns sorted"},
+    {"linear_scores", linear_scores, METH_VARARGS,
+     "linear_scores(indptr int64, indices int32, counts float32, bits uint64, ranks int64, idf float32, coef float32, "
+     "logs float32, rows, seen, outputs, second_block_start) -> float32 decision values before the intercept, as a bytearray"},
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_hashing", "The compiled half of backend/hashing.py.", -1, methods};
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_compiled", "The compiled kernels of backend/hashing.py and backend/estimator.py.", -1, methods};
 
-PyMODINIT_FUNC PyInit__hashing(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__compiled(void) { return PyModule_Create(&module); }
