@@ -267,15 +267,20 @@ static PyObject *linear_scores(PyObject *self, PyObject *args) {
     if (!result) goto done;
     float *scores = (float *)PyByteArray_AS_STRING(result);
     memset(scores, 0, (size_t)(n_rows * outputs) * sizeof(float));
-    Buffer scratch = {0};
+    int64_t widest = 0;
     for (Py_ssize_t r = 0; r < n_rows; r++) {
+        if (ptr[r + 1] < ptr[r]) { PyErr_SetString(PyExc_ValueError, "linear_scores: bad indptr"); Py_CLEAR(result); goto done; }
+        if (ptr[r + 1] - ptr[r] > widest) widest = ptr[r + 1] - ptr[r];
+    }
+    Buffer scratch = {0};
+    if (reserve(&scratch, (size_t)widest * (sizeof(float) + sizeof(int64_t)) + 1)) { Py_CLEAR(result); goto done; }
+    int bad = 0;
+    Py_BEGIN_ALLOW_THREADS  /* plain arrays only from here: the pool scores chunks on several threads */
+    for (Py_ssize_t r = 0; r < n_rows && !bad; r++) {
         int64_t first = ptr[r], end = ptr[r + 1];
-        if (end < first || end > n_entries) { PyErr_SetString(PyExc_ValueError, "linear_scores: bad indptr"); break; }
-        if (reserve(&scratch, (size_t)(end - first) * (sizeof(float) + sizeof(int64_t)))) break;
         float *value = (float *)scratch.data;
-        int64_t *position = (int64_t *)(scratch.data + (size_t)(end - first) * sizeof(float));
+        int64_t *position = (int64_t *)(scratch.data + (size_t)widest * sizeof(float));
         double norm[2] = {0.0, 0.0};
-        int bad = 0;
         for (int64_t e = first; e < end; e++) {
             int32_t c = column[e];
             int64_t n = (int64_t)count[e];
@@ -292,7 +297,7 @@ static PyObject *linear_scores(PyObject *self, PyObject *args) {
             float square = v * v;
             norm[block] += (double)square;
         }
-        if (bad) { PyErr_SetString(PyExc_ValueError, "linear_scores: a column out of range or a count that is not a whole number in the log table"); break; }
+        if (bad) break;
         norm[0] = sqrt(norm[0]);
         norm[1] = sqrt(norm[1]);
         float *y = scores + r * outputs;
@@ -305,8 +310,12 @@ static PyObject *linear_scores(PyObject *self, PyObject *args) {
             }
         }
     }
+    Py_END_ALLOW_THREADS
     free(scratch.data);
-    if (PyErr_Occurred()) Py_CLEAR(result);
+    if (bad) {
+        PyErr_SetString(PyExc_ValueError, "linear_scores: a column out of range or a count that is not a whole number in the log table");
+        Py_CLEAR(result);
+    }
 done:
     PyBuffer_Release(&indptr); PyBuffer_Release(&indices); PyBuffer_Release(&counts); PyBuffer_Release(&bits);
     PyBuffer_Release(&ranks); PyBuffer_Release(&idf); PyBuffer_Release(&coef); PyBuffer_Release(&logs);

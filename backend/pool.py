@@ -17,9 +17,8 @@ live, under a file lock. Tasks that arrive are hashed and assigned to the fitted
 leave are dropped from the index (their rows are compacted away once they are half a pool). The
 clustering is fitted again once the tasks assigned since the fit reach a quarter of it.
 
-Scoring a model over the counts never builds its weighed copy: with l = log(count) + 1, a block's
-TF-IDF row is l * idf / ||l * idf||, so the decision values are `(l @ (idf * coef)) / sqrt(l^2 @ idf^2)`
-summed over the two blocks: sparse matrix-vector products over the cached arrays.
+Scoring a model over the counts is the model's own `decision_function` (the same values as
+/predict), fed float32 copies of `CHUNK_ROWS` rows at a time on `SCORE_THREADS` threads.
 """
 
 from __future__ import annotations
@@ -53,8 +52,8 @@ REFIT_GROWTH = 0.25  # refit the clustering once tasks assigned since the fit re
 COMPACT_LIVE = 0.5  # rewrite the segments once fewer than this share of their rows is still pooled
 MAX_SEGMENTS = 32
 HASH_BATCH = 10_000
-CHUNK_ROWS = 8192  # rows scored per sparse product: bounds the float copies to a few MB
-SCORE_THREADS = 2  # scipy's sparse products release the GIL
+CHUNK_ROWS = 8192  # rows scored at once: bounds the float32 copies of the counts to a few MB
+SCORE_THREADS = 2  # the compiled scores (and scipy's sparse products) release the GIL
 
 
 def digests(texts: Sequence[str]) -> np.ndarray:
@@ -127,24 +126,13 @@ class Segment(NamedTuple):
         indptr = np.concatenate([[0], np.cumsum(stops - starts)])
         return sp.csr_matrix((self.counts[entries].astype(np.float32), self.indices[entries], indptr), shape=(len(rows), WORDS))
 
-    def matrix(self) -> sp.csr_matrix:
-        """All counts as `hash_texts` returns them."""
-        indptr = self.indptr[0::2]
-        return sp.csr_matrix((self.counts.astype(np.float32), self.indices, indptr), shape=(self.rows, N_FEATURES))
-
-
-class Linear(NamedTuple):
-    """A control model as weights over `hash_texts` counts: idf folded into the coefficients."""
-
-    weights: np.ndarray  # outputs x N_FEATURES, idf * coef
-    intercepts: np.ndarray  # outputs
-    idf_squared: np.ndarray  # N_FEATURES
-
-
-def linear(weights: SparseLinear) -> Linear:
-    """The estimator's `SparseLinear` over every hashed column, idf folded in."""
-    idf = weights.full_idf().astype(float)
-    return Linear(weights.full_coef().astype(float) * idf, np.ravel(weights.intercept).astype(float), idf * idf)
+    def matrix(self, start: int = 0, stop: int | None = None) -> sp.csr_matrix:
+        """The counts of rows `start:stop` (all by default) as `hash_texts` returns them."""
+        stop = self.rows if stop is None else stop
+        indptr = self.indptr[2 * start : 2 * stop + 1 : 2]
+        first, last = indptr[0], indptr[-1]
+        return sp.csr_matrix((self.counts[first:last].astype(np.float32), self.indices[first:last], indptr - first),
+                             shape=(stop - start, N_FEATURES))
 
 
 def predict_proba(model: ControlModel, segments: Sequence[Segment], rows: Sequence[np.ndarray]) -> np.ndarray:
@@ -152,40 +140,23 @@ def predict_proba(model: ControlModel, segments: Sequence[Segment], rows: Sequen
     n = sum(len(r) for r in rows)
     if model.linear is None or not n:
         return model.by_label(np.zeros((n, 0)))
-    form = linear(model.linear)
-    decision = np.concatenate([_decision(form, segment)[r] for segment, r in zip(segments, rows)])
+    decision = np.concatenate([decision_values(model.linear, segment)[r] for segment, r in zip(segments, rows)])
     return model.by_label(model.linear.probabilities(decision))
 
 
-def _decision(form: Linear, segment: Segment) -> np.ndarray:
-    """Decision values of every row of a segment, chunk by chunk on `SCORE_THREADS` threads."""
-    top = int(segment.counts.max(initial=1)) + 1
-    logs = np.log(np.maximum(np.arange(top, dtype=float), 1.0)) + 1.0
-    squares = logs * logs
-    out = np.zeros((segment.rows, len(form.intercepts)))
-
-    def chunk(start: int) -> None:
-        stop = min(start + CHUNK_ROWS, segment.rows)
-        first, last = segment.indptr[2 * start], segment.indptr[2 * stop]
-        indptr = (segment.indptr[2 * start : 2 * stop + 1] - first).astype(np.int32)
-        indices = np.asarray(segment.indices[first:last])
-        counts = np.asarray(segment.counts[first:last])
-        halves = sp.csr_matrix((squares[counts], indices, indptr), shape=(2 * (stop - start), N_FEATURES))
-        norms = np.sqrt(halves @ form.idf_squared)
-        inverse = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)  # an empty block adds nothing
-        halves.data = logs[counts]
-        for k, weights in enumerate(form.weights):
-            dots = (halves @ weights) * inverse
-            out[start:stop, k] = dots[0::2] + dots[1::2] + form.intercepts[k]
-
+def decision_values(weights: SparseLinear, segment: Segment) -> np.ndarray:
+    """`weights.decision_function` of every row of a segment, `CHUNK_ROWS` rows at a time."""
     starts = range(0, segment.rows, CHUNK_ROWS)
+
+    def chunk(start: int) -> np.ndarray:
+        return weights.decision_function(segment.matrix(start, min(start + CHUNK_ROWS, segment.rows)))
+
     if len(starts) > 1 and SCORE_THREADS > 1:
         with ThreadPoolExecutor(SCORE_THREADS) as threads:
-            list(threads.map(chunk, starts))
+            parts = list(threads.map(chunk, starts))
     else:
-        for start in starts:
-            chunk(start)
-    return out
+        parts = [chunk(start) for start in starts]
+    return np.concatenate(parts) if parts else np.zeros((0, weights.coef.shape[1]), dtype=np.float32)
 
 
 @dataclass
