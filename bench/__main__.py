@@ -12,6 +12,7 @@ sends the HTTP load from this process. Parts, in order:
   ranking   our ranking of a 100k-task pool by a new model with the pool cache filled (after a
             promotion), and the first ranking with the cache empty (in this process)
   retrain   train and judge at 1k, 10k and 100k labels (in this process)
+  kernels   CPU time to hash and to score 1,000 tweets, compiled against numpy (in this process)
 
 With `--url` only the HTTP load runs (webhook, predict), against any LS ML backend; the parts that
 need our processes or code are skipped. `--quick` runs every part small (the smoke test's mode).
@@ -34,7 +35,7 @@ from backend.registry import Registry
 from . import loop, memory, model, predict
 from .processes import Deployment
 
-PARTS = ("webhook", "feedback", "predict", "memory", "ranking", "retrain")
+PARTS = ("webhook", "feedback", "predict", "memory", "ranking", "retrain", "kernels")
 
 
 @dataclass(frozen=True)
@@ -163,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores", file=sys.stderr, flush=True)
     if parts & {"webhook", "feedback", "predict", "memory"}:
         http_parts(args, parts, texts, labels, add)
-    for name in ("feedback", "memory", "ranking", "retrain"):
+    for name in ("feedback", "memory", "ranking", "retrain", "kernels"):
         if args.url and name in parts:
             add(Row(name, "skipped: needs our processes (no --url)"))
     if not args.url and "ranking" in parts:
@@ -178,6 +179,9 @@ def main(argv: list[str] | None = None) -> int:
         for size in args.retrain:
             seconds, cpu = model.retrain_seconds(texts, labels, size, champion)
             add(Row(f"retrain at {size:,} labels (train + judge)", f"{seconds:.2f} s (CPU {cpu:.2f} s)"))
+    if not args.url and "kernels" in parts:
+        for name, ms in model.kernel_ms(texts, labels, args.labeled).items():
+            add(Row(f"{name}: 1,000 tweets (CPU, best of 20)", f"{ms:.1f} ms"))
     print(table(rows))
     judged = [r for r in rows if r.ok is not None]
     print(f"\n{sum(r.ok for r in judged)} of {len(judged)} targets met; load average after: {os.getloadavg()[0]:.2f}")

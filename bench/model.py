@@ -82,3 +82,39 @@ def retrain_seconds(texts: Sequence[str], labels: Sequence[str], size: int, cham
     result = train_and_judge(data, champion)
     assert result.bundle is not None
     return time.perf_counter() - started, time.process_time() - cpu
+
+
+def kernel_ms(texts: Sequence[str], labels: Sequence[str], labeled: int, batch: int = 1000, repeat: int = 20) -> dict[str, float]:
+    """CPU milliseconds (best of `repeat`) to hash `batch` tweets and to score them with a model on
+    `labeled` labels: compiled kernels against numpy (hashing twice: words not yet in the memo, then
+    all in it)."""
+    from backend import hashing
+    from backend.hashing import WordGrams, hash_texts
+
+    control = trained(texts[:labeled], labels[:labeled]).controls["sentiment"]
+    unseen = list(texts[labeled : labeled + batch])
+    features = hash_texts(unseen)
+
+    def best(work, times: int = repeat) -> float:
+        spent = []
+        for _ in range(times):
+            cpu = time.process_time()
+            work()
+            spent.append(time.process_time() - cpu)
+        return min(spent) * 1000
+
+    compiled, memo = hashing.compiled, hashing.WORD_GRAMS
+    out = {}
+    try:
+        if compiled is not None:
+            out["hash, compiled"] = best(lambda: hash_texts(unseen))
+            out["score, compiled"] = best(lambda: control.linear.decision_function(features))
+        hashing.compiled = None
+        hashing.WORD_GRAMS = WordGrams(capacity=0)  # holds nothing: every word is new
+        out["hash, numpy, new words"] = best(lambda: hash_texts(unseen))
+        hashing.WORD_GRAMS = WordGrams(capacity=memo.capacity)
+        out["hash, numpy, words in the memo"] = best(lambda: hash_texts(unseen))
+        out["score, numpy"] = best(lambda: control.linear.decision_function(features))
+    finally:
+        hashing.compiled, hashing.WORD_GRAMS = compiled, memo
+    return out

@@ -11,7 +11,8 @@ import pytest
 from tests.conftest import ROOT
 
 ROWS = ("webhook burst", "webhook latency", "feedback latency", "/predict 1 task", "/predict 100 tasks",
-        "/predict 1,000 tasks", "RSS per web worker", "ranking", "first ranking", "retrain at 300", "retrain at 1,000", "retrain at 2,000")
+        "/predict 1,000 tasks", "RSS per web worker", "ranking", "first ranking", "retrain at 300", "retrain at 1,000", "retrain at 2,000",
+        "hash, compiled", "score, compiled", "hash, numpy, new words", "hash, numpy, words in", "score, numpy")
 
 
 def bench(*args: str) -> dict[str, list[str]]:
