@@ -22,8 +22,17 @@ from .hashing import BLOCKS, N_FEATURES, hash_texts
 MIN_CLASSES = 2
 FORMAT = 3  # artifact layout: 3 = `SparseLinear` weights over `hash_texts` features
 LEGACY_FORMAT = 2  # TF-IDF weightings + a scikit-learn classifier (still loaded, converted on load)
-ALPHA = 1e-5
+ALPHA = 1e-5  # SGD's regularisation once there are many labels (from 20,000 on, with PRIOR)
+PRIOR = 0.2  # the weight of a fixed prior over the summed loss: alpha = PRIOR / examples, within bounds
+MAX_ALPHA = 1e-4  # the best fixed alpha of 1e-5..1e-4 below 2,000 tweets
 MULTICLASS, MULTILABEL = "multiclass", "multilabel"  # how decision values become probabilities
+
+
+def alpha_for(examples: int, prior: float = PRIOR, floor: float = ALPHA) -> float:
+    """SGD's alpha for a model fitted on `examples` texts. SGD minimises the mean loss plus alpha
+    times the penalty, so a prior of fixed weight over the summed loss is alpha = prior / examples:
+    strong while labels are few (at most MAX_ALPHA), fading as they grow (never below `floor`)."""
+    return max(floor, min(MAX_ALPHA, prior / examples)) if prior and examples > 0 else floor
 
 
 def build_classifier(multiple: bool = False, alpha: float = ALPHA) -> Any:
@@ -259,11 +268,11 @@ class ControlModel:
         targets: Sequence[Sequence[str]],
         labels: Sequence[str],
         multiple: bool,
-        alpha: float = ALPHA,
+        alpha: float | None = None,
         features: Any = None,
     ) -> "ControlModel | None":
-        """Fit on texts (or their `hash_texts` features) and their label lists; None when the
-        data cannot support a model."""
+        """Fit on texts (or their `hash_texts` features) and their label lists, with `alpha_for`
+        their number unless `alpha` is given; None when the data cannot support a model."""
         labels = list(labels)
         if multiple:
             matrix = np.array([[label in set(t) for label in labels] for t in targets], dtype=int)
@@ -282,6 +291,7 @@ class ControlModel:
             constant, columns = {}, []
         features = features if features is not None else hash_texts(texts or [])
         idf = fit_weighting(features)
+        alpha = alpha_for(len(targets)) if alpha is None else alpha
         classifier = build_classifier(multiple, alpha).fit(weigh(idf, features), y)
         if not multiple:
             columns = [str(c) for c in classifier.classes_]

@@ -34,9 +34,10 @@ import scipy.sparse as sp
 from sklearn.metrics import accuracy_score, f1_score
 from sklearn.preprocessing import normalize
 
+from . import priors
 from . import strategy as strategies
 from .datasets import load_dataset, stratified_split
-from .estimator import ALPHA, ControlModel
+from .estimator import ALPHA, PRIOR, ControlModel, alpha_for
 from .hashing import hash_texts
 from . import pool as pool_scoring
 from .policy import Policy
@@ -64,7 +65,8 @@ def official_baseline(train_texts: Sequence[str], train_labels: Sequence[str], t
 
 
 BASES = ("default", "random", *strategies.STRATEGIES, *strategies.COMMITTEE_STRATEGIES)
-PRIOR_CAP = 1e-4  # the `prior` option's largest alpha (best of 1e-5..1e-4 below 2,000 tweets)
+SHIFTS = ("em", "cold", "oracle")  # the `shift` option's targets
+MODEL_OPTIONS = {"alpha", "prior", "shift", "pseudo"}  # options of the model, not the order: random takes them too
 
 
 @dataclass(frozen=True)
@@ -75,26 +77,36 @@ class Variant:
     (`margin`, `entropy`, `least_confidence`: the default pipeline with that measure) or a
     committee measure (`vote_entropy`, `mean_kl`: `members` models fitted on bootstrap resamples).
     Keys: `cold=K/N` the cold-start rule (K labels per class and N in all before uncertainty takes
-    over; default: the policy's), `alpha` the model's regularisation (random takes it too, so a
+    over; default: the policy's), `alpha` a fixed regularisation of the model (random takes it too, so a
     control with the same model exists), `density=B` uncertainty x representativeness^B
     (cosine similarity to the task's cluster centroid), `spread=F` pick the batch round-robin over
     clusters among the F x batch most uncertain tasks, `members` committee size (3), `prior=L`
-    regularisation that shrinks as labels grow: alpha = max(`alpha`, min(1e-4, L / labels)), a
-    fixed prior over the summed loss instead of the mean (random takes it too).
+    regularisation that shrinks as labels grow, `estimator.alpha_for(labels, L)` with `alpha` as its
+    floor (without `alpha` or `prior`: the product's, prior `estimator.PRIOR`; `prior=0`: fixed
+    `estimator.ALPHA`), a fixed prior over the summed loss instead of the mean (random takes it too), `shift=em|cold`
+    class-prior correction after every fit (`priors`; random takes it too): the intercepts move
+    from the labeled set's class frequencies to the pool's prior, estimated by EM over the model's
+    posteriors on the unlabeled pool (`em`), taken from the labels of the cold-start phase (`cold`)
+    or, as a ceiling no product has, the pool's true class shares (`oracle`),
+    `pseudo=S` self-training once warm: refit with S x labels of the surest pool tasks under their
+    predicted class, in the labeled class shares (`pseudo_labeled`; random takes it too).
     """
 
     spec: str
     base: str
     cold: tuple[int, int] | None = None
-    alpha: float = ALPHA
+    alpha: float | None = None
     density: float = 0.0
     spread: float = 0.0
     members: int = 3
-    prior: float = 0.0
+    prior: float | None = None
+    shift: str = ""
+    pseudo: float = 0.0
 
     def alpha_at(self, labels: int) -> float:
         """The model's alpha when `labels` tasks are labeled."""
-        return max(self.alpha, min(PRIOR_CAP, self.prior / labels)) if self.prior and labels else self.alpha
+        prior = self.prior if self.prior is not None else 0.0 if self.alpha is not None else PRIOR
+        return alpha_for(labels, prior, ALPHA if self.alpha is None else self.alpha)
 
     @classmethod
     def parse(cls, spec: str) -> "Variant":
@@ -108,16 +120,20 @@ class Variant:
                 if key == "cold":
                     per_class, total = value.split("/")
                     values["cold"] = (int(per_class), int(total))
-                elif key in ("alpha", "density", "spread", "prior"):
+                elif key in ("alpha", "density", "spread", "prior", "pseudo"):
                     values[key] = float(value)
                 elif key == "members":
                     values[key] = int(value)
+                elif key == "shift":
+                    if value not in SHIFTS:
+                        raise ValueError(f"expected one of {list(SHIFTS)}")
+                    values[key] = value
                 else:
                     raise ValueError(f"unknown option {key!r} in {spec!r}")
             except (TypeError, ValueError) as error:
                 raise ValueError(f"bad option {option!r} in {spec!r}: {error}") from None
-        if base == "random" and set(values) - {"alpha", "prior"}:
-            raise ValueError(f"random takes only alpha and prior: {spec!r}")
+        if base == "random" and set(values) - MODEL_OPTIONS:
+            raise ValueError(f"random takes only {', '.join(sorted(MODEL_OPTIONS))}: {spec!r}")
         return cls(spec.strip(), base, **values)  # type: ignore[arg-type]
 
 
@@ -137,6 +153,41 @@ def parse_strategies(text: str) -> list[Variant]:
 def probabilities(model: ControlModel, features: Segment) -> np.ndarray:
     """`model.predict_proba` of every row, from counts hashed once (the queue's scoring: `pool.py`)."""
     return pool_scoring.predict_proba(model, [features], [np.arange(features.rows)])
+
+
+def shifted(model: ControlModel, pool_decision: np.ndarray, fitted_y: np.ndarray, labeled_y: np.ndarray,
+            unlabeled: np.ndarray, target: np.ndarray | None) -> tuple[ControlModel, np.ndarray]:
+    """The model with its intercepts moved from the class frequencies of what it was fitted on
+    (`fitted_y`) to the pool's prior, and its probabilities of every pool row. `pool_decision`: the
+    model's decision values of the pool; `target`: the prior to move to, in `model.columns` order,
+    or None to estimate it by EM over the unlabeled rows (`unlabeled`, a mask) and count the
+    labeled ones (`labeled_y`) as they are."""
+    linear = model.linear
+    train = priors.frequencies(fitted_y, model.columns)
+    if target is None:
+        estimate = priors.em_prior(linear.probabilities(pool_decision[unlabeled]), train)
+        known = priors.frequencies(labeled_y, model.columns) * len(labeled_y)
+        target = priors.pooled_prior(known, estimate, int(unlabeled.sum()))
+    shift = priors.intercept_shift(train, target, linear.coef.shape[1])
+    model = replace(model, linear=replace(linear, intercept=linear.intercept + shift), fitted=None)
+    return model, model.by_label(linear.probabilities(pool_decision + shift))
+
+
+def pseudo_labeled(pool_proba: np.ndarray, labeled_y: np.ndarray, unlabeled: np.ndarray, classes: list[str],
+                   share: float) -> tuple[np.ndarray, np.ndarray]:
+    """Self-training (CEAL, Wang et al. 2017): the unlabeled pool rows the model is surest of, with
+    its predicted class as label. Each class gets `share` x its labeled count of the rows predicted
+    as it, most probable first, so pseudo-labels keep the labeled set's class shares.
+    Returns (pool rows, labels)."""
+    predicted = pool_proba.argmax(axis=1)
+    rows, labels = [], []
+    for k, label in enumerate(classes):
+        wanted = int(round(share * int((labeled_y == label).sum())))
+        mine = np.flatnonzero(unlabeled & (predicted == k))
+        best = mine[np.argsort(-pool_proba[mine, k], kind="stable")[:wanted]]
+        rows.append(best)
+        labels += [label] * len(best)
+    return np.concatenate(rows).astype(int), np.array(labels, dtype=object)
 
 
 def representativeness(unit_features, cluster_ids: np.ndarray) -> np.ndarray:
@@ -196,10 +247,27 @@ def run(
     is_labeled = np.zeros(len(pool_y), dtype=bool)
     curve = Curve(variant.spec, seed, [], [], [])
     diversity = strategies.diversity(cluster_ids, seed)
+    cold_prior: dict[str, float] | None = None  # `shift=cold`: class shares of the labels taken before warm
     while True:
         model = None
+        pool_proba = None
         if labeled and len(set(pool_y[labeled])) >= 2:
             model = ControlModel.fit(None, [[y] for y in pool_y[labeled]], classes, False, variant.alpha_at(len(labeled)), features=pool_x[labeled])
+        counts = {c: int((pool_y[labeled] == c).sum()) for c in classes}
+        warm = model is not None and policy.warm({"c": counts}, {"c": tuple(classes)}, len(labeled))
+        if warm and cold_prior is None:
+            cold_prior = dict(zip(classes, priors.frequencies(pool_y[labeled], classes)))
+        fitted_y = pool_y[labeled]
+        if model and warm and variant.pseudo:
+            extra, extra_y = pseudo_labeled(probabilities(model, pool_scorable), pool_y[labeled], ~is_labeled, classes, variant.pseudo)
+            fitted_y = np.concatenate([pool_y[labeled], extra_y]).astype(pool_y.dtype)
+            model = ControlModel.fit(None, [[y] for y in fitted_y], classes, False, variant.alpha_at(len(labeled)),
+                                     features=pool_x[np.concatenate([labeled, extra]).astype(int)])
+        if model and variant.shift and (variant.shift != "cold" or cold_prior is not None):
+            target = (None if variant.shift == "em" else priors.frequencies(pool_y, model.columns) if variant.shift == "oracle"
+                      else np.array([cold_prior[c] for c in model.columns]))  # type: ignore[index]
+            decision = pool_scoring.decision_values(model.linear, pool_scorable)  # type: ignore[arg-type]
+            model, pool_proba = shifted(model, decision, fitted_y, pool_y[labeled], ~is_labeled, target)
         if labeled:
             predicted = (
                 np.array(classes)[probabilities(model, test_scorable).argmax(axis=1)]
@@ -216,13 +284,12 @@ def run(
         if variant.base == "random":
             chosen = list(rng.choice(candidates, size, replace=False))
         else:
-            counts = {c: int((pool_y[labeled] == c).sum()) for c in classes}
-            warm = model is not None and policy.warm({"c": counts}, {"c": tuple(classes)}, len(labeled))
             values = None
             if warm and variant.base in strategies.COMMITTEE_STRATEGIES:
                 values = _committee(variant, labeled, pool_x, pool_y, classes, pool_scorable, committee_rng)
             elif warm:
-                values = strategies.uncertainty(probabilities(model, pool_scorable), measure)  # type: ignore[arg-type]
+                proba = pool_proba if pool_proba is not None else probabilities(model, pool_scorable)  # type: ignore[arg-type]
+                values = strategies.uncertainty(proba, measure)  # type: ignore[arg-type]
             if values is None:
                 values = diversity
             elif variant.density:

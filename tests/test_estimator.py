@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import skops.io as sio
 
-from backend.estimator import LEGACY_FORMAT, ControlModel, ModelBundle, weigh
+from backend.estimator import ALPHA, LEGACY_FORMAT, MAX_ALPHA, PRIOR, ControlModel, ModelBundle, alpha_for, weigh
 from backend.hashing import N_FEATURES, hash_texts
 from backend.registry import NotPlain, Registry, RegistryError, read_plain
 
@@ -132,3 +132,13 @@ def test_repeated_words_and_empty_texts_score_as_scikit_learn_does(fitted):
     features = hash_texts(["good " * n + "bad" for n in (1, 2, 3, 50, 300)] + ["", "!!!"])
     assert features.data.max() >= 300
     assert np.array_equal(fitted.predict_proba(features=features), fitted.fitted.predict_proba(weigh(fitted.idf, features)))
+
+
+def test_regularisation_fades_as_labels_grow_from_the_cap_to_the_floor(tweets):
+    assert alpha_for(1) == alpha_for(2000) == MAX_ALPHA
+    assert alpha_for(4000) == pytest.approx(PRIOR / 4000) and MAX_ALPHA > alpha_for(4000) > alpha_for(10_000) > ALPHA
+    assert alpha_for(20_000) == alpha_for(29_757) == ALPHA and alpha_for(500, prior=0) == ALPHA
+    small = ControlModel.fit(tweets.texts[:300], [[y] for y in tweets.labels[:300]], LABELS, False)
+    assert small.fitted.alpha == MAX_ALPHA
+    fixed = ControlModel.fit(tweets.texts[:300], [[y] for y in tweets.labels[:300]], LABELS, False, alpha=ALPHA)
+    assert fixed.fitted.alpha == ALPHA

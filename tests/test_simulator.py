@@ -7,9 +7,10 @@ from scipy import sparse
 from sklearn.preprocessing import normalize
 
 from backend.cli import main
-from backend.estimator import ALPHA, ControlModel
+from backend.estimator import ALPHA, ControlModel, alpha_for
 from backend.hashing import hash_texts
-from backend.simulator import Variant, parse_strategies, representativeness
+from backend import pool as pool_scoring
+from backend.simulator import Variant, parse_strategies, pseudo_labeled, representativeness, shifted
 
 
 def labeled_csv(path, tweets, n):
@@ -37,7 +38,8 @@ def test_simulate_writes_curves_a_plot_and_a_summary(tmp_path, tweets, capsys):
 
 def test_a_list_of_variants_runs_in_one_simulation(tmp_path, tweets, capsys):
     path = labeled_csv(tmp_path / "small.csv", tweets, 1000)
-    strategies = "margin:cold=2/20:spread=2,vote_entropy:members=2:cold=2/20,random:alpha=1e-4"
+    strategies = ("margin:cold=2/20:spread=2,vote_entropy:members=2:cold=2/20,margin:cold=2/20:shift=em,"
+                  "margin:cold=2/20:shift=cold:pseudo=0.5,random:alpha=1e-4,random:shift=cold:pseudo=0.5")
     assert main(["simulate", "--dataset", str(path), "--strategy", strategies, "--budget", "80", "--batch", "20",
                  "--seeds", "1", "--jobs", "1", "--out", str(tmp_path / "out")]) == 0
     summary = json.loads(capsys.readouterr().out)
@@ -47,7 +49,7 @@ def test_a_list_of_variants_runs_in_one_simulation(tmp_path, tweets, capsys):
 
 
 def test_bad_strategy_lists_are_refused_before_any_work(capsys):
-    for bad in ("marginal", "margin:cold=5", "margin:colour=1", "random:spread=2", "margin,margin", ""):
+    for bad in ("marginal", "margin:cold=5", "margin:colour=1", "random:spread=2", "margin,margin", "", "margin:shift=up"):
         with pytest.raises(SystemExit) as exit_:
             main(["simulate", "--strategy", bad])
         assert exit_.value.code == 2
@@ -57,8 +59,9 @@ def test_bad_strategy_lists_are_refused_before_any_work(capsys):
 def test_variants_parse_their_options_and_random_is_added_as_the_control():
     first, control = parse_strategies("margin:cold=10/200:alpha=1e-4:density=0.5:spread=3")
     assert (first.base, first.cold, first.alpha, first.density, first.spread) == ("margin", (10, 200), 1e-4, 0.5, 3.0)
-    assert control == Variant.parse("random") and control.alpha == ALPHA
+    assert control == Variant.parse("random") and control.alpha is None
     assert [v.spec for v in parse_strategies("random:alpha=1e-4,default")] == ["random:alpha=1e-4", "default"]
+    assert (Variant.parse("random:prior=0.1:shift=em").shift, Variant.parse("default:shift=cold").shift) == ("em", "cold")
 
 
 def test_representativeness_is_highest_at_the_cluster_centre():
@@ -75,4 +78,33 @@ def test_prior_shrinks_alpha_as_labels_grow_within_its_bounds():
     assert abs(variant.alpha_at(4000) - 2.5e-5) < 1e-12
     assert variant.alpha_at(100_000) == ALPHA  # never below the model's own alpha
     assert Variant.parse("random:prior=0.1").alpha_at(4000) == variant.alpha_at(4000)
-    assert Variant.parse("margin").alpha_at(100) == ALPHA
+    assert Variant.parse("margin:prior=0.1:alpha=2e-5").alpha_at(100_000) == 2e-5
+    for labels in (100, 4000, 100_000):  # no option: the product's own schedule; alpha alone or prior=0: fixed
+        assert Variant.parse("default").alpha_at(labels) == Variant.parse("random").alpha_at(labels) == alpha_for(labels)
+        assert Variant.parse("margin:alpha=1e-4").alpha_at(labels) == 1e-4 and Variant.parse("margin:prior=0").alpha_at(labels) == ALPHA
+
+
+def test_shifted_moves_the_intercepts_by_the_prior_ratio(tweets):
+    texts, labels = tweets.texts[:300], tweets.labels[:300]
+    features = hash_texts(texts)
+    model = ControlModel.fit(None, [[y] for y in labels], sorted(set(labels)), False, features=features)
+    pool = pool_scoring.Segment.of(hash_texts(tweets.texts[300:500]))
+    decision = pool_scoring.decision_values(model.linear, pool)
+    unlabeled = np.ones(pool.rows, dtype=bool)
+    train = np.array([labels.count(c) for c in model.columns]) / len(labels)
+    same, proba = shifted(model, decision.copy(), np.array(labels), np.array(labels), unlabeled, train)
+    assert same.linear.intercept == pytest.approx(model.linear.intercept)
+    assert proba == pytest.approx(pool_scoring.predict_proba(model, [pool], [np.arange(pool.rows)]))
+    target = np.array([0.2, 0.3, 0.5])
+    moved, proba = shifted(model, decision.copy(), np.array(labels), np.array(labels), unlabeled, target)
+    assert moved.linear.intercept - model.linear.intercept == pytest.approx(np.log(target / train))
+    assert proba == pytest.approx(pool_scoring.predict_proba(moved, [pool], [np.arange(pool.rows)]))
+    estimated, _ = shifted(model, decision.copy(), np.array(labels), np.array(labels), unlabeled, None)  # EM: the pool's estimate
+    assert np.isfinite(estimated.linear.intercept).all()
+
+
+def test_pseudo_labels_are_the_surest_unlabeled_rows_in_the_labeled_class_shares():
+    proba = np.array([[0.9, 0.1], [0.6, 0.4], [0.95, 0.05], [0.2, 0.8], [0.3, 0.7], [0.99, 0.01]])
+    unlabeled = np.array([True, True, True, True, True, False])  # row 5 is labeled
+    rows, labels = pseudo_labeled(proba, np.array(["a", "a", "b"]), unlabeled, ["a", "b"], share=1.0)
+    assert list(rows) == [2, 0, 3] and list(labels) == ["a", "a", "b"]
