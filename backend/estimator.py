@@ -167,7 +167,7 @@ class SparseLinear:
 
     def decision_function(self, features: sp.csr_matrix) -> np.ndarray:
         """Decision values (rows x outputs) of `hash_texts` counts, as the classifier gives them:
-        computed by the compiled kernel where it is built (4x faster on 1,000 tweets), else numpy."""
+        computed by the compiled kernel where it is built (3-4x faster on 1,000 tweets), else numpy."""
         counts = sp.csr_matrix(features, dtype=np.float32)
         if hashing.compiled is not None and self._coef.dtype == np.float32:
             logs = np.log(np.arange(1, int(counts.data.max(initial=1)) + 1, dtype=np.float32))  # numpy's, to round alike

@@ -2,9 +2,9 @@
 queue read texts through `hash_texts`.
 
 Two implementations give identical matrices (tests/test_hashing.py holds both to scikit-learn and
-to each other): the compiled `_compiled` module, which `python -m backend.native` builds (5 ms per
-1,000 tweets), and numpy over the whole batch, used where it is not built (15 ms when a bounded
-memo holds the words' character n-grams, 30 ms when it does not)."""
+to each other): the compiled `_compiled` module, which `python -m backend.native` builds (5-6 ms per
+1,000 tweets), and numpy over the whole batch, used where it is not built (12-18 ms when a bounded
+memo holds the words' character n-grams, 15-21 ms when it does not: `python -m bench --parts kernels`)."""
 
 from __future__ import annotations
 
@@ -119,9 +119,7 @@ def word_counts(texts: Sequence[str]) -> sp.csr_matrix:
     alternate_sign=False, norm=None)` (tests/test_hashing.py compares them), computed with numpy
     over the whole batch instead of token by token: 2.7x faster on 1,000 tweets.
     """
-    if compiled is not None:
-        return _compiled_counts(texts, words=True, chars=False)
-    return _chunked(lambda lowered: _sorted_counts(*_word_pairs(lowered), len(lowered), 2**WORD_BITS), texts)
+    return _counts(texts, words=True, chars=False)
 
 
 def _word_pairs(lowered: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -275,9 +273,7 @@ def char_counts(texts: Sequence[str]) -> sp.csr_matrix:
     word's n-grams do not depend on its text, so each word is hashed once (`WORD_GRAMS`) and a
     text's row gathers the columns of its words.
     """
-    if compiled is not None:
-        return _compiled_counts(texts, words=False, chars=True)
-    return _chunked(lambda lowered: _sorted_counts(*_char_pairs(lowered), len(lowered), 2**CHAR_BITS), texts)
+    return _counts(texts, words=False, chars=True)
 
 
 def _char_pairs(lowered: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -311,27 +307,29 @@ def _sorted_counts(rows: np.ndarray, columns: np.ndarray, n_rows: int, width: in
 
 def hash_texts(texts: Sequence[str]) -> sp.csr_matrix:
     """The stateless features of every model: word counts, then character counts."""
-    if compiled is not None:
-        return _compiled_counts(texts, words=True, chars=True)
-    return _chunked(_both_counts, texts)
+    return _counts(texts, words=True, chars=True)
 
 
-def _compiled_counts(texts: Sequence[str], words: bool, chars: bool) -> sp.csr_matrix:
-    """The counts `_compiled.c` computes: word columns, then character columns, of whichever it is asked for."""
-    indptr, indices, counts = compiled.counts([text.lower() for text in texts], words, chars)
+def _counts(texts: Sequence[str], words: bool, chars: bool) -> sp.csr_matrix:
+    """Word and/or character counts (characters after words), by the compiled kernel where it is
+    built, else with numpy `_CHUNK` texts at a time."""
     width = (2**WORD_BITS if words else 0) + (2**CHAR_BITS if chars else 0)
+    if compiled is None:
+        return _chunked(lambda lowered: _numpy_counts(lowered, words, chars, width), texts)
+    indptr, indices, counts = compiled.counts([text.lower() for text in texts], words, chars)
     matrix = sp.csr_matrix((np.frombuffer(counts, dtype=np.float32), np.frombuffer(indices, dtype=np.int32),
                             np.frombuffer(indptr, dtype=np.int64)), shape=(len(texts), width))
     matrix.has_sorted_indices = True
     return matrix
 
 
-def _both_counts(lowered: list[str]) -> sp.csr_matrix:
-    word_rows, word_columns = _word_pairs(lowered)
-    char_rows, char_columns = _char_pairs(lowered)
-    rows = np.concatenate([word_rows, char_rows])
-    columns = np.concatenate([word_columns, char_columns + 2**WORD_BITS])
-    return _sorted_counts(rows, columns, len(lowered), N_FEATURES)  # = hstack([word_counts, char_counts])
+def _numpy_counts(lowered: list[str], words: bool, chars: bool, width: int) -> sp.csr_matrix:
+    pairs = [_word_pairs(lowered)] if words else []
+    if chars:
+        rows, columns = _char_pairs(lowered)
+        pairs.append((rows, columns + (2**WORD_BITS if words else 0)))
+    rows, columns = (np.concatenate(part) for part in zip(*pairs))
+    return _sorted_counts(rows, columns, len(lowered), width)
 
 
 def _chunked(counts: Callable[[list[str]], sp.csr_matrix], texts: Sequence[str]) -> sp.csr_matrix:

@@ -173,6 +173,16 @@ def shifted(model: ControlModel, pool_decision: np.ndarray, fitted_y: np.ndarray
     return model, model.by_label(linear.probabilities(pool_decision + shift))
 
 
+def shift_target(shift: str, pool_y: np.ndarray, columns: Sequence[str], cold_prior: dict[str, float] | None) -> np.ndarray | None:
+    """The prior a `shift=` variant moves the intercepts to, in `columns` order (None for `em`:
+    `shifted` estimates it)."""
+    if shift == "oracle":
+        return priors.frequencies(pool_y, columns)
+    if shift == "cold" and cold_prior is not None:
+        return np.array([cold_prior[c] for c in columns])
+    return None
+
+
 def pseudo_labeled(pool_proba: np.ndarray, labeled_y: np.ndarray, unlabeled: np.ndarray, classes: list[str],
                    share: float) -> tuple[np.ndarray, np.ndarray]:
     """Self-training (CEAL, Wang et al. 2017): the unlabeled pool rows the model is surest of, with
@@ -264,9 +274,8 @@ def run(
             model = ControlModel.fit(None, [[y] for y in fitted_y], classes, False, variant.alpha_at(len(labeled)),
                                      features=pool_x[np.concatenate([labeled, extra]).astype(int)])
         if model and variant.shift and (variant.shift != "cold" or cold_prior is not None):
-            target = (None if variant.shift == "em" else priors.frequencies(pool_y, model.columns) if variant.shift == "oracle"
-                      else np.array([cold_prior[c] for c in model.columns]))  # type: ignore[index]
             decision = pool_scoring.decision_values(model.linear, pool_scorable)  # type: ignore[arg-type]
+            target = shift_target(variant.shift, pool_y, model.columns, cold_prior)
             model, pool_proba = shifted(model, decision, fitted_y, pool_y[labeled], ~is_labeled, target)
         if labeled:
             predicted = (
