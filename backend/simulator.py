@@ -88,6 +88,7 @@ class Variant:
     from the labeled set's class frequencies to the pool's prior, estimated by EM over the model's
     posteriors on the unlabeled pool (`em`), taken from the labels of the cold-start phase (`cold`)
     or, as a ceiling no product has, the pool's true class shares (`oracle`),
+    `skip=N` pass over the N most uncertain tasks (`strategy.skip_most_uncertain`),
     `pseudo=S` self-training once warm: refit with S x labels of the surest pool tasks under their
     predicted class, in the labeled class shares (`pseudo_labeled`; random takes it too).
     """
@@ -102,6 +103,7 @@ class Variant:
     prior: float | None = None
     shift: str = ""
     pseudo: float = 0.0
+    skip: int = 0
 
     def alpha_at(self, labels: int) -> float:
         """The model's alpha when `labels` tasks are labeled."""
@@ -122,7 +124,7 @@ class Variant:
                     values["cold"] = (int(per_class), int(total))
                 elif key in ("alpha", "density", "spread", "prior", "pseudo"):
                     values[key] = float(value)
-                elif key == "members":
+                elif key in ("members", "skip"):
                     values[key] = int(value)
                 elif key == "shift":
                     if value not in SHIFTS:
@@ -304,6 +306,8 @@ def run(
             elif variant.density:
                 values = values * represent ** variant.density  # type: ignore[operator]
             values = values[candidates]
+            if warm and variant.skip:
+                values = strategies.skip_most_uncertain(values, variant.skip)
             if warm and variant.spread:
                 values = strategies.spread_over_clusters(values, cluster_ids[candidates], int(variant.spread * size))
             picked = strategies.select_batch(values, unit_features[candidates], size)

@@ -202,6 +202,18 @@ def spread_over_clusters(uncertainties: np.ndarray, cluster_ids: np.ndarray, top
     return values
 
 
+def skip_most_uncertain(uncertainties: np.ndarray, count: int) -> np.ndarray:
+    """The same values with the `count` most uncertain tasks moved behind all others (their
+    order kept), for label noise: the very top of an uncertainty ranking gathers the texts whose
+    labels annotators disagree on."""
+    values = np.asarray(uncertainties, dtype=float).copy()
+    if count <= 0 or not len(values):
+        return values
+    top = order(values)[:count]
+    values[top] -= values.max() - values.min() + 1.0
+    return values
+
+
 def select_batch(uncertainties: np.ndarray, features, size: int, max_similarity: float = 0.9) -> list[int]:
     """The `size` most uncertain tasks, skipping near-duplicates (cosine > max_similarity) of one
     already chosen, so one batch does not hand out the same text several times."""

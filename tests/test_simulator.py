@@ -38,7 +38,7 @@ def test_simulate_writes_curves_a_plot_and_a_summary(tmp_path, tweets, capsys):
 
 def test_a_list_of_variants_runs_in_one_simulation(tmp_path, tweets, capsys):
     path = labeled_csv(tmp_path / "small.csv", tweets, 1000)
-    strategies = ("margin:cold=2/20:spread=2,vote_entropy:members=2:cold=2/20,margin:cold=2/20:shift=em,"
+    strategies = ("margin:cold=2/20:spread=2:skip=5,vote_entropy:members=2:cold=2/20,margin:cold=2/20:shift=em,"
                   "margin:cold=2/20:shift=cold:pseudo=0.5,random:alpha=1e-4,random:shift=cold:pseudo=0.5")
     assert main(["simulate", "--dataset", str(path), "--strategy", strategies, "--budget", "80", "--batch", "20",
                  "--seeds", "1", "--jobs", "1", "--out", str(tmp_path / "out")]) == 0
@@ -57,7 +57,8 @@ def test_bad_strategy_lists_are_refused_before_any_work(capsys):
 
 
 def test_variants_parse_their_options_and_random_is_added_as_the_control():
-    first, control = parse_strategies("margin:cold=10/200:alpha=1e-4:density=0.5:spread=3")
+    first, control = parse_strategies("margin:cold=10/200:alpha=1e-4:density=0.5:spread=3:skip=40")
+    assert first.skip == 40
     assert (first.base, first.cold, first.alpha, first.density, first.spread) == ("margin", (10, 200), 1e-4, 0.5, 3.0)
     assert control == Variant.parse("random") and control.alpha is None
     assert [v.spec for v in parse_strategies("random:alpha=1e-4,default")] == ["random:alpha=1e-4", "default"]

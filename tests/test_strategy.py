@@ -83,3 +83,12 @@ def test_spread_over_clusters_takes_each_clusters_most_uncertain_first():
     assert values.min() >= 0 and values.max() <= 1
     assert list(s.order(s.spread_over_clusters(uncertainties, cluster_ids, top=0))) == list(s.order(uncertainties))
     assert list(s.order(s.spread_over_clusters(uncertainties, cluster_ids, top=2))) == [0, 1, 2, 3, 4, 5]
+
+
+def test_skip_most_uncertain_moves_the_top_behind_the_rest_in_their_order():
+    uncertainties = np.array([0.2, 0.9, 0.5, 0.95, 0.1])
+    assert list(s.order(s.skip_most_uncertain(uncertainties, 2))) == [2, 0, 4, 3, 1]
+    assert list(s.order(s.skip_most_uncertain(uncertainties, 0))) == list(s.order(uncertainties))
+    assert list(s.order(s.skip_most_uncertain(uncertainties, 9))) == list(s.order(uncertainties))
+    assert s.skip_most_uncertain(np.zeros(0), 3).shape == (0,)
+    assert list(uncertainties) == [0.2, 0.9, 0.5, 0.95, 0.1]  # the input is left alone
