@@ -37,7 +37,7 @@ from sklearn.preprocessing import normalize
 from . import priors
 from . import strategy as strategies
 from .datasets import load_dataset, stratified_split
-from .estimator import ALPHA, PRIOR, ControlModel, alpha_for
+from .estimator import PRIOR, ControlModel, alpha_for
 from .hashing import hash_texts
 from . import pool as pool_scoring
 from .policy import Policy
@@ -83,8 +83,8 @@ class Variant:
     clusters among the F x batch most uncertain tasks, `members` committee size (3), `prior=L`
     regularisation that shrinks as labels grow, `estimator.alpha_for(labels, L)` with `alpha` as its
     floor (without `alpha` or `prior`: the product's, prior `estimator.PRIOR`; `prior=0`: fixed
-    `estimator.ALPHA`), a fixed prior over the summed loss instead of the mean (random takes it too), `shift=em|cold`
-    class-prior correction after every fit (`priors`; random takes it too): the intercepts move
+    `estimator.ALPHA`), a fixed prior over the summed loss instead of the mean (random takes it
+    too), `shift=em|cold` class-prior correction after every fit (`priors`; random takes it too): the intercepts move
     from the labeled set's class frequencies to the pool's prior, estimated by EM over the model's
     posteriors on the unlabeled pool (`em`), taken from the labels of the cold-start phase (`cold`)
     or, as a ceiling no product has, the pool's true class shares (`oracle`),
@@ -107,8 +107,9 @@ class Variant:
 
     def alpha_at(self, labels: int) -> float:
         """The model's alpha when `labels` tasks are labeled."""
-        prior = self.prior if self.prior is not None else 0.0 if self.alpha is not None else PRIOR
-        return alpha_for(labels, prior, ALPHA if self.alpha is None else self.alpha)
+        if self.alpha is None:
+            return alpha_for(labels, PRIOR if self.prior is None else self.prior)
+        return alpha_for(labels, self.prior or 0.0, self.alpha)
 
     @classmethod
     def parse(cls, spec: str) -> "Variant":

@@ -204,8 +204,8 @@ def spread_over_clusters(uncertainties: np.ndarray, cluster_ids: np.ndarray, top
 
 def skip_most_uncertain(uncertainties: np.ndarray, count: int) -> np.ndarray:
     """The same values with the `count` most uncertain tasks moved behind all others (their
-    order kept), for label noise: the very top of an uncertainty ranking gathers the texts whose
-    labels annotators disagree on."""
+    order kept). Measures whether the very top of an uncertainty ranking is label noise that
+    costs more than it teaches (on tweets it was not: README, simulator)."""
     values = np.asarray(uncertainties, dtype=float).copy()
     if count <= 0 or not len(values):
         return values
