@@ -206,7 +206,7 @@ def skip_most_uncertain(uncertainties: np.ndarray, count: int) -> np.ndarray:
     """The same values with the `count` most uncertain tasks moved behind all others (their
     order kept). Measures whether the very top of an uncertainty ranking is label noise that
     costs more than it teaches (on tweets it was not: README, simulator)."""
-    values = np.asarray(uncertainties, dtype=float).copy()
+    values = np.array(uncertainties, dtype=float)
     if count <= 0 or not len(values):
         return values
     top = order(values)[:count]
