@@ -9,7 +9,7 @@ from flask import Blueprint, Response, jsonify
 from . import audit, monitor
 from .api import json_body, runtime
 from .payload import InvalidPayload, project_id, require_object
-from .policy import policy_for, validated
+from .policy import QUEUE_SETTINGS, policy_for, validated
 from .registry import RegistryError
 from .trigger import request_retrain
 
@@ -69,7 +69,7 @@ def train(project: int) -> Response:
     rt = runtime()
     full = http.args.get("full_sync", "0") in {"1", "true", "yes"}
     request = request_retrain(rt.settings, rt.redis, project, "admin API" + (" (full sync)" if full else ""), full_sync=full, actor=actor())
-    return jsonify(project=project, retrain={"job_id": request.job_id, "enqueued": request.enqueued})
+    return jsonify(project=project, retrain=request.to_json())
 
 
 @admin.get("/<int:project>/labels")
@@ -99,10 +99,18 @@ def put_settings(project: int) -> Response:
 
     rt = runtime()
     changes = validated(require_object(json_body(), "body"), strict=True)
-    stored = json.loads(rt.store.meta(project).get("settings", "{}") or "{}")
+    meta = rt.store.meta(project)
+    before = policy_for(rt.settings, meta)
+    stored = json.loads(meta.get("settings", "{}") or "{}")
     rt.store.set_meta(project, settings={**stored, **changes})
     audit.record(rt.redis, project, "settings", actor(), "settings changed: " + ", ".join(sorted(changes)), changes=changes)
-    return jsonify(project=project, settings=policy_for(rt.settings, rt.store.meta(project)).to_json())
+    after = policy_for(rt.settings, rt.store.meta(project))
+    body: dict[str, Any] = {"project": project, "settings": after.to_json()}
+    changed = [name for name in QUEUE_SETTINGS if getattr(before, name) != getattr(after, name)]
+    if changed and rt.store.meta(project).get("label_config"):  # the queue follows at once (a committee retrains)
+        reason = "settings changed: " + ", ".join(changed)
+        body["retrain"] = request_retrain(rt.settings, rt.redis, project, reason, actor=actor()).to_json()
+    return jsonify(body)
 
 
 @admin.get("/<int:project>/stopping")

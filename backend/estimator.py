@@ -26,6 +26,7 @@ ALPHA = 1e-5  # SGD's regularisation once there are many labels (from 20,000 on,
 PRIOR = 0.2  # the weight of a fixed prior over the summed loss: alpha = PRIOR / examples, within bounds
 MAX_ALPHA = 1e-4  # the best fixed alpha of 1e-5..1e-4 below 2,000 tweets
 MULTICLASS, MULTILABEL = "multiclass", "multilabel"  # how decision values become probabilities
+COMMITTEE_SIZE = 3  # members fitted for the committee strategies (`strategy.COMMITTEE_STRATEGIES`)
 
 
 def alpha_for(examples: int, prior: float = PRIOR, floor: float = ALPHA) -> float:
@@ -248,6 +249,7 @@ class ControlModel:
     columns: list[str] = field(default_factory=list)  # labels the classifier models, in its output order
     constant: dict[str, float] = field(default_factory=dict)  # multi-label: labels always on / off
     fitted: Any = field(default=None, repr=False)  # the scikit-learn classifier `fit` produced, if this process fitted it
+    members: list["ControlModel"] = field(default_factory=list)  # a committee (`with_committee`), each over `labels`
 
     @property
     def idf(self) -> np.ndarray:
@@ -297,6 +299,34 @@ class ControlModel:
             columns = [str(c) for c in classifier.classes_]
         return cls(labels, multiple, SparseLinear.from_classifier(idf, classifier, multiple), columns, constant, classifier)
 
+    def with_committee(self, targets: Sequence[Sequence[str]], features: Any, size: int = COMMITTEE_SIZE,
+                       seed: int = 0) -> "ControlModel":
+        """This model with `size` committee members, each fitted like it on a bootstrap resample of
+        the same examples (`hash_texts` features and label lists). Single-choice resamples draw
+        within each class, so every member knows every class the model knows; a resample that
+        cannot support a model is drawn again (a few times at most)."""
+        rng = np.random.default_rng(seed)
+        n = len(targets)
+        by_class: dict[str, np.ndarray] = {}
+        if not self.multiple:
+            first = np.array([t[0] for t in targets])
+            by_class = {label: np.flatnonzero(first == label) for label in np.unique(first)}
+        members: list[ControlModel] = []
+        for _ in range(4 * size):
+            if len(members) == size:
+                break
+            if by_class:
+                rows = np.sort(np.concatenate([rng.choice(r, len(r), replace=True) for r in by_class.values()]))
+            else:
+                rows = np.sort(rng.choice(n, n, replace=True))
+            member = ControlModel.fit(None, [targets[i] for i in rows], self.labels, self.multiple, alpha_for(n),
+                                      features=features[rows])
+            if member is not None:
+                member.fitted = None  # only the weights are kept
+                members.append(member)
+        self.members = members
+        return self
+
     def predict_proba(self, texts: Sequence[str] | None = None, features: Any = None) -> np.ndarray:
         """Probabilities, one row per text, one column per label in `labels` (0 for unseen labels)."""
         n = features.shape[0] if features is not None else len(texts or [])
@@ -324,6 +354,7 @@ class ControlModel:
             "linear": self.linear.to_artifact() if self.linear is not None else None,
             "columns": list(self.columns),
             "constant": {k: float(v) for k, v in self.constant.items()},
+            "members": [member.to_artifact() for member in self.members],
         }
 
     @classmethod
@@ -343,6 +374,7 @@ class ControlModel:
             linear=linear,
             columns=columns,
             constant={str(k): float(v) for k, v in data["constant"].items()},
+            members=[cls.from_artifact(member, layout) for member in data.get("members") or []],
         )
 
 

@@ -42,13 +42,13 @@ def handle(runtime: Runtime, event: WebhookEvent) -> dict[str, Any]:
     if event.action == "START_TRAINING" or (event.action == "PROJECT_UPDATED" and config_changed):
         reason = "START_TRAINING" if event.action == "START_TRAINING" else "label config changed"
         request = request_retrain(settings, runtime.redis, project, reason)
-        answer["retrain"] = {"job_id": request.job_id, "enqueued": request.enqueued}
+        answer["retrain"] = request.to_json()
         return answer
     keys, limit = store.input_keys(project, event.label_config or previous or ""), settings.max_text_chars
     if event.action == "TASKS_CREATED":
         store.remember_tasks(project, {positive_int(t.get("id"), "task id"): texts_of(t, keys, limit) for t in event.tasks})
         request = request_retrain(settings, runtime.redis, project, "new tasks: rank the queue")
-        answer["retrain"] = {"job_id": request.job_id, "enqueued": request.enqueued}
+        answer["retrain"] = request.to_json()
         return answer
     if event.action == "TASKS_DELETED":
         store.forget_tasks(project, [positive_int(t.get("id"), "task id") for t in event.tasks])
@@ -73,7 +73,7 @@ def handle(runtime: Runtime, event: WebhookEvent) -> dict[str, Any]:
     policy = policy_for(settings, meta)
     if seq and store.due(project, seq, policy.retrain_threshold):
         request = request_retrain(settings, runtime.redis, project, f"{event.action}: labels changed")
-        answer["retrain"] = {"job_id": request.job_id, "enqueued": request.enqueued}
+        answer["retrain"] = request.to_json()
     elif event.action in ANNOTATION_ACTIONS:
         triggered = monitor.check_triggers(settings, runtime.redis, runtime.registry, project, policy)
         if triggered:

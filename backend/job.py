@@ -325,8 +325,10 @@ def train_project(
     snapshot = build_snapshot(
         project, labeled, config, watermark, runtime.settings.max_text_chars, store.quarantined(project)
     )
+    policy = policy_for(runtime.settings, meta)
     history = registry.history(project)
-    if history and history[-1].get("fingerprint") == snapshot.fingerprint and history[-1].get("decision") != "promoting":
+    if history and history[-1].get("fingerprint") == snapshot.fingerprint and history[-1].get("decision") != "promoting" \
+            and history[-1].get("committee", 0) == policy.committee:
         return {"status": "unchanged", "version": pointer.version if pointer else None}
     champion = None
     if pointer:
@@ -335,9 +337,9 @@ def train_project(
         except RegistryError as exc:
             log.error("project %s: champion %s unusable, judging without it: %s", project, pointer.version, exc)
     faults.point("fit")
-    policy = policy_for(runtime.settings, store.meta(project))
     try:
-        result = runtime.model.fit("START_TRAINING", snapshot, champion, metric=policy.gate_metric, margin=policy.gate_margin)
+        result = runtime.model.fit("START_TRAINING", snapshot, champion, metric=policy.gate_metric, margin=policy.gate_margin,
+                                   committee=policy.committee)
     except Exception:
         if last_attempt:
             quarantine_poison(runtime, project, snapshot, labeled, job_id)
@@ -351,6 +353,7 @@ def train_project(
         "job_id": job_id,
         "trigger": reason,
         "fingerprint": snapshot.fingerprint,
+        "committee": policy.committee,
         "watermark": snapshot.watermark,
         "label_config": config.digest,
         "examples": snapshot.size,

@@ -106,15 +106,18 @@ class TextClassifier:
         return results, observation
 
     def fit(
-        self, event: str, data: Snapshot, champion: ModelBundle | None = None, *, metric: str | None = None, margin: float | None = None
+        self, event: str, data: Snapshot, champion: ModelBundle | None = None, *, metric: str | None = None,
+        margin: float | None = None, committee: int = 0,
     ) -> TrainResult:
-        """Train a challenger on a snapshot of the labels and judge it against the champion."""
+        """Train a challenger on a snapshot of the labels (with `committee` members per control)
+        and judge it against the champion."""
         return train_and_judge(
             data,
             champion,
             metric=metric or self.settings.gate_metric,
             margin=self.settings.gate_margin if margin is None else margin,
             threshold=self.settings.multilabel_threshold,
+            committee=committee,
         )
 
 

@@ -14,11 +14,13 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Mapping
 
 from .config import Settings
+from .estimator import COMMITTEE_SIZE
 from .payload import InvalidPayload
 from .strategy import COMMITTEE_STRATEGIES, STRATEGIES
 
 log = logging.getLogger(__name__)
 STRATEGY_NAMES = tuple(sorted({*STRATEGIES, *COMMITTEE_STRATEGIES, "random"}))
+QUEUE_SETTINGS = ("strategy", "batch_size", "cold_start_per_class", "cold_start_total", "clusters", "uncertainty_sampling")
 GATE_METRICS = ("macro_f1", "accuracy")
 
 
@@ -47,6 +49,11 @@ class Policy:
             for control, names in labels.items()
             for label in names
         )
+
+    @property
+    def committee(self) -> int:
+        """Committee members each control's model needs for this strategy (0: none)."""
+        return COMMITTEE_SIZE if self.strategy in COMMITTEE_STRATEGIES else 0
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -1,8 +1,8 @@
 """Rank a project's unlabeled tasks by what they would teach the model: the queue.
 
 Cold start (no model, or the cold-start rule not yet met): cluster round-robin over the pool's
-features. Warm: the project's strategy over the served model's probabilities, several controls
-combined. Either way the first `batch_size` tasks skip near-duplicates, every task gets a k-means
+features. Warm: the project's strategy over the served model's probabilities (a committee
+strategy over its members' probabilities), several controls combined. Either way the first `batch_size` tasks skip near-duplicates, every task gets a k-means
 `cluster`, and the LS `score` is the task's position (ascending = served first).
 
 Only cold-start predictions carry `cluster` into LS: LS's uncertainty sampling first serves the
@@ -64,14 +64,27 @@ class Queue:
         }
 
 
+def effective_strategy(bundle: ModelBundle, policy: Policy) -> tuple[str, str]:
+    """The strategy a ranking with `bundle` uses, and why when it is not the policy's: a committee
+    strategy needs members in every control's model (they come with the next retrain)."""
+    if policy.strategy in strategies.STRATEGIES:
+        return policy.strategy, ""
+    if policy.strategy in strategies.COMMITTEE_STRATEGIES:
+        if bundle.controls and all(len(m.members) >= 2 for m in bundle.controls.values()):
+            return policy.strategy, ""
+        return "margin", f"{policy.strategy} needs committee members, which the next retrain trains"
+    return "margin", f"{policy.strategy} is not an uncertainty strategy"
+
+
 def uncertainties(
     bundle: ModelBundle, config: LabelConfig, tasks: Sequence[dict[str, Any]], policy: Policy, limit: int,
     hashed: tuple[list[str], Pool] | None = None,
     texts_by_control: Sequence[Sequence[str | None]] | None = None,
 ) -> np.ndarray:
-    """Combined uncertainty per task; a control without text or model contributes 0. `hashed`: texts
-    with their pool features, reused by a control that reads exactly those texts; `texts_by_control`:
-    each control's `text_of` every task, when the caller has them."""
+    """Combined uncertainty per task under `effective_strategy`; a control without text or model
+    contributes 0. `hashed`: texts with their pool features, reused by a control that reads exactly
+    those texts; `texts_by_control`: each control's `text_of` every task, when the caller has them."""
+    name, _ = effective_strategy(bundle, policy)
     per_control = []
     for number, control in enumerate(config.controls):
         model = bundle.controls.get(control.from_name)
@@ -82,10 +95,17 @@ def uncertainties(
             rows = [i for i, text in enumerate(found) if text is not None]
             if rows:
                 texts = [found[i] for i in rows]
-                known = hashed is not None and texts == hashed[0]
-                proba = hashed[1].predict_proba(model) if known else model.predict_proba(features=hash_texts(texts))  # type: ignore[index]
-                proba = restrict(proba, model.labels, control.labels, control.multiple)
-                values[rows] = strategies.uncertainty(proba, policy.strategy if policy.strategy in strategies.STRATEGIES else "margin", control.multiple)
+                pool = hashed[1] if hashed is not None and texts == hashed[0] else None
+                features = None if pool is not None else hash_texts(texts)
+
+                def proba(member: Any) -> np.ndarray:
+                    raw = pool.predict_proba(member) if pool is not None else member.predict_proba(features=features)
+                    return restrict(raw, member.labels, control.labels, control.multiple)
+
+                if name in strategies.COMMITTEE_STRATEGIES:
+                    values[rows] = strategies.disagreement([proba(m) for m in model.members], name, control.multiple)
+                else:
+                    values[rows] = strategies.uncertainty(proba(model), name, control.multiple)
         per_control.append(values)
     return strategies.combine(per_control)
 
@@ -126,8 +146,9 @@ def rank(
         name, reason = "random", "random order (control)"
     else:
         values = uncertainties(bundle, config, tasks, policy, limit, (texts, pool), by_control)
-        name = policy.strategy if policy.strategy in strategies.STRATEGIES else "margin"
-        reason = f"{name} uncertainty of {version}"
+        name, fallback = effective_strategy(bundle, policy)
+        kind = "committee disagreement" if name in strategies.COMMITTEE_STRATEGIES else "uncertainty"
+        reason = f"{name} {kind} of {version}" + (f" ({fallback})" if fallback else "")
     first = first_batch(values, pool, policy.batch_size)
     chosen = set(first)
     rest = [i for i in strategies.order(values, seed).tolist() if i not in chosen]

@@ -1,8 +1,8 @@
 """Query strategies: pure functions over predicted probabilities (and features where needed).
 
 Every strategy returns an *uncertainty* in [0, 1] per task, higher = more useful to label next.
-Label Studio's uncertainty sampling serves the lowest prediction `score` first, so the score we
-push is `1 - uncertainty` (see `ls_score`). No Redis, no HTTP: unit tests call these directly.
+Label Studio's uncertainty sampling serves the lowest prediction `score` first; `ranking` pushes
+each task's queue position as its score. No Redis, no HTTP: unit tests call these directly.
 """
 
 from __future__ import annotations
@@ -80,16 +80,29 @@ def uncertainty(proba: np.ndarray, strategy: str, multiple: bool = False) -> np.
     return STRATEGIES[strategy](proba)
 
 
+def disagreement(committee: Sequence[np.ndarray], strategy: str, multiple: bool = False) -> np.ndarray:
+    """The named committee strategy over the members' probabilities (tasks x labels each). A
+    multi-label control is one yes/no decision per label: the mean disagreement over its labels.
+    Ties among few voters are broken by the consensus' uncertainty, so equal votes still rank."""
+    measure = COMMITTEE_STRATEGIES[strategy]
+    stacked = np.stack([np.asarray(p, dtype=float) for p in committee])  # members x tasks x labels
+    if multiple:
+        if stacked.shape[2] == 0:
+            return np.zeros(stacked.shape[1])
+        per_label = [measure([np.stack([1.0 - m[:, j], m[:, j]], axis=1) for m in stacked]) for j in range(stacked.shape[2])]
+        values = np.mean(per_label, axis=0)
+        consensus = multilabel(stacked.mean(axis=0))
+    else:
+        values = measure(list(stacked))
+        consensus = entropy(stacked.mean(axis=0))
+    return np.clip(values + 1e-6 * consensus, 0.0, 1.0)
+
+
 def combine(per_control: Sequence[np.ndarray]) -> np.ndarray:
     """Several controls: the mean uncertainty, so a task uncertain in any control rises."""
     if not per_control:
         return np.zeros(0)
     return np.mean(np.stack(per_control), axis=0)
-
-
-def ls_score(uncertainties: np.ndarray) -> np.ndarray:
-    """The prediction `score` for LS: ascending order = most useful first."""
-    return np.round(1.0 - np.clip(uncertainties, 0.0, 1.0), 6)
 
 
 def order(uncertainties: np.ndarray, seed: int = 0) -> np.ndarray:

@@ -112,11 +112,16 @@ def example_digest(task: LabeledTask) -> str:
     return hashlib.sha256(json.dumps([task.data, task.labels], sort_keys=True).encode("utf-8", "surrogatepass")).hexdigest()[:20]
 
 
-def fit_control(texts: Sequence[str], targets: Sequence[Sequence[str]], control: ChoicesControl) -> ControlModel | None:
-    """Fit one control's model (None when the targets cannot support one); features are computed
-    even then, so `poisoned_tasks` finds texts that break them."""
+def fit_control(
+    texts: Sequence[str], targets: Sequence[Sequence[str]], control: ChoicesControl, committee: int = 0
+) -> ControlModel | None:
+    """Fit one control's model (None when the targets cannot support one), with `committee`
+    members when asked; features are computed even then, so `poisoned_tasks` finds texts that
+    break them."""
     faults.poison(texts)
-    return ControlModel.fit(None, targets, control.labels, control.multiple, features=hash_texts(texts))
+    features = hash_texts(texts)
+    model = ControlModel.fit(None, targets, control.labels, control.multiple, features=features)
+    return model.with_committee(targets, features, committee) if model is not None and committee else model
 
 
 def poisoned_tasks(snapshot: Snapshot) -> set[int]:
@@ -241,8 +246,10 @@ def train_and_judge(
     metric: str = "macro_f1",
     margin: float = 0.0,
     threshold: float = 0.5,
+    committee: int = 0,
 ) -> TrainResult:
-    """Train a challenger on the snapshot and decide whether it may replace the champion."""
+    """Train a challenger on the snapshot (with `committee` members per control when asked: the
+    committee strategies rank with them) and decide whether it may replace the champion."""
     if metric not in METRICS:
         raise ValueError(f"unknown gate metric {metric!r}")
     started = time.perf_counter()
@@ -260,7 +267,7 @@ def train_and_judge(
         held = [i for i in range(len(data.tasks)) if mask[i]]
         train = [i for i in range(len(data.tasks)) if not mask[i]]
         control = data.control
-        model = fit_control([data.texts[i] for i in train], [data.targets[i] for i in train], control)
+        model = fit_control([data.texts[i] for i in train], [data.targets[i] for i in train], control, committee)
         if len(held) >= MIN_HOLDOUT:
             methods.add("holdout")
             texts = [data.texts[i] for i in held]

@@ -39,6 +39,10 @@ class Request:
     job_id: str
     enqueued: bool
 
+    def to_json(self) -> dict[str, object]:
+        """The `retrain` object of every answer that asked for a retrain."""
+        return {"job_id": self.job_id, "enqueued": self.enqueued}
+
 
 def retrain_queue(settings: Settings, redis: Redis) -> Queue:
     return Queue(settings.queue_name, connection=redis, serializer=JSONSerializer, default_timeout=settings.job_timeout)

@@ -100,3 +100,54 @@ def test_ranking_with_the_pool_cache_is_the_ranking_without_it(tmp_path, tweets)
     first = strategy.select_batch(uncertainty, features(texts), 20)
     assert [e.task for e in cached.entries[:20]] == [tasks[i]["id"] for i in first]
     assert np.allclose([e.uncertainty for e in cached.entries[:20]], uncertainty[first], atol=1e-6)
+
+
+def test_every_accepted_strategy_is_the_one_the_queue_reports_and_ranks_its_own_way(client, runtime, tweets):
+    from backend.policy import STRATEGY_NAMES
+
+    client.post("/setup", json={"project": 1, "schema": LABEL_CONFIG})
+    client.put("/projects/1/settings", json={"retrain_threshold": 100_000, "cold_start_total": 0, "cold_start_per_class": 0})
+    client.post("/webhook", json=pool_event(tweets, 1000, 1300))
+    for i in range(300):
+        client.post("/webhook", json=annotation_event(i + 1, i + 1, tweets.texts[i], tweets.labels[i]))
+    client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}})
+    margin = wait_for(lambda: (q := queue(client)) and q["strategy"] == "margin" and q, timeout=60)
+    margin_order = [t["task"] for t in margin["tasks"]]
+    for name in STRATEGY_NAMES:
+        if name == "margin":
+            continue
+        answer = client.put("/projects/1/settings", json={"strategy": name}).json
+        assert answer["retrain"]["job_id"]  # the queue follows the new strategy without waiting for labels
+        ranked = wait_for(lambda: (q := queue(client)) and q["strategy"] == name and q, timeout=120)
+        order = [t["task"] for t in ranked["tasks"]]
+        assert sorted(order) == sorted(margin_order) and order != margin_order, name
+        assert order[:20] != margin_order[:20], name
+        if name in strategy.COMMITTEE_STRATEGIES:
+            model = runtime.cache.get(1).bundle.controls["sentiment"]
+            assert len(model.members) >= 2 and ranked["version"] == runtime.cache.get(1).version
+            assert "committee disagreement" in ranked["reason"]
+    history = client.get("/projects/1/models").json["history"]
+    assert [r["committee"] for r in history if r["committee"]]  # members were trained, recorded per version
+
+
+def test_a_committee_strategy_without_members_says_it_ranks_by_margin(tweets):
+    from backend.estimator import ControlModel, ModelBundle
+    from backend.labelconfig import parse_label_config
+    from backend.policy import Policy
+    from backend.ranking import rank
+
+    config = parse_label_config(LABEL_CONFIG)
+    labels = ("positive", "negative", "neutral")
+    targets = [[x] for x in tweets.labels[:300]]
+    plain = ControlModel.fit(tweets.texts[:300], targets, labels, False)
+    tasks = [{"id": 10_000 + i, "data": {"text": tweets.texts[1000 + i]}} for i in range(300)]
+    lacking = rank(tasks, config, Policy(strategy="vote_entropy"), ModelBundle({"sentiment": plain}), "v", True)
+    assert lacking.strategy == "margin" and "needs committee members" in lacking.reason
+    assert lacking.entries == rank(tasks, config, Policy(), ModelBundle({"sentiment": plain}), "v", True).entries
+
+    from backend.hashing import hash_texts
+
+    voted = ControlModel.fit(tweets.texts[:300], targets, labels, False).with_committee(targets, hash_texts(tweets.texts[:300]))
+    assert len(voted.members) == 3 and all(set(m.columns) == set(voted.columns) for m in voted.members)
+    ranked = rank(tasks, config, Policy(strategy="vote_entropy"), ModelBundle({"sentiment": voted}), "v", True)
+    assert ranked.strategy == "vote_entropy" and [e.task for e in ranked.entries] != [e.task for e in lacking.entries]

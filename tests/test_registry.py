@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 
 from backend.estimator import ControlModel, ModelBundle
@@ -99,3 +100,17 @@ def test_sweep_removes_only_old_temp_files(tmp_path):
     fresh.write_bytes(b"x")
     os.utime(old, (time.time() - 7200, time.time() - 7200))
     assert registry.sweep_temp_files() == 1 and fresh.exists() and not old.exists()
+
+
+def test_committee_members_survive_the_artifact(tmp_path, tweets):
+    from backend.estimator import ControlModel, ModelBundle
+    from backend.hashing import hash_texts
+
+    texts, targets = tweets.texts[:200], [[x] for x in tweets.labels[:200]]
+    model = ControlModel.fit(texts, targets, ("positive", "negative", "neutral"), False).with_committee(targets, hash_texts(texts))
+    registry = Registry(tmp_path)
+    version, pointer = publish(registry, ModelBundle({"sentiment": model}), 10, 0)
+    loaded = registry.load(1, version, pointer.sha256).controls["sentiment"]
+    assert len(loaded.members) == 3
+    for mine, theirs in zip(model.members, loaded.members):
+        assert np.allclose(mine.predict_proba(texts[:20]), theirs.predict_proba(texts[:20]))

@@ -46,11 +46,32 @@ def test_committee_disagreement():
     assert s.mean_kl(split)[0] > s.mean_kl(agree)[0] >= 0
 
 
-def test_several_controls_combine_and_scores_sort_ascending_in_serving_order():
+def test_disagreement_ranks_by_the_committee_not_by_the_consensus_margin():
+    # task 0: every member unsure the same way (consensus margin 0, no disagreement);
+    # task 1: members confidently disagree (the consensus looks sure of class 0)
+    committee = [np.array([[0.5, 0.5, 0.0], [0.9, 0.1, 0.0]]),
+                 np.array([[0.5, 0.5, 0.0], [0.9, 0.1, 0.0]]),
+                 np.array([[0.5, 0.5, 0.0], [0.05, 0.95, 0.0]])]
+    consensus = np.mean(committee, axis=0)
+    assert s.margin(consensus)[0] > s.margin(consensus)[1]
+    for name in s.COMMITTEE_STRATEGIES:
+        values = s.disagreement(committee, name)
+        assert values[1] > values[0], name
+        assert ((values >= 0) & (values <= 1)).all()
+
+
+def test_disagreement_of_a_multilabel_committee_is_per_label():
+    agree = [np.array([[0.9, 0.1]]), np.array([[0.8, 0.2]])]
+    split = [np.array([[0.9, 0.1]]), np.array([[0.1, 0.2]])]
+    for name in s.COMMITTEE_STRATEGIES:
+        assert s.disagreement(split, name, multiple=True)[0] > s.disagreement(agree, name, multiple=True)[0]
+
+
+def test_several_controls_combine_and_order_puts_the_most_uncertain_first():
     combined = s.combine([np.array([0.1, 0.9]), np.array([0.5, 0.3])])
     assert np.allclose(combined, [0.3, 0.6])
     values = np.array([0.2, 0.9, 0.5])
-    assert list(np.argsort(s.ls_score(values))) == list(s.order(values))
+    assert list(s.order(values)) == [1, 2, 0]
 
 
 def test_diversity_interleaves_clusters():
