@@ -14,6 +14,7 @@ from .openapi import OPENAPI
 from .payload import InvalidPayload, parse_json, parse_predict, parse_setup, parse_webhook
 from .runtime import Runtime
 from .store import texts_of
+from .trigger import request_ranking
 
 log = logging.getLogger(__name__)
 api = Blueprint("api", __name__)
@@ -142,7 +143,9 @@ def versions() -> Response:
     projects = [project] if project else rt.registry.projects()
     found = []
     for p in projects:
-        found += [r["version"] for r in rt.registry.history(p) if r.get("decision") == "promoted"]
+        pointer = rt.registry.pointer(p)
+        current = pointer.version if pointer else None  # promoted, its record perhaps not yet saved as such
+        found += [r["version"] for r in rt.registry.history(p) if r.get("decision") == "promoted" or r["version"] == current]
     return jsonify(versions=found[::-1])
 
 
@@ -154,7 +157,12 @@ def prometheus() -> Response:
 
 @api.get("/queue")
 def queue() -> Response:
-    """The next tasks in our order, with scores, strategy and reason (labeled ones dropped)."""
+    """The next `limit` unlabeled tasks in our order, with scores, strategy and reason.
+
+    404 for a project the backend has never heard of. `pending: true` with `Retry-After` while a
+    ranking is under way (asked for by new tasks, or by this call when there is none yet): the
+    tasks are then those of the previous ranking, if any. Tasks annotated since the ranking are
+    skipped and the next ones read, so `limit` tasks come back while the ranking has that many left."""
     rt = runtime()
     project = request.args.get("project", type=int)
     limit = request.args.get("limit", default=20, type=int)
@@ -163,10 +171,29 @@ def queue() -> Response:
     if limit is None or not 1 <= limit <= 1000:
         raise InvalidPayload("limit must be between 1 and 1000")
     stored = rt.store.queue(project)
+    if stored is None and not rt.store.known(project):
+        raise InvalidPayload(f"project {project} is unknown: connect it in Label Studio (/setup) or send its tasks", status=404)
+    configured = stored is not None or bool(rt.store.meta(project).get("label_config"))
+    pending = configured and (stored is None or rt.store.ranking_requests(project) > int(stored.get("covers", 0)))
+    if stored is None and configured:
+        request_ranking(rt.settings, rt.redis, project)  # coalesced: at most one ranking job waits
+    tasks: list[dict[str, Any]] = []
+    start, chunk = 0, 2 * limit + 50
+    while stored is not None and len(tasks) < limit and start < int(stored["size"]):
+        candidates = rt.store.queue_entries(project, start, chunk)
+        if not candidates:
+            break
+        done = rt.store.annotated(project, [t["task"] for t in candidates])
+        tasks += [t for t in candidates if t["task"] not in done]
+        start, chunk = start + len(candidates), min(chunk * 4, 20_000)
+    body: dict[str, Any] = {"project": project, "pending": pending}
     if stored is None:
-        return jsonify(project=project, version=None, strategy=None, reason="not ranked yet", tasks=[])
-    candidates = stored["tasks"][: limit * 3 + 50]
-    done = rt.store.annotated(project, [t["task"] for t in candidates])
-    tasks = [t for t in candidates if t["task"] not in done][:limit]
-    return jsonify(project=project, version=stored["version"], strategy=stored["strategy"], reason=stored["reason"],
-                   generated_at=stored.get("generated_at"), size=stored["size"], tasks=tasks)
+        reason = "ranking pending: first ranking of this project" if configured else \
+            "no label config known yet: connect the project in Label Studio"
+        body.update(version=None, strategy=None, reason=reason, tasks=[])
+    else:
+        body.update({k: stored.get(k) for k in ("version", "strategy", "reason", "generated_at", "size")}, tasks=tasks[:limit])
+    response = jsonify(body)
+    if pending:
+        response.headers["Retry-After"] = "1"
+    return response

@@ -14,7 +14,7 @@ from .policy import policy_for
 from .payload import InvalidPayload, WebhookEvent, parse_annotation, positive_int
 from .runtime import Runtime
 from .store import texts_of
-from .trigger import request_retrain
+from .trigger import request_ranking, request_retrain
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +47,7 @@ def handle(runtime: Runtime, event: WebhookEvent) -> dict[str, Any]:
     keys, limit = store.input_keys(project, event.label_config or previous or ""), settings.max_text_chars
     if event.action == "TASKS_CREATED":
         store.remember_tasks(project, {positive_int(t.get("id"), "task id"): texts_of(t, keys, limit) for t in event.tasks})
-        request = request_retrain(settings, runtime.redis, project, "new tasks: rank the queue")
-        answer["retrain"] = request.to_json()
+        answer["ranking"] = request_ranking(settings, runtime.redis, project).to_json()
         return answer
     if event.action == "TASKS_DELETED":
         store.forget_tasks(project, [positive_int(t.get("id"), "task id") for t in event.tasks])

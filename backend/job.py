@@ -10,7 +10,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, Iterator
 
 import numpy as np
@@ -34,7 +36,6 @@ from .trigger import retrain_queue
 log = logging.getLogger(__name__)
 
 LOCK_TTL_MS = 15_000
-QUEUE_KEPT = 1000  # queue entries kept in Redis for GET /queue
 STABILITY_SAMPLE = 5000
 BACKOFF = (1.0, 5.0, 15.0)  # seconds before retry 1, 2, 3 (RQ re-enqueues at once)
 
@@ -47,12 +48,13 @@ class LockTimeout(Exception):
 
 
 @contextmanager
-def project_lock(redis: Redis, project: int, wait: float, token: str) -> Iterator[None]:
-    """Hold the project's train lock, kept alive by a heartbeat; expires if the holder dies.
+def project_lock(redis: Redis, project: int, wait: float, token: str, name: str = "lock") -> Iterator[None]:
+    """Hold one of the project's locks (`lock`: training, `rank_lock`: ranking), kept alive by a
+    heartbeat; expires if the holder dies.
 
-    The token is the job id, so the worker whose work-horse died can release it at once.
+    The train lock's token is the job id, so the worker whose work-horse died can release it at once.
     """
-    name = key(project, "lock")
+    name = key(project, name)
     deadline = time.monotonic() + wait
     while not redis.set(name, token, nx=True, px=LOCK_TTL_MS):
         if time.monotonic() > deadline:
@@ -179,32 +181,81 @@ def sync(runtime: Runtime, ls: Any, project: int, full: bool) -> None:
         log.warning("project %s: could not sync from Label Studio (%s); training on stored labels", project, type(exc).__name__)
 
 
-def publish_queue(runtime: Runtime, ls: Any, project: int) -> dict[str, Any]:
-    """Rank the unlabeled pool with the current model (or for cold start), store the queue, and
-    push it to LS as predictions of the current version, then set the project's model version."""
+def rank_job(project: int) -> dict[str, Any]:
+    """RQ entry point: rank the project's stored pool (tasks seen through TASKS_CREATED, /predict
+    and earlier listings) with the served model, without waiting for any training and without
+    calling LS, so a new pool is in `GET /queue` at once. The next retrain pushes it to LS."""
+    job = get_current_job()
+    if job is None:
+        raise RuntimeError("rank_job runs inside an RQ job")
+    runtime = runtime_module.for_job(job.connection)
+    flag = key(project, "rank_queued")
+    if runtime.redis.get(flag) == job.id.encode():
+        runtime.redis.delete(flag)
+    ranked = rank_pool(runtime, project, None, stability=False)
+    return {"queue": len(ranked.queue.entries) if ranked else 0}
+
+
+@dataclass
+class Ranked:
+    """A stored ranking and what it was made with."""
+
+    queue: Any
+    pool: list[dict[str, Any]]
+    config: Any
+    policy: Any
+    pointer: Any
+    served: Any
+
+
+def rank_pool(runtime: Runtime, project: int, ls: Any, stability: bool) -> Ranked | None:
+    """Rank the unlabeled pool (listed in LS when `ls` is given, else the stored one) with the
+    current model, or for cold start, and store the queue; None without a usable config or pool.
+    One ranking of a project at a time; a ranking whose model was replaced meanwhile is not stored."""
     store, registry = runtime.store, runtime.registry
     meta = store.meta(project)
     try:
         config = parse_label_config(meta.get("label_config", ""))
     except LabelConfigError:
-        return {"queue": 0}
+        return None
     policy = policy_for(runtime.settings, meta)
-    pointer = registry.pointer(project)
-    runtime.cache.refresh(project)
-    served = runtime.cache.get(project) if pointer else None
-    version = served.version if served else UNTRAINED
-    try:
-        pool = labelstudio.unlabeled(ls, project) if ls is not None else store.unlabeled_pool(project)
-    except Exception as exc:
-        log.warning("project %s: could not list tasks in Label Studio (%s)", project, type(exc).__name__)
+    with project_lock(runtime.redis, project, wait=runtime.settings.job_timeout, token=uuid.uuid4().hex, name="rank_lock"):
+        covers = store.ranking_requests(project)
+        pointer = registry.pointer(project)
+        runtime.cache.refresh(project)
+        served = runtime.cache.get(project) if pointer else None
+        version = served.version if served else UNTRAINED
+        if ls is not None:
+            try:
+                pool = labelstudio.unlabeled(ls, project)
+            except Exception as exc:
+                log.warning("project %s: could not list tasks in Label Studio (%s)", project, type(exc).__name__)
+                return None
+            keys, limit = config.data_keys or None, runtime.settings.max_text_chars
+            store.remember_tasks(project, {int(t["id"]): texts_of(t, keys, limit) for t in pool})
+        else:
+            pool = store.unlabeled_pool(project)
+        labeled = store.labeled_tasks(project)
+        counts, total = label_counts(labeled, config)
+        warm = policy.warm(counts, {c.from_name: c.labels for c in config.controls}, total)
+        queue = rank(pool, config, policy, served.bundle if served else None, version, warm, runtime.settings.max_text_chars,
+                     cache=cache_for(registry.project_dir(project)))
+        signal = stopping_signal(runtime, project, served, config, pool, policy) if served and stability else None
+        if registry.pointer(project) != pointer:
+            return None  # a newer version was promoted meanwhile: its own ranking follows
+        store.save_queue(project, queue.summary(), queue.order(), signal, covers)
+    return Ranked(queue, pool, config, policy, pointer, served)
+
+
+def publish_queue(runtime: Runtime, ls: Any, project: int) -> dict[str, Any]:
+    """Rank the unlabeled pool with the current model (or for cold start), store the queue, and
+    push it to LS as predictions of the current version, then set the project's model version."""
+    store, registry = runtime.store, runtime.registry
+    ranked = rank_pool(runtime, project, ls, stability=True)
+    if ranked is None:
         return {"queue": 0}
-    labeled = store.labeled_tasks(project)
-    counts, total = label_counts(labeled, config)
-    warm = policy.warm(counts, {c.from_name: c.labels for c in config.controls}, total)
-    queue = rank(pool, config, policy, served.bundle if served else None, version, warm, runtime.settings.max_text_chars,
-                 cache=cache_for(registry.project_dir(project)))
-    stability = stopping_signal(runtime, project, served, config, pool, policy) if served else None
-    store.save_queue(project, queue.to_json(limit=QUEUE_KEPT), stability)
+    queue, pool, config, policy, pointer, served = ranked.queue, ranked.pool, ranked.config, ranked.policy, ranked.pointer, ranked.served
+    version = queue.version
     pushed = 0
     if ls is not None and queue.entries and store.redis.get(key(project, "pushed_version")) != version.encode():
         by_id = {int(t["id"]): t for t in pool}

@@ -53,15 +53,14 @@ class Queue:
     entries: list[Entry]
     seconds: float
 
-    def to_json(self, limit: int | None = None) -> dict[str, Any]:
-        return {
-            "version": self.version,
-            "strategy": self.strategy,
-            "reason": self.reason,
-            "size": len(self.entries),
-            "seconds": round(self.seconds, 4),
-            "tasks": [e._asdict() for e in self.entries[:limit]],
-        }
+    def summary(self) -> dict[str, Any]:
+        """What `GET /queue` says about the ranking as a whole."""
+        return {"version": self.version, "strategy": self.strategy, "reason": self.reason,
+                "size": len(self.entries), "seconds": round(self.seconds, 4)}
+
+    def order(self) -> list[tuple[int, float, int]]:
+        """Every ranked task as (task, uncertainty, cluster), first to last (`Store.save_queue`)."""
+        return [(e.task, e.uncertainty, e.cluster) for e in self.entries]
 
 
 def effective_strategy(bundle: ModelBundle, policy: Policy) -> tuple[str, str]:

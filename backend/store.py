@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import logging
 from typing import Any, Iterable, Mapping, Sequence
 
+import numpy as np
 from redis import Redis
 
 from .labelconfig import LabelConfigError, parse_label_config
@@ -21,6 +22,7 @@ from .labelconfig import LabelConfigError, parse_label_config
 log = logging.getLogger(__name__)
 PREFIX = "lsb"
 MAX_DATA_FIELDS = 32
+QUEUE_ENTRY = np.dtype([("task", "<i8"), ("uncertainty", "<f4"), ("cluster", "<i4")])  # 16 bytes a ranked task
 
 # KEYS: annotations, annotation labels, annotation times, tombstones, texts, change sequence
 # ARGV: annotation id, updated_at, record json, labels json, task id, task data json
@@ -226,18 +228,51 @@ class Store:
             value = {str(task): _dumps({"v": version, "c": choices}) for task, choices in predicted.items()}
             self.redis.hset(key(project, "predicted"), mapping=value)
 
-    # -- the queue ---------------------------------------------------------------------------
-    def save_queue(self, project: int, queue: dict[str, Any], stability: dict[str, Any] | None) -> None:
+    # -- the queue: its summary (JSON) and every ranked task in order, packed (`QUEUE_ENTRY`) ----------
+    def request_ranking(self, project: int) -> int:
+        """Count one more reason to rank the project again; a ranking that read this count (or a
+        later one) before it started covers it (`save_queue`)."""
+        return int(self.redis.incr(key(project, "rank_requested")))
+
+    def ranking_requests(self, project: int) -> int:
+        return int(self.redis.get(key(project, "rank_requested")) or 0)
+
+    def save_queue(
+        self, project: int, summary: dict[str, Any], order: Sequence[Sequence[Any]], stability: dict[str, Any] | None,
+        covers: int,
+    ) -> None:
+        """Store a ranking: `summary` (version, strategy, reason, size...) and `order`, every task
+        as (task, uncertainty, cluster) from first to last; `covers`: the `ranking_requests` count
+        read before ranking started."""
+        packed = np.array([tuple(e) for e in order], dtype=QUEUE_ENTRY).tobytes() if len(order) else b""
         pipe = self.redis.pipeline()
-        pipe.set(key(project, "queue"), _dumps({**queue, "generated_at": time.time()}))
+        pipe.set(key(project, "queue"), _dumps({**summary, "size": len(order), "covers": covers, "generated_at": time.time()}))
+        pipe.set(key(project, "queue_order"), packed)
         if stability:
             pipe.rpush(key(project, "stability"), _dumps(stability))
             pipe.ltrim(key(project, "stability"), -50, -1)
         pipe.execute()
 
     def queue(self, project: int) -> dict[str, Any] | None:
+        """The summary of the latest ranking (None before the first)."""
         raw = self.redis.get(key(project, "queue"))
         return json.loads(raw) if raw else None
+
+    def queue_entries(self, project: int, start: int, count: int) -> list[dict[str, Any]]:
+        """Ranked tasks `start` to `start + count` (fewer at the end) of the latest ranking, with
+        their position and LS `score` (position / size: ascending = served first)."""
+        size = QUEUE_ENTRY.itemsize
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.strlen(key(project, "queue_order"))
+        pipe.getrange(key(project, "queue_order"), start * size, (start + count) * size - 1)
+        total, raw = pipe.execute()
+        n = total // size
+        rows = np.frombuffer(raw[: len(raw) // size * size], dtype=QUEUE_ENTRY)
+        return [
+            {"task": int(task), "position": start + i, "score": round((start + i) / n, 6),
+             "uncertainty": round(float(uncertainty), 6), "cluster": int(cluster)}
+            for i, (task, uncertainty, cluster) in enumerate(rows.tolist())
+        ]
 
     def stability(self, project: int) -> list[dict[str, Any]]:
         return [json.loads(x) for x in self.redis.lrange(key(project, "stability"), 0, -1)]
@@ -268,6 +303,14 @@ class Store:
 
     def meta(self, project: int) -> dict[str, str]:
         return {k.decode(): v.decode() for k, v in self.redis.hgetall(key(project, "meta")).items()}
+
+    def known(self, project: int) -> bool:
+        """Has the backend ever heard of this project (a /setup, a config, tasks or a ranking)?"""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.sismember(f"{PREFIX}:projects", int(project))
+        pipe.exists(key(project, "pool"), key(project, "queue"), key(project, "ann"))
+        member, found = pipe.execute()
+        return bool(member) or bool(found)
 
     def projects(self) -> list[int]:
         return sorted(int(p) for p in self.redis.smembers(f"{PREFIX}:projects"))

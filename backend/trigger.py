@@ -18,7 +18,7 @@ from rq.serializers import JSONSerializer
 
 from . import audit
 from .config import Settings
-from .store import key
+from .store import Store, key
 
 # Replace the queued-job flag only if it still holds what we read (nothing, or a job that ended).
 _CLAIM = """
@@ -48,9 +48,28 @@ def retrain_queue(settings: Settings, redis: Redis) -> Queue:
     return Queue(settings.queue_name, connection=redis, serializer=JSONSerializer, default_timeout=settings.job_timeout)
 
 
-def queued_job(redis: Redis, project: int) -> str | None:
-    raw = redis.get(key(project, "queued"))
+def rank_queue(settings: Settings, redis: Redis) -> Queue:
+    """Ranking jobs have a queue of their own, worked beside the retrain queue, so a new pool is
+    ranked while a training runs."""
+    return Queue(f"{settings.queue_name}-rank", connection=redis, serializer=JSONSerializer, default_timeout=settings.job_timeout)
+
+
+def queued_job(redis: Redis, project: int, flag: str = "queued") -> str | None:
+    raw = redis.get(key(project, flag))
     return raw.decode() if raw else None
+
+
+def _claim(settings: Settings, redis: Redis, project: int, flag: str, prefix: str) -> Request:
+    """A new job id for `project` in `flag`, unless a job there is still waiting to start (then
+    that one, with `enqueued` False: the caller enqueues only a claimed id)."""
+    current = queued_job(redis, project, flag)
+    if current and _still_waiting(redis, current):
+        return Request(current, False)
+    job_id = f"{prefix}-{int(project)}-{uuid.uuid4().hex[:12]}"
+    claimed = redis.register_script(_CLAIM)(keys=[key(project, flag)], args=[current or "", job_id, settings.job_timeout * 4])
+    if not claimed:  # another request replaced the flag first: its job is the one waiting
+        return Request(queued_job(redis, project, flag) or job_id, False)
+    return Request(job_id, True)
 
 
 def request_retrain(
@@ -58,28 +77,37 @@ def request_retrain(
 ) -> Request:
     """Enqueue a retrain of `project` unless one is already waiting to start (each enqueued one is
     recorded in the audit trail with its reason and who asked)."""
-    flag = key(project, "queued")
-    current = queued_job(redis, project)
-    if current and _still_waiting(redis, current):
-        return Request(current, False)
-    job_id = f"retrain-{int(project)}-{uuid.uuid4().hex[:12]}"
-    claimed = redis.register_script(_CLAIM)(keys=[flag], args=[current or "", job_id, settings.job_timeout * 4])
-    if not claimed:  # another request replaced the flag first: its job is the one waiting
-        return Request(queued_job(redis, project) or job_id, False)
+    request = _claim(settings, redis, project, "queued", "retrain")
+    if not request.enqueued:
+        return request
     retrain_queue(settings, redis).enqueue(
         "backend.job.retrain",
         int(project),
         reason,
         full_sync,
-        job_id=job_id,
+        job_id=request.job_id,
         retry=Retry(max=settings.job_retries),
         job_timeout=settings.job_timeout,
         result_ttl=3600,
         failure_ttl=7 * 24 * 3600,
         description=f"retrain project {int(project)}: {reason}",
     )
-    audit.record(redis, project, "trigger", actor, reason, job_id=job_id, full_sync=full_sync)
-    return Request(job_id, True)
+    audit.record(redis, project, "trigger", actor, reason, job_id=request.job_id, full_sync=full_sync)
+    return request
+
+
+def request_ranking(settings: Settings, redis: Redis, project: int) -> Request:
+    """Rank `project`'s stored pool again soon (new tasks), coalesced like retrains: every request
+    counts (`Store.request_ranking`), one job waits at most."""
+    Store(redis).request_ranking(project)
+    request = _claim(settings, redis, project, "rank_queued", "rank")
+    if request.enqueued:
+        rank_queue(settings, redis).enqueue(
+            "backend.job.rank_job", int(project), job_id=request.job_id, retry=Retry(max=settings.job_retries),
+            job_timeout=settings.job_timeout, result_ttl=600, failure_ttl=7 * 24 * 3600,
+            description=f"rank project {int(project)}'s pool",
+        )
+    return request
 
 
 def _still_waiting(redis: Redis, job_id: str) -> bool:

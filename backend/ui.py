@@ -60,7 +60,7 @@ def project_view(project: int) -> dict[str, Any]:
         "curve": Markup(learning_curve(history, lifetime)),
         "state": state,
         "queue": queue,
-        "queue_head": (queue or {}).get("tasks", [])[:10],
+        "queue_head": rt.store.queue_entries(project, 0, 10) if queue else [],
         "jobs": recent_jobs(project),
         "mislabels": rt.store.mislabels(project),
         "stability": (rt.store.stability(project) or [None])[-1],

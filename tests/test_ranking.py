@@ -50,7 +50,60 @@ def test_queue_drops_tasks_labeled_since_and_validates_its_input(client, tweets)
     assert first not in [t["task"] for t in queue(client, 5)["tasks"]]
     assert client.get("/queue?project=abc").status_code == 400
     assert client.get("/queue?project=1&limit=0").status_code == 400
-    assert client.get("/queue?project=77").json["reason"] == "not ranked yet"
+    unknown = client.get("/queue?project=77")
+    assert unknown.status_code == 404 and "unknown" in unknown.json["error"]
+
+
+def test_a_new_pool_is_pending_then_ranked_at_once_even_while_a_training_runs(client, runtime, tweets, monkeypatch):
+    import threading
+    import time
+
+    from backend import job
+
+    client.post("/setup", json={"project": 1, "schema": LABEL_CONFIG})
+    fresh = client.get("/queue?project=1")
+    assert fresh.status_code == 200 and fresh.json["pending"] is True and fresh.headers["Retry-After"] == "1"
+    wait_for(lambda: queue(client)["pending"] is False, timeout=30)
+    assert queue(client)["tasks"] == []  # ranked: nothing to label, which is not "wait"
+
+    release = threading.Event()
+    training = threading.Event()
+    real = job.train_project
+
+    def slow_training(*args, **kwargs):
+        training.set()
+        release.wait(60)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(job, "train_project", slow_training)
+    for i in range(5):
+        client.post("/webhook", json=annotation_event(i + 1, i + 1, tweets.texts[i], tweets.labels[i]))
+    client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}})
+    assert training.wait(30)
+    started = time.monotonic()
+    answer = client.post("/webhook", json=pool_event(tweets, 1000, 1500)).json
+    assert answer["ranking"]["enqueued"] and "retrain" not in answer
+    assert queue(client)["pending"] is True
+    ranked = wait_for(lambda: (q := queue(client)) and not q["pending"] and q["size"] and q, timeout=30)
+    waited = time.monotonic() - started
+    release.set()
+    assert ranked["size"] == 500 and len(ranked["tasks"]) == 500
+    assert waited < 10  # ranked while the training still ran (the README's figure is measured by bench)
+
+
+def test_limit_gives_k_tasks_while_k_ranked_tasks_are_unlabeled(client, tweets):
+    client.post("/setup", json={"project": 1, "schema": LABEL_CONFIG})
+    client.put("/projects/1/settings", json={"retrain_threshold": 100_000})
+    client.post("/webhook", json=pool_event(tweets, 1000, 1800))
+    ranked = wait_for(lambda: (q := queue(client, 1000)) and not q["pending"] and q["size"] == 800 and q, timeout=60)
+    order = [t["task"] for t in ranked["tasks"]]
+    assert len(order) == 800
+    for n, task in enumerate(order[:700]):  # annotated since the ranking, which is not redone
+        client.post("/webhook", json=annotation_event(50_000 + n, task, "x", "positive"))
+    left = queue(client, 100)
+    assert [t["task"] for t in left["tasks"]] == order[700:]
+    assert [t["position"] for t in left["tasks"]] == list(range(700, 800))
+    assert len(queue(client, 1000)["tasks"]) == 100
 
 
 def test_settings_api_and_extra_params(client):
