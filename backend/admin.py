@@ -8,7 +8,7 @@ from flask import Blueprint, Response, jsonify
 
 from . import audit, monitor
 from .api import json_body, runtime
-from .payload import InvalidPayload, project_id, require_object
+from .payload import MAX_PROJECT, InvalidPayload, project_id, require_object
 from .policy import QUEUE_SETTINGS, policy_for, validated
 from .registry import RegistryError
 from .trigger import request_retrain
@@ -19,10 +19,10 @@ STABLE_KAPPA = 0.98
 
 @admin.before_request
 def _known_project_range() -> None:
-    """Project ids follow the API's rule (1 to 10^12): no job or audit entry for project 0."""
+    """Backend project numbers (1 to MAX_PROJECT): no job or audit entry for project 0."""
     from flask import request as http
 
-    project_id((http.view_args or {}).get("project"))
+    project_id((http.view_args or {}).get("project"), limit=MAX_PROJECT)
 
 
 def actor() -> str:

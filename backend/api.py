@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
@@ -11,7 +12,7 @@ from redis.exceptions import RedisError
 from . import ingest, metrics, monitor
 from .labelconfig import LabelConfigError, parse_label_config
 from .openapi import OPENAPI
-from .payload import InvalidPayload, parse_json, parse_predict, parse_setup, parse_webhook
+from .payload import InvalidPayload, WebhookEvent, parse_json, parse_predict, parse_setup, parse_webhook
 from .runtime import Runtime
 from .store import texts_of
 from .trigger import request_ranking
@@ -54,10 +55,24 @@ def openapi() -> Response:
     return jsonify(OPENAPI)
 
 
+def backend_project(rt: Runtime, project: int, created: int | None) -> int:
+    """The backend project of an LS call (`Store.resolve_project`); the LS id when Redis is away."""
+    try:
+        return rt.store.resolve_project(project, created)
+    except RedisError:
+        return project
+
+
+def resolved(event: WebhookEvent) -> WebhookEvent:
+    """The event with its backend project."""
+    return event if event.project is None else replace(event, project=backend_project(runtime(), event.project, event.created))
+
+
 @api.post("/setup")
 def setup() -> Response:
     rt = runtime()
     req = parse_setup(json_body())
+    req = replace(req, project=backend_project(rt, req.project, req.created))
     if req.label_config is not None:
         try:
             parse_label_config(req.label_config)
@@ -80,6 +95,7 @@ def setup() -> Response:
 def predict() -> Response:
     rt = runtime()
     req = parse_predict(json_body(), rt.settings.max_tasks_per_request)
+    req = replace(req, project=backend_project(rt, req.project, req.created))
     try:
         config = parse_label_config(req.label_config)
     except LabelConfigError as exc:
@@ -111,7 +127,7 @@ def remember_unlabeled(rt: Runtime, project: int, config: Any, tasks: list[dict[
 @api.post("/webhook")
 def webhook() -> Response:
     body = json_body()
-    event = parse_webhook(body)
+    event = resolved(parse_webhook(body))
     if body.keys() == {"action"} and event.action in ingest.HANDLED:
         log.warning("webhook %s without a payload ignored: turn on send_payload in Label Studio", event.action)
         metrics.WEBHOOKS.labels(event.action, "ignored").inc()
@@ -133,7 +149,7 @@ def train_legacy() -> Response:
         body = {**body, "action": "START_TRAINING"}
         if isinstance(body.get("label_config"), str) and not isinstance(body.get("project"), dict):
             body["project"] = {"id": body.get("project"), "label_config": body["label_config"]}
-    return jsonify(ingest.handle(runtime(), parse_webhook(body)))
+    return jsonify(ingest.handle(runtime(), resolved(parse_webhook(body))))
 
 
 @api.get("/versions")

@@ -168,7 +168,7 @@ def find_mislabels(project: int, version: str) -> dict[str, Any]:
 def ls_client(runtime: Runtime, project: int) -> Any:
     settings = runtime.settings
     creds = labelstudio.credentials(settings.label_studio_url, settings.label_studio_api_key, runtime.store.meta(project))
-    return labelstudio.client(creds, timeout=settings.label_studio_timeout) if creds else None
+    return labelstudio.connect(creds, runtime.store.ls_project(project), timeout=settings.label_studio_timeout) if creds else None
 
 
 def sync(runtime: Runtime, ls: Any, project: int, full: bool) -> None:
@@ -227,7 +227,7 @@ def rank_pool(runtime: Runtime, project: int, ls: Any, stability: bool) -> Ranke
         version = served.version if served else UNTRAINED
         if ls is not None:
             try:
-                pool = labelstudio.unlabeled(ls, project)
+                pool = labelstudio.unlabeled(ls)
             except Exception as exc:
                 log.warning("project %s: could not list tasks in Label Studio (%s)", project, type(exc).__name__)
                 return None
@@ -271,7 +271,7 @@ def publish_queue(runtime: Runtime, ls: Any, project: int) -> dict[str, Any]:
         if registry.pointer(project) != pointer:
             return {"queue": len(queue.entries), "pushed": 0}  # a newer version was promoted meanwhile
         try:
-            pushed = labelstudio.push_predictions(ls, project, version, predictions, policy.uncertainty_sampling)
+            pushed = labelstudio.push_predictions(ls, version, predictions, policy.uncertainty_sampling)
         except Exception as exc:
             log.warning("project %s: could not push predictions to Label Studio (%s); retried by the next job", project, type(exc).__name__)
             return {"queue": len(queue.entries), "pushed": 0}

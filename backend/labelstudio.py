@@ -42,27 +42,36 @@ def credentials(settings_url: str, settings_key: str, meta: dict[str, str]) -> C
     return Credentials(url.rstrip("/"), token)
 
 
-def client(creds: Credentials, timeout: float = 30.0) -> Any:
+@dataclass(frozen=True)
+class Connection:
+    """One LS project reached through the SDK: the client and the project's id in that LS (which
+    is not the backend's project number for a second LS's project with a taken id)."""
+
+    client: Any
+    project: int
+
+
+def connect(creds: Credentials, project: int, timeout: float = 30.0) -> Connection:
     from label_studio_sdk import LabelStudio
 
-    return LabelStudio(base_url=creds.url, api_key=creds.token, timeout=timeout)
+    return Connection(LabelStudio(base_url=creds.url, api_key=creds.token, timeout=timeout), project)
 
 
 def _query(*items: dict[str, Any]) -> str:
     return json.dumps({"filters": {"conjunction": "and", "items": list(items)}})
 
 
-def labeled_tasks(ls: Any, project: int, since: float | None) -> Iterator[Any]:
+def labeled_tasks(ls: Connection, since: float | None) -> Iterator[Any]:
     items = [{"filter": "filter:tasks:total_annotations", "operator": "greater", "type": "Number", "value": 0}]
     if since:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(since))
         items.append({"filter": "filter:tasks:updated_at", "operator": "greater", "type": "Datetime", "value": stamp})
-    yield from ls.tasks.list(project=project, query=_query(*items), fields="all", page_size=PAGE_SIZE)
+    yield from ls.client.tasks.list(project=ls.project, query=_query(*items), fields="all", page_size=PAGE_SIZE)
 
 
-def unlabeled_tasks(ls: Any, project: int) -> Iterator[Any]:
+def unlabeled_tasks(ls: Connection) -> Iterator[Any]:
     item = {"filter": "filter:tasks:total_annotations", "operator": "equal", "type": "Number", "value": 0}
-    yield from ls.tasks.list(project=project, query=_query(item), fields="all", page_size=PAGE_SIZE)
+    yield from ls.client.tasks.list(project=ls.project, query=_query(item), fields="all", page_size=PAGE_SIZE)
 
 
 def _as_dict(value: Any) -> dict[str, Any]:
@@ -72,16 +81,17 @@ def _as_dict(value: Any) -> dict[str, Any]:
 
 
 def sync_annotations(
-    ls: Any, store: Store, project: int, texts_of: Callable[[dict[str, Any]], dict[str, str]], full: bool = False
+    ls: Connection, store: Store, project: int, texts_of: Callable[[dict[str, Any]], dict[str, str]], full: bool = False
 ) -> dict[str, int]:
-    """Pull labeled tasks from LS into the store; a full sync also removes what LS no longer has."""
+    """Pull labeled tasks from LS into the store of backend project `project`; a full sync also
+    removes what LS no longer has."""
     last = float(store.redis.get(key(project, "synced_at")) or 0)
     started = time.time()
     since = None if full or not last else last - SYNC_OVERLAP
     seen: set[int] = set()
     changed = 0
     batch: list[Annotation] = []
-    for task in labeled_tasks(ls, project, since):
+    for task in labeled_tasks(ls, since):
         data = {"id": task.id, "data": task.data or {}}
         for raw in task.annotations or []:
             raw = _as_dict(raw)
@@ -105,11 +115,11 @@ def sync_annotations(
     return {"changed": changed, "seen": len(seen), "removed": removed, "full": int(full)}
 
 
-def unlabeled(ls: Any, project: int) -> list[dict[str, Any]]:
-    return [{"id": t.id, "data": t.data or {}} for t in unlabeled_tasks(ls, project)]
+def unlabeled(ls: Connection) -> list[dict[str, Any]]:
+    return [{"id": t.id, "data": t.data or {}} for t in unlabeled_tasks(ls)]
 
 
-def push_predictions(ls: Any, project: int, version: str, predictions: list[dict[str, Any]], uncertainty_sampling: bool) -> int:
+def push_predictions(ls: Connection, version: str, predictions: list[dict[str, Any]], uncertainty_sampling: bool) -> int:
     """Store predictions in LS, then make `version` the project's model version.
 
     LS 1.23.2 drops `cluster` on bulk import (observed) but keeps it on single creates, so
@@ -118,22 +128,22 @@ def push_predictions(ls: Any, project: int, version: str, predictions: list[dict
     clustered = any(p.get("cluster") is not None for p in predictions)
     if clustered and len(predictions) <= SINGLE_PUSH_LIMIT:
         for prediction in predictions:
-            ls.predictions.create(**prediction)
+            ls.client.predictions.create(**prediction)
     else:
         for start in range(0, len(predictions), PUSH_BATCH):
             batch = [{k: v for k, v in p.items() if k != "cluster"} for p in predictions[start : start + PUSH_BATCH]]
-            ls.projects.import_predictions(id=project, request=batch)
+            ls.client.projects.import_predictions(id=ls.project, request=batch)
     if predictions:
         if uncertainty_sampling:
-            ls.projects.update(id=project, model_version=version, sampling="Uncertainty sampling")
+            ls.client.projects.update(id=ls.project, model_version=version, sampling="Uncertainty sampling")
         else:
-            ls.projects.update(id=project, model_version=version)
+            ls.client.projects.update(id=ls.project, model_version=version)
     return len(predictions)
 
 
-def push_mislabeling(ls: Any, predictions: list[dict[str, Any]]) -> int:
+def push_mislabeling(ls: Connection, predictions: list[dict[str, Any]]) -> int:
     """Store predictions carrying `mislabeling` on labeled tasks (one by one: only single creates
     are known to keep the extra fields); leaves the project's model version alone."""
     for prediction in predictions[:SINGLE_PUSH_LIMIT]:
-        ls.predictions.create(**prediction)
+        ls.client.predictions.create(**prediction)
     return min(len(predictions), SINGLE_PUSH_LIMIT)

@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from .audit import KINDS
+from .payload import MAX_LS_PROJECT, MAX_PROJECT
 from .policy import GATE_METRICS, STRATEGY_NAMES
 
-MAX_PROJECT = 10**12
 MAX_ID = 10**15
 
 
@@ -48,7 +48,7 @@ SCHEMAS: dict[str, Any] = {
               "properties": {"error": {"type": "string"}, "detail": {"type": "string"}}},
     "ProjectId": {
         "description": 'A project id: an integer, or the string LS sends to /setup and /predict ("<id>.<created_at>").',
-        "anyOf": [{"type": "integer", "minimum": 1, "maximum": MAX_PROJECT},
+        "anyOf": [{"type": "integer", "minimum": 1, "maximum": MAX_LS_PROJECT},
                   {"type": "string", "pattern": r"^[1-9][0-9]{0,11}(\.[0-9]*)?$"}],
     },
     "ProjectRef": {

@@ -54,7 +54,11 @@ def require_object(value: Any, what: str) -> dict[str, Any]:
     return value
 
 
-def project_id(value: Any, what: str = "project") -> int:
+MAX_LS_PROJECT = 10**12  # the largest project id accepted from LS
+MAX_PROJECT = 2 * 10**12  # backend project numbers: LS ids, then `Store.resolve_project`'s for another LS's same id
+
+
+def project_id(value: Any, what: str = "project", limit: int = MAX_LS_PROJECT) -> int:
     """LS sends `"<id>.<created_at>"` to /setup and /predict, an object or an int elsewhere."""
     if isinstance(value, dict):
         value = value.get("id")
@@ -69,9 +73,23 @@ def project_id(value: Any, what: str = "project") -> int:
         if not (head.isascii() and head.isdigit()) or len(head) > 12:  # int() refuses "²", which isdigit() allows
             raise InvalidPayload(f"{what} id must be a positive integer")
         value = int(head)
-    if not isinstance(value, int) or value <= 0 or value > 10**12:
+    if not isinstance(value, int) or value <= 0 or value > limit:
         raise InvalidPayload(f"{what} id must be a positive integer")
     return value
+
+
+def project_created(value: Any) -> int | None:
+    """When LS created the project, in whole epoch seconds: the `<created_at>` of `"<id>.<created_at>"`
+    (/setup, /predict) or the `created_at` of a project object (webhooks, START_TRAINING). With the
+    id it tells projects of different LS instances apart; None when the call does not carry it."""
+    if isinstance(value, str):
+        _, dot, tail = value.partition(".")
+        tail = tail.strip()
+        return int(tail) if dot and tail.isascii() and tail.isdigit() and len(tail) <= 12 else None
+    if isinstance(value, dict):
+        stamp = timestamp(value.get("created_at"))
+        return int(stamp) if stamp > 0 else None
+    return None
 
 
 def positive_int(value: Any, what: str) -> int:
@@ -99,6 +117,7 @@ class SetupRequest:
     hostname: str | None
     access_token: str | None
     extra_params: dict[str, Any]
+    created: int | None = None
 
 
 def parse_setup(body: Any) -> SetupRequest:
@@ -120,6 +139,7 @@ def parse_setup(body: Any) -> SetupRequest:
         hostname=hostname if isinstance(hostname, str) and hostname else None,
         access_token=token if isinstance(token, str) and token else None,
         extra_params=extra,
+        created=project_created(body.get("project")),
     )
 
 
@@ -129,6 +149,7 @@ class PredictRequest:
     label_config: str
     tasks: list[dict[str, Any]]
     context: Any = None
+    created: int | None = None
 
 
 def parse_predict(body: Any, max_tasks: int) -> PredictRequest:
@@ -147,6 +168,7 @@ def parse_predict(body: Any, max_tasks: int) -> PredictRequest:
         label_config=config,
         tasks=[t if isinstance(t, dict) else {} for t in tasks],
         context=params.get("context"),
+        created=project_created(body.get("project")),
     )
 
 
@@ -158,6 +180,7 @@ class WebhookEvent:
     annotations: list[dict[str, Any]] = field(default_factory=list)
     tasks: list[dict[str, Any]] = field(default_factory=list)
     deleted_ids: list[int] = field(default_factory=list)
+    created: int | None = None
 
 
 def parse_webhook(body: Any) -> WebhookEvent:
@@ -190,6 +213,7 @@ def parse_webhook(body: Any) -> WebhookEvent:
         annotations=annotations,
         tasks=tasks,
         deleted_ids=deleted,
+        created=project_created(project_raw),
     )
 
 

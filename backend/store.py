@@ -66,6 +66,22 @@ return 1
 """
 
 
+# KEYS: the LS id's instances (hash: creation stamp -> backend project), the counter of extra numbers
+# ARGV: LS project id, creation stamp, first extra number. Returns the backend project number.
+_RESOLVE = """
+local found = redis.call('HGET', KEYS[1], ARGV[2])
+if found then return tonumber(found) end
+if redis.call('HLEN', KEYS[1]) == 0 then
+  redis.call('HSET', KEYS[1], ARGV[2], ARGV[1])
+  return tonumber(ARGV[1])
+end
+local number = tonumber(ARGV[3]) + redis.call('INCR', KEYS[2]) - 1
+redis.call('HSET', KEYS[1], ARGV[2], number)
+return number
+"""
+EXTRA_PROJECTS = 10**12 + 1  # the first backend project number of another LS's project with a taken id
+
+
 def key(project: int, name: str) -> str:
     return f"{PREFIX}:{int(project)}:{name}"
 
@@ -104,6 +120,35 @@ class Store:
         self._upsert = redis.register_script(_UPSERT)
         self._delete = redis.register_script(_DELETE)
         self._due = redis.register_script(_DUE)
+        self._resolve = redis.register_script(_RESOLVE)
+        self._resolved: dict[tuple[int, int], int] = {}  # never changes once given: asked again only after a restart
+
+    # -- projects of several Label Studio instances ------------------------------------------------
+    def resolve_project(self, ls_project: int, created: int | None) -> int:
+        """The backend's number for LS project `ls_project` created at `created` (epoch seconds).
+
+        State is kept per backend project. The first LS project seen with an id keeps that id as its
+        number; a project with the same id and another creation time (a second or re-created LS)
+        gets a number of its own from EXTRA_PROJECTS on, so it never sees the first one's labels or
+        models. A call without a creation time (a bare id) is the id's first project."""
+        if created is None:
+            return ls_project
+        known = self._resolved.get((ls_project, created))
+        if known is not None:
+            return known
+        number = int(self._resolve(keys=[f"{PREFIX}:instances:{int(ls_project)}", f"{PREFIX}:extra_projects"],
+                                   args=[int(ls_project), int(created), EXTRA_PROJECTS]))
+        if number != ls_project and self.redis.hsetnx(key(number, "meta"), "ls_project", int(ls_project)):
+            log.warning("Label Studio project %s created at %s is not the project %s this backend knows (another or a "
+                        "re-created Label Studio): kept apart as backend project %s", ls_project, created, ls_project, number)
+        if len(self._resolved) < 100_000:
+            self._resolved[(ls_project, created)] = number
+        return number
+
+    def ls_project(self, project: int) -> int:
+        """The LS project id of a backend project (they differ only for `resolve_project`'s extras)."""
+        raw = self.redis.hget(key(project, "meta"), "ls_project")
+        return int(raw) if raw else int(project)
 
     # -- annotations ---------------------------------------------------------------------------
     def upsert(self, project: int, annotation: Annotation) -> int:

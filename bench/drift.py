@@ -56,14 +56,14 @@ def main() -> None:
 
     def serve(indices: list[int]) -> list[int]:
         tasks = [next(next_id) + 10**6 for _ in indices]
-        body = {"project": "1.1", "label_config": CONFIG,
+        body = {"project": "1.1700000000", "label_config": CONFIG,
                 "tasks": [{"id": t, "data": {"text": data.texts[i]}} for i, t in zip(indices, tasks)]}
         assert client.post("/predict", json=body).status_code == 200
         time.sleep(0.5)  # the background writer stores what monitoring keeps
         return tasks
 
     def version() -> str:
-        return client.post("/setup", json={"project": "1.1", "schema": CONFIG}).json["model_version"]
+        return client.post("/setup", json={"project": "1.1700000000", "schema": CONFIG}).json["model_version"]
 
     def report(phase: str, served: str) -> None:
         record = runtime.registry.record(1, served) or {}

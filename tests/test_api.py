@@ -21,7 +21,7 @@ MULTI = """<View><Text name="text" value="$text"/>
 </View>"""
 
 
-def predict(client, tasks, config=LABEL_CONFIG, project="1.1795336872"):
+def predict(client, tasks, config=LABEL_CONFIG, project="1.1700000000"):
     return client.post("/predict", json={"tasks": tasks, "project": project, "label_config": config, "params": {"context": None}})
 
 
@@ -34,7 +34,7 @@ def train(client, tweets, n=120, project=1, config=LABEL_CONFIG, extra=None):
         assert client.post("/webhook", json=event).status_code == 200
     client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": project}})
     return wait_for(
-        lambda: (v := client.post("/setup", json={"project": f"{project}.1", "schema": config}).json["model_version"]) != "untrained" and v,
+        lambda: (v := client.post("/setup", json={"project": f"{project}.1700000000", "schema": config}).json["model_version"]) != "untrained" and v,
         timeout=60,
     )
 
@@ -47,7 +47,7 @@ def test_health_and_root(client):
 
 
 def test_setup_returns_untrained_then_the_current_version(client, tweets, runtime):
-    body = {"project": "1.1795336872", "schema": LABEL_CONFIG, "hostname": "http://127.0.0.1:8080",
+    body = {"project": "1.1700000000", "schema": LABEL_CONFIG, "hostname": "http://127.0.0.1:8080",
             "access_token": "tok", "extra_params": json.dumps({"k": 1})}
     assert client.post("/setup", json=body).json == {"model_version": "untrained"}
     meta = runtime.store.meta(1)
@@ -99,7 +99,7 @@ def test_several_controls_and_multi_label(client, tweets):
         )
 
     version = train(client, tweets, n=200, project=2, config=MULTI, extra=add_flags)
-    results = predict(client, [{"id": 1, "data": {"text": "@united thanks for the flight"}}], config=MULTI, project="2.5").json["results"]
+    results = predict(client, [{"id": 1, "data": {"text": "@united thanks for the flight"}}], config=MULTI, project="2.1700000000").json["results"]
     regions = {r["from_name"]: r for r in results[0]["result"]}
     assert results[0]["model_version"] == version
     assert set(regions) == {"sentiment", "flags"}
@@ -290,3 +290,30 @@ def test_remembered_tasks_are_the_stores_texts_of_each_unlabeled_task():
                     expected[task["id"]] = found
         assert submitted == [("remember", 7, expected)]
         assert [list(data.items()) for data in submitted[0][2].values()] == [list(data.items()) for data in expected.values()]
+
+
+def test_a_second_label_studio_with_the_same_project_id_gets_none_of_the_first_ones_state(client, tweets):
+    from datetime import datetime, timezone
+
+    first_created, second_created = 1700000000, 1801234567
+    iso = datetime.fromtimestamp(second_created + 0.25, timezone.utc).isoformat().replace("+00:00", "Z")  # as LS sends it
+    client.post("/setup", json={"project": f"1.{first_created}", "schema": LABEL_CONFIG, "hostname": "http://ls-one:8080"})
+    version = train(client, tweets)  # webhooks with a bare project id: the id's first project
+    assert version != "untrained"
+
+    other = client.post("/setup", json={"project": f"1.{second_created}", "schema": LABEL_CONFIG, "hostname": "http://ls-two:8080"})
+    assert other.json["model_version"] == "untrained"
+    body = {"tasks": [{"id": 1, "data": {"text": tweets.texts[0]}}], "project": f"1.{second_created}", "label_config": LABEL_CONFIG}
+    assert client.post("/predict", json=body).json["results"][0]["model_version"] == "untrained"
+    first = client.post("/predict", json={**body, "project": f"1.{first_created}"}).json["results"][0]
+    assert first["model_version"] == version
+
+    project = {"id": 1, "created_at": iso, "label_config": LABEL_CONFIG}
+    for i in range(3):
+        event = annotation_event(90_000 + i, 90_000 + i, tweets.texts[i], tweets.labels[i])
+        event["project"] = project
+        assert client.post("/webhook", json=event).status_code == 200
+    assert client.get("/projects/1/labels").json["labeled_tasks"] == 120  # the first project's labels, untouched
+    extra = client.get(f"/projects/{10**12 + 1}/labels").json
+    assert extra["labeled_tasks"] == 3
+    assert client.post("/setup", json={"project": f"1.{first_created}", "schema": LABEL_CONFIG}).json["model_version"] == version

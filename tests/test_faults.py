@@ -587,7 +587,7 @@ def test_f13_hot_swap_under_concurrent_load_fails_no_request(services, tweets, t
         while not stop.is_set():
             sent = time.monotonic()
             response = session.post(f"{url}/predict", json={"tasks": [{"id": 1, "data": {"text": "on time, thanks"}}],
-                                                            "project": "1.1", "label_config": LABEL_CONFIG}, timeout=10)
+                                                            "project": "1.1700000000", "label_config": LABEL_CONFIG}, timeout=10)
             version = response.json()["results"][0]["model_version"] if response.status_code == 200 else ""
             with lock:
                 results.append((sent, time.monotonic(), response.status_code, int(response.headers.get("X-Backend-Worker", 0)), version))
@@ -694,7 +694,7 @@ def test_f18_label_studio_unreachable_or_silent_times_out_keeps_the_model_and_ne
     assert "could not sync from Label Studio" in worker.log.read_text()
     worker.stop()
     with Silent() as silent:
-        setup = {"project": "1.1", "schema": LABEL_CONFIG, "hostname": silent, "access_token": setup_key}
+        setup = {"project": "1.1700000000", "schema": LABEL_CONFIG, "hostname": silent, "access_token": setup_key}
         assert requests.post(f"{url}/setup", json=setup, timeout=5).status_code == 200
         worker = services.worker(LABEL_STUDIO_TIMEOUT="1", LOG_LEVEL="DEBUG")
         second = start_training(url)

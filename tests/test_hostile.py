@@ -23,8 +23,8 @@ from tests.conftest import LABEL_CONFIG, annotation_event, wait_for
 
 SETTINGS = "/projects/1/settings"
 VALID = {  # a body each JSON route accepts (rollback: a well-formed request for a version that does not exist)
-    ("POST", "/setup"): {"project": "1.1795336872", "schema": LABEL_CONFIG},
-    ("POST", "/predict"): {"project": "1.1795336872", "label_config": LABEL_CONFIG, "tasks": [{"id": 7, "data": {"text": "hi"}}]},
+    ("POST", "/setup"): {"project": "1.1700000000", "schema": LABEL_CONFIG},
+    ("POST", "/predict"): {"project": "1.1700000000", "label_config": LABEL_CONFIG, "tasks": [{"id": 7, "data": {"text": "hi"}}]},
     ("POST", "/webhook"): annotation_event(50, 50, "fine flight", "positive"),
     ("POST", "/train"): {"project": 1},
     ("POST", "/projects/1/rollback"): {"version": "p1-v1"},
@@ -157,7 +157,7 @@ def test_bad_project_ids_are_400_without_a_job(client, seeded, route, name):
     refused(client, seeded, "POST", route.split()[0], 400, data=body, headers={"Content-Type": "application/json"})
 
 
-@pytest.mark.parametrize("path", ["/projects/0/train", "/projects/0/models", f"/projects/{10**12 + 1}/settings"])
+@pytest.mark.parametrize("path", ["/projects/0/train", "/projects/0/models", f"/projects/{2 * 10**12 + 1}/settings"])
 def test_admin_routes_refuse_project_ids_outside_the_api_range(client, seeded, path):
     refused(client, seeded, "POST" if path.endswith("train") else "GET", path, 400)
 

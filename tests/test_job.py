@@ -43,7 +43,7 @@ def settled(registry: Registry, project: int, changes: int, timeout: float = 90)
 
 def predict(url: str, texts: list[str], project: int = 1) -> requests.Response:
     tasks = [{"id": i, "data": {"text": t}} for i, t in enumerate(texts)]
-    return requests.post(f"{url}/predict", json={"tasks": tasks, "project": f"{project}.1", "label_config": LABEL_CONFIG}, timeout=30)
+    return requests.post(f"{url}/predict", json={"tasks": tasks, "project": f"{project}.1700000000", "label_config": LABEL_CONFIG}, timeout=30)
 
 
 def accuracy(registry: Registry, record: dict, tweets, project: int = 1) -> float:

@@ -62,10 +62,10 @@ def schema_of(name: str) -> dict:
 
 
 @pytest.mark.parametrize("name,body", [
-    ("SetupRequest", {"project": "1.1795336872", "schema": LABEL_CONFIG, "hostname": "http://localhost:8080",
+    ("SetupRequest", {"project": "1.1700000000", "schema": LABEL_CONFIG, "hostname": "http://localhost:8080",
                       "access_token": "t", "extra_params": '{"strategy": "entropy"}'}),
     ("SetupRequest", {"project": 3, "label_config": LABEL_CONFIG, "extra_params": {"batch_size": 5}}),
-    ("PredictRequest", {"tasks": [{"id": 1, "data": {"text": "x"}}], "project": "1.1795336872", "label_config": LABEL_CONFIG,
+    ("PredictRequest", {"tasks": [{"id": 1, "data": {"text": "x"}}], "project": "1.1700000000", "label_config": LABEL_CONFIG,
                         "params": {"login": None, "password": None, "context": None}}),
     ("WebhookEvent", annotation_event(1, 2, "text", "positive")),
     ("WebhookEvent", {"action": "ANNOTATIONS_DELETED", "annotations": [{"id": 10}], "project": {"id": 2}}),

@@ -76,3 +76,13 @@ def test_webhook_shapes_as_ls_sends_them():
     start = parse_webhook({"action": "START_TRAINING", "project": {"id": 4}})
     assert start.project == 4 and not start.annotations
     assert parse_webhook({"action": "ANNOTATION_CREATED"}).project is None
+
+
+@pytest.mark.parametrize("value,expected", [
+    ("1.1795336872", 1795336872), ("1", None), ("1.", None), (7, None), ({"id": 3}, None),
+    ({"id": 3, "created_at": "2026-11-30T10:00:00.999000Z"}, 1796032800), ({"id": 3, "created_at": "soon"}, None),
+])
+def test_project_created_is_the_stamp_of_either_form(value, expected):
+    from backend.payload import project_created
+
+    assert project_created(value) == expected

@@ -103,7 +103,7 @@ def test_secrets_never_reach_any_log_at_debug_level(services, monkeypatch, recor
         assert response.status_code == status, (path, response.text)
         assert token not in response.text and password not in response.text
 
-    setup = {"project": "1.1795336872", "schema": LABEL_CONFIG, "hostname": recorder.url, "access_token": token}
+    setup = {"project": "1.1700000000", "schema": LABEL_CONFIG, "hostname": recorder.url, "access_token": token}
     post("/setup", setup)
     post("/setup", {**setup, "extra_params": "{" + token}, 400)
     post("/setup", {**setup, "schema": "<View><" + token}, 400)
