@@ -217,28 +217,6 @@ class SparseLinear:
         return cls(seen.astype(np.int32), idf, unseen_idf, coef, intercept, link)
 
 
-def _sklearn_classifier(linear: SparseLinear, columns: Sequence[str]) -> Any:
-    """A scikit-learn classifier with `linear`'s weights, for code that reads `coef_` (ranking,
-    the simulator): the `build_classifier` model that `fit` returned, rebuilt."""
-    from sklearn.preprocessing import LabelBinarizer
-
-    coef, outputs = linear.full_coef(), linear.coef.shape[1]
-
-    def sgd(rows: slice, classes: Sequence[Any]) -> Any:
-        model = build_classifier()
-        model.coef_, model.intercept_ = np.asfortranarray(coef[rows]), linear.intercept[rows].copy()
-        model.classes_, model.n_features_in_ = np.asarray(classes), N_FEATURES
-        return model
-
-    if linear.link == MULTICLASS:
-        return sgd(slice(0, outputs), list(columns))
-    classifier = build_classifier(multiple=True)
-    classifier.estimators_ = [sgd(slice(k, k + 1), [0, 1]) for k in range(outputs)]
-    classifier.label_binarizer_ = LabelBinarizer(sparse_output=True).fit(np.array([[0] * outputs, [1] * outputs]))
-    classifier.n_features_in_ = N_FEATURES
-    return classifier
-
-
 @dataclass
 class ControlModel:
     """A fitted model for one control, returning probabilities over `labels` in that order."""
@@ -255,13 +233,6 @@ class ControlModel:
     def idf(self) -> np.ndarray:
         """The idf of every hashed column (a new array on every call)."""
         return self.linear.full_idf() if self.linear is not None else np.zeros(0, dtype=np.float32)
-
-    @property
-    def classifier(self) -> Any:
-        """The scikit-learn classifier (rebuilt, importing scikit-learn, for a loaded model)."""
-        if self.fitted is None and self.linear is not None:
-            self.fitted = _sklearn_classifier(self.linear, self.columns)
-        return self.fitted
 
     @classmethod
     def fit(

@@ -29,11 +29,11 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from backend.datasets import load_tweets
+from lab.datasets import load_tweets
 from backend.registry import Registry
 
 from . import loop, memory, model, predict
-from .processes import Deployment
+from lab.processes import Deployment
 
 PARTS = ("webhook", "feedback", "predict", "memory", "ranking", "retrain", "kernels")
 

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from backend import drift, monitor  # noqa: E402
 from backend.app import create_app  # noqa: E402
 from backend.config import Settings  # noqa: E402
-from backend.datasets import load_tweets  # noqa: E402
+from lab.datasets import load_tweets  # noqa: E402
 from backend.runtime import Runtime  # noqa: E402
 
 CONFIG = (Path(__file__).resolve().parents[1] / "label_config.xml").read_text()

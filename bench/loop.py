@@ -11,8 +11,8 @@ from typing import Sequence
 
 from backend.registry import Registry
 
-from .client import LABEL_CONFIG, Client, Load, annotation_event, predict_body, run_load
-from .processes import wait_for
+from lab.client import LABEL_CONFIG, Client, Load, annotation_event, predict_body, run_load
+from lab.processes import wait_for
 
 
 def event_body(project: int, i: int, texts: Sequence[str], labels: Sequence[str]) -> bytes:

@@ -7,9 +7,9 @@ from typing import Sequence
 
 from backend.registry import Registry
 
-from .client import Client, predict_body
+from lab.client import Client, predict_body
 from .model import trained
-from .processes import wait_for
+from lab.processes import wait_for
 
 
 def publish(registry: Registry, project: int, texts: Sequence[str], labels: Sequence[str]) -> str:

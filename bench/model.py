@@ -16,7 +16,7 @@ from backend.ranking import rank
 from backend.store import LabeledTask
 from backend.training import build_snapshot, train_and_judge
 
-from .client import LABEL_CONFIG
+from lab.client import LABEL_CONFIG
 
 CONFIG = parse_label_config(LABEL_CONFIG)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Sequence
 
-from .client import Load, Reply, predict_body, run_load
+from lab.client import Load, Reply, predict_body, run_load
 
 VARIANTS = 8  # distinct request bodies per batch size, encoded before the clock starts
 FIRST_TASK = 10**6  # task ids of predicted tasks, clear of the labeled ones

@@ -10,11 +10,11 @@ from pathlib import Path
 import fakeredis
 import pytest
 
-from bench.client import LABEL_CONFIG, annotation_event  # noqa: F401 (tests import them from here)
-from bench.processes import Process, Services, free_port, healthy, start_redis, wait_for  # noqa: F401
+from lab.client import LABEL_CONFIG, annotation_event  # noqa: F401 (tests import them from here)
+from lab.processes import Process, Services, free_port, healthy, start_redis, wait_for  # noqa: F401
 from backend.app import create_app
 from backend.config import Settings
-from backend.datasets import LabeledTexts, load_tweets
+from lab.datasets import LabeledTexts, load_tweets
 from backend.runtime import Runtime
 
 ROOT = Path(__file__).resolve().parent.parent

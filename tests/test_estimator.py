@@ -1,10 +1,12 @@
 import hashlib
+from typing import Any, Sequence
 
 import numpy as np
 import pytest
 import skops.io as sio
 
-from backend.estimator import ALPHA, LEGACY_FORMAT, MAX_ALPHA, PRIOR, ControlModel, ModelBundle, alpha_for, weigh
+from backend.estimator import (ALPHA, LEGACY_FORMAT, MAX_ALPHA, MULTICLASS, PRIOR, ControlModel, ModelBundle, SparseLinear,
+                               alpha_for, build_classifier, weigh)
 from backend.hashing import N_FEATURES, hash_texts
 from backend.registry import NotPlain, Registry, RegistryError, read_plain
 
@@ -66,7 +68,7 @@ def test_a_multi_label_control_with_one_varying_label_gives_that_labels_probabil
 
 def test_a_loaded_model_rebuilds_its_scikit_learn_classifier_on_demand(tmp_path, fitted, unseen):
     loaded, _ = save_and_load(tmp_path, fitted)
-    rebuilt = loaded.classifier
+    rebuilt = sklearn_classifier(loaded.linear, loaded.columns)
     assert np.array_equal(rebuilt.coef_, fitted.fitted.coef_) and np.array_equal(rebuilt.intercept_, fitted.fitted.intercept_)
     assert list(rebuilt.classes_) == list(fitted.fitted.classes_)
     assert np.array_equal(rebuilt.predict_proba(weigh(loaded.idf, unseen)), fitted.predict_proba(features=unseen))
@@ -142,3 +144,25 @@ def test_regularisation_fades_as_labels_grow_from_the_cap_to_the_floor(tweets):
     assert small.fitted.alpha == MAX_ALPHA
     fixed = ControlModel.fit(tweets.texts[:300], [[y] for y in tweets.labels[:300]], LABELS, False, alpha=ALPHA)
     assert fixed.fitted.alpha == ALPHA
+
+
+def sklearn_classifier(linear: SparseLinear, columns: Sequence[str]) -> Any:
+    """A scikit-learn classifier with `linear`'s weights: the `build_classifier` model that `fit`
+    returned, rebuilt (shows that `SparseLinear` keeps everything the classifier had)."""
+    from sklearn.preprocessing import LabelBinarizer
+
+    coef, outputs = linear.full_coef(), linear.coef.shape[1]
+
+    def sgd(rows: slice, classes: Sequence[Any]) -> Any:
+        model = build_classifier()
+        model.coef_, model.intercept_ = np.asfortranarray(coef[rows]), linear.intercept[rows].copy()
+        model.classes_, model.n_features_in_ = np.asarray(classes), N_FEATURES
+        return model
+
+    if linear.link == MULTICLASS:
+        return sgd(slice(0, outputs), list(columns))
+    classifier = build_classifier(multiple=True)
+    classifier.estimators_ = [sgd(slice(k, k + 1), [0, 1]) for k in range(outputs)]
+    classifier.label_binarizer_ = LabelBinarizer(sparse_output=True).fit(np.array([[0] * outputs, [1] * outputs]))
+    classifier.n_features_in_ = N_FEATURES
+    return classifier

@@ -350,10 +350,10 @@ def web_with_auth(services, monkeypatch, user: str, password: str, **env: str) -
     """`services.web()` for a gunicorn with Basic auth on (its health check sends the credentials)."""
     import functools
 
-    import bench.processes
+    import lab.processes
 
     header = {"Authorization": basic_header(user, password)}
-    monkeypatch.setattr(bench.processes, "healthy", functools.partial(bench.processes.healthy, headers=header))
+    monkeypatch.setattr(lab.processes, "healthy", functools.partial(lab.processes.healthy, headers=header))
     return services.web(BASIC_AUTH_USER=user, BASIC_AUTH_PASS=password, **env)
 
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from scipy.special import expit
 
-from backend import priors
+from lab import priors
 
 
 def test_frequencies_follow_the_given_class_order():

@@ -6,11 +6,11 @@ import pytest
 from scipy import sparse
 from sklearn.preprocessing import normalize
 
-from backend.cli import main
+from lab.__main__ import main
 from backend.estimator import ALPHA, ControlModel, alpha_for
 from backend.hashing import hash_texts
 from backend import pool as pool_scoring
-from backend.simulator import Variant, parse_strategies, pseudo_labeled, representativeness, shifted
+from lab.simulator import Variant, parse_strategies, pseudo_labeled, representativeness, shifted
 
 
 def labeled_csv(path, tweets, n):

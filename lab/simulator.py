@@ -1,6 +1,6 @@
 """Learning-curve simulator: the real train and ranking code, an oracle annotator, random as control.
 
-    python -m backend simulate --dataset tweets --strategy default --budget 1500 --batch 20 --seeds 3
+    python -m lab simulate --dataset tweets --strategy default --budget 1500 --batch 20 --seeds 3
 
 Each run starts from an empty labeled set, asks the strategy for the next batch of the pool
 (stratified 80/20 pool/test split, seed 0), has the oracle label it, retrains from scratch and
@@ -34,14 +34,15 @@ import scipy.sparse as sp
 from sklearn.metrics import accuracy_score, f1_score
 from sklearn.preprocessing import normalize
 
+from backend import pool as pool_scoring
+from backend import strategy as strategies
+from backend.estimator import PRIOR, ControlModel, alpha_for
+from backend.hashing import hash_texts
+from backend.policy import Policy
+from backend.pool import Segment, features as pool_features
+
 from . import priors
-from . import strategy as strategies
 from .datasets import load_dataset, stratified_split
-from .estimator import PRIOR, ControlModel, alpha_for
-from .hashing import hash_texts
-from . import pool as pool_scoring
-from .policy import Policy
-from .pool import Segment, features as pool_features
 
 
 @dataclass

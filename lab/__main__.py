@@ -1,0 +1,47 @@
+"""Command line of the experiments: `python -m lab simulate` (learning curves, `lab/simulator.py`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+
+def _strategies(text: str) -> str:
+    from .simulator import parse_strategies
+
+    try:
+        parse_strategies(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
+
+
+def simulate(args: argparse.Namespace) -> int:
+    from .simulator import simulate as run
+
+    summary = run(args.dataset, args.strategy, args.budget, args.batch, args.seeds, Path(args.out), jobs=args.jobs)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lab", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("simulate", help="learning curves of a strategy against random order")
+    p.add_argument("--dataset", default="tweets", help="tweets, or a CSV/JSON file of text,label")
+    p.add_argument("--strategy", default="default", type=_strategies,
+                   help="a strategy or a comma-separated list, each base[:key=value...] (see lab/simulator.py Variant)")
+    p.add_argument("--budget", type=int, default=1500)
+    p.add_argument("--batch", type=int, default=20)
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--out", default="simulation")
+    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="runs in parallel (forked processes)")
+    p.set_defaults(func=simulate)
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
