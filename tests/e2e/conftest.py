@@ -13,6 +13,7 @@ from typing import Iterator
 import pytest
 import requests
 
+from backend.auth import basic_header
 from tests.conftest import REQUIRE_SERVICES, Process, free_port, wait_for
 
 LS_BIN = os.environ.get("LABEL_STUDIO_BIN", "")
@@ -23,9 +24,9 @@ def _scratch_dir(prefix: str) -> str:
     return tempfile.mkdtemp(prefix=prefix, dir=base)
 
 
-def _up(url: str) -> bool:
+def _up(url: str, headers: dict[str, str] | None = None) -> bool:
     try:
-        return requests.get(url, timeout=2).status_code == 200
+        return requests.get(url, headers=headers, timeout=2).status_code == 200
     except requests.RequestException:
         return False
 
@@ -79,17 +80,18 @@ def label_studio() -> Iterator[LabelStudioProcess]:
 
 
 class BackendProcess:
-    def __init__(self, url: str, process: Process, model_dir: str):
+    def __init__(self, url: str, process: Process, model_dir: str, headers: dict[str, str] | None = None):
         self.url, self.process, self.model_dir = url, process, model_dir
+        self.headers = headers or {}  # the Authorization header when the backend runs with Basic auth
 
     def version(self, project: int) -> str:
-        return requests.post(f"{self.url}/setup", json={"project": project}, timeout=5).json()["model_version"]
+        return requests.post(f"{self.url}/setup", json={"project": project}, headers=self.headers, timeout=5).json()["model_version"]
 
     def settled_version(self, project: int, changes: int, timeout: float = 300) -> str:
         """The current version once a train job has judged every one of `changes` label changes."""
 
         def settled() -> bool:
-            models = requests.get(f"{self.url}/projects/{project}/models", timeout=5).json()
+            models = requests.get(f"{self.url}/projects/{project}/models", headers=self.headers, timeout=5).json()
             trained = max((r.get("watermark", 0) for r in models["history"]), default=0)
             return models["current"] is not None and trained >= changes
 
@@ -97,19 +99,37 @@ class BackendProcess:
         return self.version(project)
 
 
-@pytest.fixture
-def backend_server(tmp_path: Path) -> Iterator[BackendProcess]:
-    """`python -m backend serve` in embedded mode, as a new user runs it."""
+def _serve(tmp_path: Path, basic_auth: tuple[str, str] | None = None) -> Iterator[BackendProcess]:
+    """`python -m backend serve` in embedded mode, as a new user runs it (with BASIC_AUTH_USER/PASS if given)."""
     port = free_port()
     model_dir = str(tmp_path / "models")
     env = {**os.environ, "MODEL_DIR": model_dir, "RETRAIN_THRESHOLD": "5", "RETRAIN_MIN_INTERVAL": "0", "LOG_LEVEL": "INFO"}
     env.pop("REDIS_URL", None)
+    headers: dict[str, str] = {}
+    if basic_auth:
+        env["BASIC_AUTH_USER"], env["BASIC_AUTH_PASS"] = basic_auth
+        headers["Authorization"] = basic_header(*basic_auth)
     process = Process([sys.executable, "-m", "backend", "serve", "--host", "127.0.0.1", "--port", str(port)], env,
                       tmp_path / "backend.log")
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_for(lambda: process.popen.poll() is not None or _up(f"{url}/health"), timeout=60, interval=0.2)
+        wait_for(lambda: process.popen.poll() is not None or _up(f"{url}/health", headers), timeout=60, interval=0.2)
         assert process.popen.poll() is None, process.log.read_text()
-        yield BackendProcess(url, process, model_dir)
+        yield BackendProcess(url, process, model_dir, headers)
     finally:
         process.stop()
+
+
+@pytest.fixture
+def backend_server(tmp_path: Path) -> Iterator[BackendProcess]:
+    """`python -m backend serve` in embedded mode, as a new user runs it."""
+    yield from _serve(tmp_path)
+
+
+BASIC_AUTH = ("jürgen", "pässwörd")  # in latin-1's range: LS sends them latin-1, curl UTF-8
+
+
+@pytest.fixture
+def backend_server_with_basic_auth(tmp_path: Path) -> Iterator[BackendProcess]:
+    """The same with BASIC_AUTH_USER/BASIC_AUTH_PASS = `BASIC_AUTH`; `.headers` carries the UTF-8 header."""
+    yield from _serve(tmp_path, BASIC_AUTH)

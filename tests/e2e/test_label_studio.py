@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import random
+import subprocess
+
 import pytest
+import requests
 
 from tests.conftest import LABEL_CONFIG, wait_for
+from tests.e2e.conftest import BASIC_AUTH
 
 pytestmark = pytest.mark.labelstudio
 
@@ -133,3 +139,92 @@ def test_uncertainty_sampling_serves_our_queue_first_and_follows_each_promotion(
             annotate(task)
         labeled += 15
         tasks = [t for t in tasks if t.id != served["id"]]
+
+
+WORDS = {
+    "positive": ("love", "great", "wonderful", "happy", "excellent", "amazing"),
+    "negative": ("hate", "awful", "terrible", "sad", "horrible", "worst"),
+    "neutral": ("meeting", "tuesday", "report", "schedule", "office", "weather"),
+}
+
+
+def _separable(n: int) -> list[tuple[str, str]]:
+    """`n` (text, label) pairs a first model learns from a few dozen labels, so its promotion does not
+    depend on which tweets land in the held-out set (the test below is about auth, not accuracy)."""
+    rng = random.Random(7)
+    labels = sorted(WORDS)
+    pairs = []
+    for i in range(n):
+        label = labels[i % 3]
+        words = rng.sample(WORDS[label], 3) + rng.sample(["the", "a", "today", "this", "my", "so"], 2)
+        rng.shuffle(words)
+        pairs.append((" ".join(words), label))
+    return pairs
+
+
+def _answered(backend) -> dict[tuple[str, str], float]:
+    """Requests the backend answered so far, by (endpoint, status), from its own /metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = requests.get(f"{backend.url}/metrics", headers=backend.headers, timeout=10).text
+    counts: dict[tuple[str, str], float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "lsb_http_requests_total":
+                endpoint = (sample.labels["endpoint"], sample.labels["status"])
+                counts[endpoint] = counts.get(endpoint, 0) + sample.value
+    return counts
+
+
+def test_label_studio_with_basic_auth_and_a_non_ascii_password_connects_predicts_and_trains(
+    label_studio, backend_server_with_basic_auth
+):
+    """LS sends its Basic auth latin-1 (`requests.auth.HTTPBasicAuth`) on health, setup, predict, versions and
+    START_TRAINING; the webhook sends the README's UTF-8 header: the backend accepts both."""
+    backend = backend_server_with_basic_auth
+    user, password = BASIC_AUTH
+    ls = label_studio.client()
+    token = {"Authorization": f"Token {label_studio.token}"}
+    project = ls.projects.create(title="e2e basic auth", label_config=LABEL_CONFIG)
+    pairs = _separable(70)
+    ls.projects.import_tasks(id=project.id, request=[{"text": text, "ref": i} for i, (text, _) in enumerate(pairs)])
+    tasks = sorted(ls.tasks.list(project=project.id, fields="all"), key=lambda t: t.id)
+    assert requests.get(f"{backend.url}/health", timeout=5).status_code == 401
+
+    ml = ls.ml.create(url=backend.url, project=project.id, title="active-learning", auto_update=True, is_interactive=True,
+                      auth_method="BASIC_AUTH", basic_auth_user=user, basic_auth_pass=password)
+    assert ml.state in ("CO", "TR"), (ml.state, ml.error_message)
+    assert ml.auth_method == "BASIC_AUTH" and ml.basic_auth_user == user and ml.basic_auth_pass_is_set
+
+    # The README's step: the auto-created webhook has no credentials; give it the header its shell pipeline builds.
+    hooks = requests.get(f"{label_studio.url}/api/webhooks", params={"project": project.id}, headers=token, timeout=30).json()
+    (hook,) = [h for h in hooks if h["url"] == f"{backend.url}/webhook"]
+    assert hook["headers"] == {}
+    encoded = subprocess.run(["bash", "-c", """printf '%s' "$BASIC_AUTH_USER:$BASIC_AUTH_PASS" | base64 | tr -d '\\n'"""],
+                             env={"PATH": os.environ["PATH"], "BASIC_AUTH_USER": user, "BASIC_AUTH_PASS": password},
+                             capture_output=True, text=True, check=True).stdout
+    assert f"Basic {encoded}" == backend.headers["Authorization"]  # UTF-8, unlike what LS's own client sends
+    patched = requests.patch(f"{label_studio.url}/api/webhooks/{hook['id']}", headers=token, timeout=30,
+                             json={"headers": {"Authorization": f"Basic {encoded}"}})
+    assert patched.status_code == 200 and patched.json()["headers"] == {"Authorization": f"Basic {encoded}"}
+
+    labeled = tasks[:50]
+    for task in labeled:
+        ls.annotations.create(id=task.id, result=_choice(pairs[task.data["ref"]][1]), was_cancelled=False)
+    version = backend.settled_version(project.id, changes=len(labeled))  # every annotation webhook got through
+    assert version != "untrained"
+
+    answer = requests.post(f"{label_studio.url}/api/ml/{ml.id}/interactive-annotating", headers=token, timeout=60,
+                           json={"task": tasks[60].id}).json()
+    assert "errors" not in answer, answer
+    assert answer["data"]["model_version"] == version
+    (region,) = answer["data"]["result"]
+    assert region["value"]["choices"] == [pairs[tasks[60].data["ref"]][1]]
+    assert version in ls.ml.list_model_versions(id=ml.id).versions
+
+    ls.ml.train(id=ml.id)  # START_TRAINING: LS's latin-1 Basic auth, without the webhook's header
+    triggers = requests.get(f"{backend.url}/projects/{project.id}/audit", params={"kind": "trigger"},
+                            headers=backend.headers, timeout=5).json()["events"]
+    assert "START_TRAINING" in [event["message"] for event in triggers], triggers
+    refused = {key: n for key, n in _answered(backend).items() if key[1] == "401"}
+    assert refused == {("/health", "401"): 1}, refused  # only the probe above without credentials
