@@ -11,7 +11,7 @@ from .api import json_body, runtime
 from .payload import MAX_PROJECT, InvalidPayload, project_id, require_object
 from .policy import QUEUE_SETTINGS, policy_for, validated
 from .registry import RegistryError
-from .trigger import request_retrain
+from .trigger import request_retrain, reschedule
 
 admin = Blueprint("admin", __name__, url_prefix="/projects")
 STABLE_KAPPA = 0.98
@@ -105,6 +105,7 @@ def put_settings(project: int) -> Response:
     rt.store.set_meta(project, settings={**stored, **changes})
     audit.record(rt.redis, project, "settings", actor(), "settings changed: " + ", ".join(sorted(changes)), changes=changes)
     after = policy_for(rt.settings, rt.store.meta(project))
+    reschedule(rt.redis, project, after.retrain_every)
     body: dict[str, Any] = {"project": project, "settings": after.to_json()}
     changed = [name for name in QUEUE_SETTINGS if getattr(before, name) != getattr(after, name)]
     if changed and rt.store.meta(project).get("label_config"):  # the queue follows at once (a committee retrains)

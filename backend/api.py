@@ -15,7 +15,8 @@ from .openapi import OPENAPI
 from .payload import InvalidPayload, WebhookEvent, parse_json, parse_predict, parse_setup, parse_webhook
 from .runtime import Runtime
 from .store import texts_of
-from .trigger import request_ranking
+from .policy import policy_for
+from .trigger import request_ranking, reschedule
 
 log = logging.getLogger(__name__)
 api = Blueprint("api", __name__)
@@ -86,6 +87,7 @@ def setup() -> Response:
             access_token=req.access_token,
             extra_params=req.extra_params or None,
         )
+        reschedule(rt.redis, req.project, policy_for(rt.settings, rt.store.meta(req.project)).retrain_every)
     except RedisError:
         log.warning("project %s: /setup could not store project details (redis unavailable)", req.project)
     return jsonify(model_version=rt.model.model_version(req.project))

@@ -105,6 +105,10 @@ def retrain(project: int, reason: str = "", full_sync: bool = False) -> dict[str
             sync(runtime, ls, project, full_sync)
         result = train_project(runtime, project, reason, job.id, last_attempt=not job.retries_left)
         runtime.redis.set(key(project, "last_trained"), time.time())
+    if result.get("status") == "unchanged" and reason == "schedule":
+        audit.record(runtime.redis, project, "training", f"train job {job.id}",
+                     f"scheduled retrain skipped: the labels are those {result.get('version') or 'the last candidate'} saw",
+                     reason="schedule", version=result.get("version"))
     if result.get("status") == "promoted":
         enqueue_mislabels(runtime, project, result["version"])
     result.update(publish_queue(runtime, ls, project))

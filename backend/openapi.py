@@ -12,6 +12,7 @@ from typing import Any
 from .audit import KINDS
 from .payload import MAX_LS_PROJECT, MAX_PROJECT
 from .policy import GATE_METRICS, STRATEGY_NAMES
+from .trigger import MAX_INTERVAL
 
 MAX_ID = 10**15
 
@@ -131,6 +132,8 @@ SCHEMAS: dict[str, Any] = {
             "live_min_samples": {"type": "integer", "minimum": 0, "maximum": 10**6},
             "drift_threshold": {"type": "number", "minimum": 0, "maximum": 1},
             "drift_min_samples": {"type": "integer", "minimum": 0, "maximum": 10**6},
+            "retrain_every": {"description": "Also retrain on a schedule: seconds (0 = off) or a five-field cron string (UTC).",
+                              "anyOf": [{"type": "integer", "minimum": 0, "maximum": MAX_INTERVAL}, {"type": "string"}]},
         },
     },
     "Health": {"type": "object", "required": ["status", "model_class"],

@@ -17,6 +17,7 @@ from .config import Settings
 from .estimator import COMMITTEE_SIZE
 from .payload import InvalidPayload
 from .strategy import COMMITTEE_STRATEGIES, STRATEGIES
+from .trigger import schedule_problem
 
 log = logging.getLogger(__name__)
 STRATEGY_NAMES = tuple(sorted({*STRATEGIES, *COMMITTEE_STRATEGIES, "random"}))
@@ -39,6 +40,7 @@ class Policy:
     live_min_samples: int = 30  # ... over at least this many annotations of the serving version
     drift_threshold: float = 0.25  # retrain when the confidence PSI of recent traffic reaches this
     drift_min_samples: int = 200  # ... over at least this many predictions of the serving version
+    retrain_every: int | str = 0  # also retrain on a schedule: seconds, or a cron string (UTC); 0 = off
 
     def warm(self, counts: Mapping[str, Mapping[str, int]], labels: Mapping[str, tuple[str, ...]], total: int) -> bool:
         """True once uncertainty may replace diversity (the cold-start rule in the module doc)."""
@@ -76,6 +78,8 @@ def validated(overrides: Mapping[str, Any], strict: bool) -> dict[str, Any]:
         problem = None
         if field is None:
             problem = f"unknown setting {name!r}"
+        elif name == "retrain_every":
+            problem = schedule_problem(value)
         elif isinstance(field.default, bool):
             problem = None if isinstance(value, bool) else f"{name} must be true or false"
         elif isinstance(field.default, int):

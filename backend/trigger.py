@@ -8,6 +8,10 @@ exactly one follow-up job. A burst of any size therefore causes at most two trai
 
 from __future__ import annotations
 
+import json
+import logging
+import threading
+import time
 import uuid
 from dataclasses import dataclass
 
@@ -29,6 +33,7 @@ if (value == false and ARGV[1] == '') or value == ARGV[1] then
 end
 return 0
 """
+log = logging.getLogger(__name__)
 WAITING = {JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED, JobStatus.STARTED}
 
 
@@ -115,3 +120,114 @@ def _still_waiting(redis: Redis, job_id: str) -> bool:
     and parse the whole job hash."""
     status = redis.hget(Job.key_for(job_id), "status")
     return status is not None and status.decode() in {s.value for s in WAITING}
+
+
+# -- scheduled retrains ---------------------------------------------------------------------------
+# Every project with a `retrain_every` schedule has its next due time in one sorted set. Any process
+# that ticks (every RQ worker, the embedded worker) fires what is due, claiming each firing with a
+# compare-and-set on its due time, so a firing happens exactly once however many processes tick,
+# and no single owner can die with the schedule (F16). Settings change at run time per project
+# (settings API, extra_params), which RQ's CronScheduler (a fixed set registered at start) and its
+# scheduler (one lock owner per queue, taken over a minute after it dies) do not fit.
+SCHEDULE = "lsb:schedule"  # sorted set: project -> next due time (epoch seconds)
+SCHEDULE_SPECS = "lsb:schedule_specs"  # hash: project -> the `retrain_every` its due time follows
+TICK_INTERVAL = 1.0
+MAX_INTERVAL = 366 * 24 * 3600
+
+# KEYS: schedule, specs; ARGV: project, due time read, next due time, spec read.
+# Moves the project to its next due time only if neither moved since they were read.
+_ADVANCE = """
+if tonumber(redis.call('ZSCORE', KEYS[1], ARGV[1]) or 'nan') ~= tonumber(ARGV[2]) then return 0 end
+if redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[4] then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+return 1
+"""
+
+
+def schedule_problem(spec: object) -> str | None:
+    """Why `spec` is not a `retrain_every` value (None when it is): seconds as an integer (0 = off)
+    or a five-field cron string."""
+    if isinstance(spec, bool):
+        return "retrain_every must be seconds as an integer or a cron string"
+    if isinstance(spec, int):
+        return None if 0 <= spec <= MAX_INTERVAL else f"retrain_every must be 0 (off) to {MAX_INTERVAL} seconds"
+    if isinstance(spec, str):
+        from croniter import croniter
+
+        fields = spec.split()
+        return None if spec == "" or (len(fields) == 5 and croniter.is_valid(spec)) else \
+            f"retrain_every {spec!r} is not a five-field cron string"
+    return "retrain_every must be seconds as an integer or a cron string"
+
+
+def next_due(spec: int | str, after: float) -> float | None:
+    """The first due time of `spec` after `after` (None: no schedule)."""
+    if not spec:
+        return None
+    if isinstance(spec, int):
+        return after + spec
+    from datetime import datetime, timezone
+
+    from croniter import croniter
+
+    return float(croniter(spec, datetime.fromtimestamp(after, timezone.utc)).get_next(float))
+
+
+def reschedule(redis: Redis, project: int, spec: int | str, now: float | None = None) -> float | None:
+    """Follow the project's `retrain_every`: a new or changed schedule is due next from now, an
+    unchanged one keeps its due time, no schedule removes it. Returns the due time."""
+    member, text = str(int(project)), json.dumps(spec)
+    if not spec:
+        pipe = redis.pipeline()
+        pipe.zrem(SCHEDULE, member)
+        pipe.hdel(SCHEDULE_SPECS, member)
+        pipe.execute()
+        return None
+    current = redis.hget(SCHEDULE_SPECS, member)
+    score = redis.zscore(SCHEDULE, member)
+    if current is not None and current.decode() == text and score is not None:
+        return float(score)
+    due = next_due(spec, time.time() if now is None else now)
+    pipe = redis.pipeline()
+    pipe.hset(SCHEDULE_SPECS, member, text)
+    pipe.zadd(SCHEDULE, {member: due})
+    pipe.execute()
+    return due
+
+
+def fire_due(settings: Settings, redis: Redis, now: float | None = None) -> list[tuple[int, Request]]:
+    """Request a retrain (reason `schedule`) of every project whose due time has come, and move it
+    to its next due time; each firing is claimed by one caller only."""
+    now = time.time() if now is None else now
+    fired = []
+    advance = redis.register_script(_ADVANCE)
+    for raw, score in redis.zrangebyscore(SCHEDULE, "-inf", now, withscores=True):
+        member = raw.decode()
+        spec_raw = redis.hget(SCHEDULE_SPECS, member)
+        if spec_raw is None:
+            redis.zrem(SCHEDULE, member)
+            continue
+        spec = json.loads(spec_raw)
+        due = next_due(spec, max(now, score))
+        if due is None or not advance(keys=[SCHEDULE, SCHEDULE_SPECS], args=[member, repr(score), repr(due), spec_raw.decode()]):
+            continue
+        fired.append((int(member), request_retrain(settings, redis, int(member), "schedule", actor="schedule")))
+    return fired
+
+
+def start_ticker(settings: Settings, redis: Redis, name: str = "schedule") -> threading.Thread:
+    """A thread that fires due scheduled retrains every TICK_INTERVAL (every worker runs one)."""
+
+    def loop() -> None:
+        while True:
+            time.sleep(TICK_INTERVAL)
+            try:
+                for project, request in fire_due(settings, redis):
+                    log.info("project %s: scheduled retrain %s (%s)", project, request.job_id,
+                             "enqueued" if request.enqueued else "coalesced into the waiting one")
+            except Exception as exc:  # Redis away: the next tick tries again
+                log.warning("schedule tick failed: %s", type(exc).__name__)
+
+    thread = threading.Thread(target=loop, name=name, daemon=True)
+    thread.start()
+    return thread

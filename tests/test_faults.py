@@ -741,3 +741,22 @@ def test_f19_a_poison_example_fails_its_job_once_then_is_quarantined(services, t
     serves(url, history[-1]["version"], within=10)
     intact(services, registry, 302)  # the poisoned annotation is kept, only set aside
     assert "poisoned training example" in worker.log.read_text()
+
+
+def test_f16_the_schedule_has_no_owner_to_lose_a_sigkilled_worker_leaves_it_firing(services, tweets, trained):
+    """F16 as it applies here: scheduled retrains are fired by whichever worker ticks first (a
+    compare-and-set on the due time), so SIGKILL of one worker leaves the schedule to the others."""
+    url, _, registry, champion = trained
+    first, second = services.worker(), services.worker()
+
+    def fired() -> int:
+        events = requests.get(f"{url}/projects/1/audit", params={"kind": "trigger", "limit": 1000}, timeout=5).json()["events"]
+        return len([e for e in events if e["message"] == "schedule"])
+
+    assert requests.put(f"{url}/projects/1/settings", json={"retrain_every": 1}, timeout=5).status_code == 200
+    wait_for(lambda: fired() >= 2, timeout=30)
+    first.kill_group()
+    killed = fired()
+    wait_for(lambda: fired() >= killed + 3, timeout=30)  # about one a second from the survivor
+    assert second.popen.poll() is None
+    assert registry.pointer(1).version == champion["version"]  # nothing changed: every scheduled run skipped

@@ -178,3 +178,28 @@ def test_after_a_promotion_the_queue_follows_the_strategy_order(services, tweets
     got = [t["uncertainty"] for t in body["tasks"]]
     assert np.allclose(got, expected, atol=1e-5)
     assert got[20:] == sorted(got[20:], reverse=True)  # after the de-duplicated first batch: strictly the strategy's order
+
+
+def test_a_scheduled_retrain_fires_on_a_real_worker_and_skips_unchanged_labels(services, tweets):
+    url, _ = services.web(workers=1, RETRAIN_THRESHOLD="100000")
+    services.worker()
+    registry = Registry(services.model_dir)
+    requests.post(f"{url}/setup", json={"project": "1.1700000000", "schema": LABEL_CONFIG}, timeout=5)
+    post_labels(url, tweets, 0, 150)
+    assert registry.history(1) == []  # no label count, no START_TRAINING: only the schedule trains
+    answer = requests.put(f"{url}/projects/1/settings", json={"retrain_every": 2}, timeout=5).json()
+    assert answer["settings"]["retrain_every"] == 2
+    record = settled(registry, 1, 150, timeout=60)[-1]
+    assert record["trigger"] == "schedule" and record["decision"] == "promoted"
+
+    def audit(kind: str) -> list[dict]:
+        return requests.get(f"{url}/projects/1/audit", params={"kind": kind}, timeout=5).json()["events"]
+
+    skipped = wait_for(lambda: [e for e in audit("training") if "scheduled retrain skipped" in e["message"]], timeout=30)
+    assert skipped[0]["details"]["reason"] == "schedule"
+    assert len([e for e in audit("trigger") if e["message"] == "schedule"]) >= 2
+    assert [r["version"] for r in registry.history(1)] == [record["version"]]  # unchanged labels: no new candidate
+    requests.put(f"{url}/projects/1/settings", json={"retrain_every": 0}, timeout=5)
+    fired = len([e for e in audit("trigger") if e["message"] == "schedule"])
+    time.sleep(4)
+    assert len([e for e in audit("trigger") if e["message"] == "schedule"]) <= fired + 1  # one may have been due already
