@@ -12,12 +12,27 @@ from .config import Settings
 
 
 def serve(settings: Settings, args: argparse.Namespace) -> int:
-    """gunicorn with the app factory; one worker in embedded mode (its Redis lives in that process)."""
+    """gunicorn with the app factory; one worker in embedded mode (it runs the worker thread).
+
+    In embedded mode the private redis-server of MODEL_DIR starts here, before gunicorn forks, so
+    this process owns it: a restarted gunicorn worker finds it running, and it stops when this
+    process exits (or dies: `backend/connection.py`).
+    """
     import tempfile
 
     from gunicorn.app.base import BaseApplication
 
+    from .connection import EmbeddedStoreError, start_embedded
+
     workers = 1 if settings.embedded else (args.workers or settings.workers)
+    store = None
+    if settings.embedded:
+        settings.configure_logging()
+        try:
+            store = start_embedded(settings)
+        except EmbeddedStoreError as exc:
+            print(f"embedded store: {exc}", file=sys.stderr)
+            return 2
     port = args.port or settings.port
     os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", os.path.join(tempfile.gettempdir(), f"lsb-metrics-{port}"))
     from . import metrics  # prometheus_client reads PROMETHEUS_MULTIPROC_DIR when first imported
@@ -43,10 +58,34 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
                 self.cfg.set(name, value)
 
         def load(self) -> Any:
-            return create_app(settings)
+            app = create_app(settings)
+            report_storage(app)
+            return app
 
-    Server().run()
+    try:
+        Server().run()
+    finally:
+        if store is not None:
+            store.stop()  # only in this process: a gunicorn worker leaving through here does nothing
     return 0
+
+
+def report_storage(app: Any) -> None:
+    """GET /health (and GET /) also say where annotations are kept: `"storage"` is `memory` (lost
+    when the backend stops), `embedded-redis` (MODEL_DIR/.redis) or `redis` (REDIS_URL)."""
+    from flask import Response, request
+
+    from .connection import storage_kind
+
+    kind = storage_kind(app.extensions["backend"].redis)
+
+    @app.after_request
+    def _storage(response: Response) -> Response:
+        if request.endpoint == "api.health" and response.status_code == 200 and response.is_json:
+            body = response.get_json()
+            if isinstance(body, dict):
+                response.set_data(app.json.dumps({**body, "storage": kind}))
+        return response
 
 
 def worker(settings: Settings, args: argparse.Namespace) -> int:

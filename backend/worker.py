@@ -7,12 +7,15 @@ a shared host a retrain takes the CPU time requests leave over instead of delayi
 
 from __future__ import annotations
 
+import atexit
+import dataclasses
 import logging
 import os
 import signal
 import threading
 import time
 import uuid
+from typing import Any
 
 from redis import Redis
 from redis.exceptions import RedisError
@@ -21,23 +24,79 @@ from rq.job import Job
 from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 from rq.timeouts import TimerDeathPenalty
+from rq.worker import WorkerStatus
 
 from . import runtime as runtime_module
 from .config import Settings
-from .connection import redis_for
+from .connection import blocking_twin, redis_for
 from .runtime import Runtime
+from .store import Store
 from .trigger import retrain_queue
 
 log = logging.getLogger(__name__)
 
 
+EMBEDDED_LOG = logging.getLogger("rq.worker.embedded")
+# At exit the embedded store stops while the (daemon) worker threads still wait on it: their
+# reconnection errors then are noise.
+atexit.register(setattr, EMBEDDED_LOG, "disabled", True)
+
+
 class ThreadWorker(SimpleWorker):
-    """An RQ worker that runs inside a thread of the web process (no fork, no signals)."""
+    """An RQ worker that runs inside a thread of the web process (no fork, no signals).
+
+    The embedded store persists (MODEL_DIR/.redis), so the job of a process that was killed stays
+    "started" in it. The thread keeps its job's heartbeat alive from a side thread, with the
+    forking worker's short expiry, and cleans the registries every 10 to 15 s, so such a job is
+    taken for abandoned (and retried) within about 25 s of the next start instead of after
+    JOB_TIMEOUT + 60 s, and the retrains coalesced into it do not wait that long.
+    """
 
     death_penalty_class = TimerDeathPenalty
 
+    def __init__(self, *args: Any, **kwargs: Any):
+        kwargs.setdefault("worker_ttl", 30)
+        kwargs.setdefault("job_monitoring_interval", MONITORING_INTERVAL)
+        kwargs.setdefault("maintenance_interval", 10)  # checked before each dequeue (every 15 s when idle)
+        super().__init__(*args, **kwargs)
+        self.log = EMBEDDED_LOG
+
     def _install_signal_handlers(self) -> None:  # signals belong to the main thread
         pass
+
+    def get_heartbeat_ttl(self, job: Job) -> int:
+        return MONITORING_INTERVAL + HEARTBEAT_GRACE
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        self.prepare_execution(job)
+        stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(MONITORING_INTERVAL):
+                try:
+                    self.maintain_heartbeats(job)
+                except Exception as exc:  # noqa: BLE001 - the next beat tries again
+                    log.warning("embedded worker: heartbeat of %s failed: %s", job.id, type(exc).__name__)
+
+        beating = threading.Thread(target=beat, name="embedded-heartbeat", daemon=True)
+        beating.start()
+        try:
+            self.perform_job(job, queue)
+        finally:
+            stop.set()
+            beating.join()
+        self.set_state(WorkerStatus.IDLE)
+
+
+def worker_connection(runtime: Runtime) -> Redis:
+    """The connection embedded worker threads block on: on the private redis-server a client of
+    its own (`blocking_twin`: RQ raises its connection's socket timeout to its dequeue wait, which
+    must not reach the request path's client), whose jobs run with a runtime on it, as under a
+    forking worker; fakeredis as it is."""
+    connection = blocking_twin(runtime.redis)
+    if connection is not runtime.redis:
+        runtime_module.install(dataclasses.replace(runtime, redis=connection, store=Store(connection)))
+    return connection
 
 
 def lower_priority(nice: int) -> int:
@@ -63,8 +122,9 @@ def start_embedded_worker(runtime: Runtime) -> threading.Thread:
     if thread is not None and thread.is_alive():
         return thread
     runtime_module.install(runtime)
-    queue = retrain_queue(runtime.settings, runtime.redis)
-    worker = ThreadWorker([queue], connection=runtime.redis, serializer=JSONSerializer)
+    connection = worker_connection(runtime)
+    queue = retrain_queue(runtime.settings, connection)
+    worker = ThreadWorker([queue], connection=connection, serializer=JSONSerializer)
 
     def work() -> None:
         lower_priority(runtime.settings.worker_nice)
@@ -73,6 +133,7 @@ def start_embedded_worker(runtime: Runtime) -> threading.Thread:
                 worker.work(burst=False, with_scheduler=False, logging_level=runtime.settings.log_level)
             except Exception:
                 log.exception("embedded worker stopped; restarting")
+                time.sleep(1.0)  # not a busy loop while the store is away
 
     thread = threading.Thread(target=work, name="embedded-worker", daemon=True)
     thread.start()
