@@ -1,4 +1,4 @@
-"""Command line: `python -m backend serve | worker | models | rollback | train`."""
+"""Command line: `python -m backend serve | worker | models | rollback` (experiments: `python -m lab`)."""
 
 from __future__ import annotations
 
@@ -94,7 +94,7 @@ def worker(settings: Settings, args: argparse.Namespace) -> int:
     if settings.embedded:
         print("REDIS_URL is not set: in embedded mode `serve` runs the worker itself", file=sys.stderr)
         return 2
-    run_worker(settings, burst=args.burst)
+    run_worker(settings, burst=args.burst, ranker=args.ranker)
     return 0
 
 
@@ -126,26 +126,6 @@ def rollback(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def simulate(settings: Settings, args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from .simulator import simulate as run
-
-    summary = run(args.dataset, args.strategy, args.budget, args.batch, args.seeds, Path(args.out), jobs=args.jobs)
-    print(json.dumps(summary, indent=2))
-    return 0
-
-
-def _strategies(text: str) -> str:
-    from .simulator import parse_strategies
-
-    try:
-        parse_strategies(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-    return text
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m backend", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -156,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=serve)
     p = sub.add_parser("worker", help="run an RQ worker for the retrain queue (needs REDIS_URL)")
     p.add_argument("--burst", action="store_true", help="exit when the queue is empty")
+    p.add_argument("--ranker", action="store_true", help="work the rank queue only (every worker starts one)")
     p.set_defaults(func=worker)
     p = sub.add_parser("models", help="list a project's model history")
     p.add_argument("--project", type=int, required=True)
@@ -164,15 +145,5 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--project", type=int, required=True)
     p.add_argument("--to", required=True)
     p.set_defaults(func=rollback)
-    p = sub.add_parser("simulate", help="learning curves of a strategy against random order")
-    p.add_argument("--dataset", default="tweets", help="tweets, or a CSV/JSON file of text,label")
-    p.add_argument("--strategy", default="default", type=_strategies,
-                   help="a strategy or a comma-separated list, each base[:key=value...] (see backend/simulator.py Variant)")
-    p.add_argument("--budget", type=int, default=1500)
-    p.add_argument("--batch", type=int, default=20)
-    p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--out", default="simulation")
-    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="runs in parallel (forked processes)")
-    p.set_defaults(func=simulate)
     args = parser.parse_args(argv)
     return int(args.func(Settings.from_env(), args))

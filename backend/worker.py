@@ -12,6 +12,8 @@ import dataclasses
 import logging
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -31,7 +33,7 @@ from .config import Settings
 from .connection import blocking_twin, redis_for
 from .runtime import Runtime
 from .store import Store
-from .trigger import retrain_queue
+from .trigger import rank_queue, retrain_queue, start_ticker
 
 log = logging.getLogger(__name__)
 
@@ -123,22 +125,25 @@ def start_embedded_worker(runtime: Runtime) -> threading.Thread:
         return thread
     runtime_module.install(runtime)
     connection = worker_connection(runtime)
-    queue = retrain_queue(runtime.settings, connection)
-    worker = ThreadWorker([queue], connection=connection, serializer=JSONSerializer)
+    threads = []
+    for name, queue in (("embedded-worker", retrain_queue(runtime.settings, connection)),
+                        ("embedded-ranker", rank_queue(runtime.settings, connection))):
+        worker = ThreadWorker([queue], connection=connection, serializer=JSONSerializer)
 
-    def work() -> None:
-        lower_priority(runtime.settings.worker_nice)
-        while True:
-            try:
-                worker.work(burst=False, with_scheduler=False, logging_level=runtime.settings.log_level)
-            except Exception:
-                log.exception("embedded worker stopped; restarting")
-                time.sleep(1.0)  # not a busy loop while the store is away
+        def work(worker: ThreadWorker = worker) -> None:
+            lower_priority(runtime.settings.worker_nice)
+            while True:
+                try:
+                    worker.work(burst=False, with_scheduler=False, logging_level=runtime.settings.log_level)
+                except Exception:
+                    log.exception("embedded worker stopped; restarting")
+                    time.sleep(1.0)  # not a busy loop while the store is away
 
-    thread = threading.Thread(target=work, name="embedded-worker", daemon=True)
-    thread.start()
-    _started[slot] = thread
-    return thread
+        threads.append(threading.Thread(target=work, name=name, daemon=True))
+        threads[-1].start()
+    start_ticker(runtime.settings, runtime.redis, name="embedded-schedule")
+    _started[slot] = threads[0]
+    return threads[0]
 
 
 HEARTBEAT_GRACE = 5  # seconds past a missed heartbeat before a job counts as abandoned (RQ: 60)
@@ -179,11 +184,13 @@ def reap_abandoned(queue: Queue) -> None:
 
 def start_reaper(settings: Settings) -> threading.Thread:
     def loop() -> None:
-        queue = retrain_queue(settings, redis_for(settings))
+        redis = redis_for(settings)
+        queues = (retrain_queue(settings, redis), rank_queue(settings, redis))
         while True:
             time.sleep(REAP_INTERVAL)
             try:
-                reap_abandoned(queue)
+                for queue in queues:
+                    reap_abandoned(queue)
             except Exception as exc:
                 log.warning("reaper pass failed: %s", type(exc).__name__)
 
@@ -192,8 +199,23 @@ def start_reaper(settings: Settings) -> threading.Thread:
     return thread
 
 
-def run_worker(settings: Settings, burst: bool = False) -> None:
+def start_ranker(settings: Settings) -> subprocess.Popen[bytes]:
+    """The ranking worker beside this one: a process of its own on the rank queue, so a new pool
+    is ranked while this worker trains; it exits when this process dies (Linux)."""
+    preexec = None
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        def preexec() -> None:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+    return subprocess.Popen([sys.executable, "-m", "backend", "worker", "--ranker"], preexec_fn=preexec)
+
+
+def run_worker(settings: Settings, burst: bool = False, ranker: bool = False) -> None:
     """A forking RQ worker with a reaper thread for abandoned train jobs, at nice WORKER_NICE.
+    It works the retrain queue, then the rank queue; unless `burst`, it starts a ranking worker
+    beside it (`ranker`: be that worker, on the rank queue only).
 
     RQ's worker quits when Redis fails anywhere but in its wait for the next job (a Redis restart
     while a job runs); then the job's work-horse may finish, and a new worker (with a new name)
@@ -202,12 +224,17 @@ def run_worker(settings: Settings, burst: bool = False) -> None:
     settings.configure_logging()
     lower_priority(settings.worker_nice)  # first: the reaper thread and every forked work-horse inherit it
     runtime = Runtime.build(settings, redis=redis_for(settings, blocking=True), poll=False)
-    queue = retrain_queue(settings, runtime.redis)
-    runtime.registry.sweep_temp_files()
-    start_reaper(settings)
+    queues = [rank_queue(settings, runtime.redis)]
+    if not ranker:
+        queues.insert(0, retrain_queue(settings, runtime.redis))
+        runtime.registry.sweep_temp_files()
+        start_reaper(settings)
+        if not burst:
+            start_ranker(settings)
+            start_ticker(settings, redis_for(settings))
     while True:
         worker = RetrainWorker(
-            [queue],
+            queues,
             connection=runtime.redis,
             serializer=JSONSerializer,
             name=f"backend-{os.uname().nodename}-{os.getpid()}-{uuid.uuid4().hex[:6]}",
