@@ -10,6 +10,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from redis.exceptions import RedisError
 
 from . import ingest, metrics, monitor
+from .connection import storage_kind
 from .labelconfig import LabelConfigError, parse_label_config
 from .openapi import OPENAPI
 from .payload import InvalidPayload, WebhookEvent, parse_json, parse_predict, parse_setup, parse_webhook
@@ -43,7 +44,7 @@ def json_body() -> Any:
 @api.get("/health")
 def health() -> Response:
     rt = runtime()
-    body: dict[str, Any] = {"status": "UP", "model_class": rt.settings.model_title}
+    body: dict[str, Any] = {"status": "UP", "model_class": rt.settings.model_title, "storage": storage_kind(rt.redis)}
     errors = rt.cache.errors()
     if errors:
         body["degraded"] = {str(p): e for p, e in errors.items()}

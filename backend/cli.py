@@ -58,9 +58,7 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
                 self.cfg.set(name, value)
 
         def load(self) -> Any:
-            app = create_app(settings)
-            report_storage(app)
-            return app
+            return create_app(settings)
 
     try:
         Server().run()
@@ -68,24 +66,6 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
         if store is not None:
             store.stop()  # only in this process: a gunicorn worker leaving through here does nothing
     return 0
-
-
-def report_storage(app: Any) -> None:
-    """GET /health (and GET /) also say where annotations are kept: `"storage"` is `memory` (lost
-    when the backend stops), `embedded-redis` (MODEL_DIR/.redis) or `redis` (REDIS_URL)."""
-    from flask import Response, request
-
-    from .connection import storage_kind
-
-    kind = storage_kind(app.extensions["backend"].redis)
-
-    @app.after_request
-    def _storage(response: Response) -> Response:
-        if request.endpoint == "api.health" and response.status_code == 200 and response.is_json:
-            body = response.get_json()
-            if isinstance(body, dict):
-                response.set_data(app.json.dumps({**body, "storage": kind}))
-        return response
 
 
 def worker(settings: Settings, args: argparse.Namespace) -> int:

@@ -62,7 +62,7 @@ class Settings:
 
     @property
     def embedded(self) -> bool:
-        """No REDIS_URL: fakeredis in memory and an in-process worker thread."""
+        """No REDIS_URL: the embedded store (`connection`, EMBEDDED_STORE) and in-process worker threads."""
         return not self.redis_url
 
     @classmethod

@@ -138,6 +138,8 @@ SCHEMAS: dict[str, Any] = {
     },
     "Health": {"type": "object", "required": ["status", "model_class"],
                "properties": {"status": {"type": "string", "enum": ["UP"]}, "model_class": {"type": "string"},
+                              "storage": {"type": "string", "enum": ["memory", "embedded-redis", "redis"],
+                                          "description": "where annotations are kept (memory: lost when the backend stops)"},
                               "degraded": {"type": "object", "additionalProperties": {"type": "string"}}}},
     "Predictions": {
         "type": "object", "required": ["results"],

@@ -43,7 +43,7 @@ def test_health_and_root(client):
     for path in ("/", "/health"):
         response = client.get(path)
         assert response.status_code == 200
-        assert response.json == {"status": "UP", "model_class": "TextClassifier"}
+        assert response.json == {"status": "UP", "model_class": "TextClassifier", "storage": "memory"}
 
 
 def test_setup_returns_untrained_then_the_current_version(client, tweets, runtime):

@@ -18,7 +18,7 @@ import pytest
 import requests
 
 from backend import connection
-from backend.cli import main, report_storage
+from backend.cli import main
 from backend.config import Settings
 from backend.registry import Registry
 from tests.conftest import LABEL_CONFIG, ROOT, Process, annotation_event, free_port, healthy, wait_for
@@ -101,7 +101,6 @@ def test_health_reports_where_annotations_are_kept(settings):
 
     runtime = Runtime.build(settings, redis=fakeredis.FakeRedis())
     app = create_app(runtime=runtime)
-    report_storage(app)
     client = app.test_client()
     for path in ("/health", "/"):
         body = client.get(path).json

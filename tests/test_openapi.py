@@ -92,6 +92,13 @@ def test_settings_schema_is_the_validator():
     properties = OPENAPI["components"]["schemas"]["Settings"]["properties"]
     assert set(properties) == {f.name for f in fields(Policy)}
     for name, schema in properties.items():
+        if "anyOf" in schema:  # retrain_every: seconds or a cron string
+            for value in (schema["anyOf"][0]["minimum"], schema["anyOf"][0]["maximum"], "*/5 * * * *"):
+                assert validated({name: value}, strict=True) == {name: value}
+            for value in (-1, schema["anyOf"][0]["maximum"] + 1, "nope"):
+                with pytest.raises(InvalidPayload):
+                    validated({name: value}, strict=True)
+            continue
         accepted = schema.get("enum") or ([True, False] if schema["type"] == "boolean" else [schema["minimum"], schema["maximum"]])
         rejected = ["nope"] if "enum" in schema else ([1, "true"] if schema["type"] == "boolean" else [schema["minimum"] - 1, schema["maximum"] + 1])
         for value in accepted:
