@@ -9,9 +9,9 @@ from flask import Blueprint, Response, jsonify
 from . import audit, monitor
 from .api import json_body, runtime
 from .payload import MAX_PROJECT, InvalidPayload, project_id, require_object
-from .policy import QUEUE_SETTINGS, policy_for, validated
+from .policy import policy_for, validated
 from .registry import RegistryError
-from .trigger import request_retrain, reschedule
+from .trigger import check_settings, request_retrain, reschedule
 
 admin = Blueprint("admin", __name__, url_prefix="/projects")
 STABLE_KAPPA = 0.98
@@ -107,10 +107,9 @@ def put_settings(project: int) -> Response:
     after = policy_for(rt.settings, rt.store.meta(project))
     reschedule(rt.redis, project, after.retrain_every)
     body: dict[str, Any] = {"project": project, "settings": after.to_json()}
-    changed = [name for name in QUEUE_SETTINGS if getattr(before, name) != getattr(after, name)]
-    if changed and rt.store.meta(project).get("label_config"):  # the queue follows at once (a committee retrains)
-        reason = "settings changed: " + ", ".join(changed)
-        body["retrain"] = request_retrain(rt.settings, rt.redis, project, reason, actor=actor()).to_json()
+    request = check_settings(rt.settings, rt.store, project, before, after, actor())
+    if request is not None:  # the queue follows at once (a committee retrains)
+        body["retrain"] = request.to_json()
     return jsonify(body)
 
 

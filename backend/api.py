@@ -9,7 +9,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request
 from redis.exceptions import RedisError
 
-from . import ingest, metrics, monitor
+from . import ingest, metrics, web_metrics
 from .connection import storage_kind
 from .labelconfig import LabelConfigError, parse_label_config
 from .openapi import OPENAPI
@@ -17,7 +17,7 @@ from .payload import InvalidPayload, WebhookEvent, parse_json, parse_predict, pa
 from .runtime import Runtime
 from .store import texts_of
 from .policy import policy_for
-from .trigger import request_ranking, reschedule
+from .trigger import after_predict, request_ranking, reschedule
 
 log = logging.getLogger(__name__)
 api = Blueprint("api", __name__)
@@ -106,7 +106,7 @@ def predict() -> Response:
     results, observation = rt.model.predict_observed(req.tasks, project=req.project, config=config)
     remember_unlabeled(rt, req.project, config, req.tasks)
     if observation is not None:
-        rt.writer.submit(monitor.after_predict, rt.settings, rt.redis, rt.registry, rt.store, req.project, observation)
+        rt.writer.submit(after_predict, rt.settings, rt.redis, rt.registry, rt.store, req.project, observation)
     served = sum(1 for r in results if r)
     metrics.PREDICTIONS.labels(str(req.project), "model").inc(served)
     metrics.PREDICTIONS.labels(str(req.project), "empty").inc(len(results) - served)
@@ -170,7 +170,7 @@ def versions() -> Response:
 
 @api.get("/metrics")
 def prometheus() -> Response:
-    body, content_type = metrics.exposition(runtime())
+    body, content_type = web_metrics.exposition(runtime())
     return Response(body, content_type=content_type)
 
 

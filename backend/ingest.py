@@ -1,4 +1,5 @@
-"""Webhook events in: validate, write to Redis, decide whether to enqueue a retrain. Never trains.
+"""Webhook events in: validate, write to Redis, ask `trigger` whether they call for a retrain (or a
+new ranking). Never decides to retrain itself, never trains.
 
 This is the code behind `/webhook`; it answers in milliseconds because it only does Redis writes.
 """
@@ -8,13 +9,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from . import audit, monitor
+from . import audit, monitor, trigger
 from .labelconfig import LabelConfigError, parse_label_config
 from .policy import policy_for
 from .payload import InvalidPayload, WebhookEvent, parse_annotation, positive_int
 from .runtime import Runtime
 from .store import texts_of
-from .trigger import request_ranking, request_retrain
 
 log = logging.getLogger(__name__)
 
@@ -39,15 +39,14 @@ def handle(runtime: Runtime, event: WebhookEvent) -> dict[str, Any]:
         if config_changed:
             audit.record(runtime.redis, project, "label_config", f"webhook {event.action}", "label config changed",
                          labels={c.from_name: list(c.labels) for c in _controls(event.label_config)})
-    if event.action == "START_TRAINING" or (event.action == "PROJECT_UPDATED" and config_changed):
-        reason = "START_TRAINING" if event.action == "START_TRAINING" else "label config changed"
-        request = request_retrain(settings, runtime.redis, project, reason)
-        answer["retrain"] = request.to_json()
+    asked = trigger.check_asked(settings, runtime.redis, project, event.action, config_changed)
+    if asked is not None:
+        answer["retrain"] = asked.to_json()
         return answer
     keys, limit = store.input_keys(project, event.label_config or previous or ""), settings.max_text_chars
     if event.action == "TASKS_CREATED":
         store.remember_tasks(project, {positive_int(t.get("id"), "task id"): texts_of(t, keys, limit) for t in event.tasks})
-        answer["ranking"] = request_ranking(settings, runtime.redis, project).to_json()
+        answer["ranking"] = trigger.request_ranking(settings, runtime.redis, project).to_json()
         return answer
     if event.action == "TASKS_DELETED":
         store.forget_tasks(project, [positive_int(t.get("id"), "task id") for t in event.tasks])
@@ -70,13 +69,11 @@ def handle(runtime: Runtime, event: WebhookEvent) -> dict[str, Any]:
         seq = max(changes, default=0)
         answer["changed"] = len(changes)
     policy = policy_for(settings, meta)
-    if seq and store.due(project, seq, policy.retrain_threshold):
-        request = request_retrain(settings, runtime.redis, project, f"{event.action}: labels changed")
+    request = trigger.check_labels(settings, store, project, policy, seq, event.action)
+    if request is None and event.action in ANNOTATION_ACTIONS:
+        request = trigger.check_quality(settings, runtime.redis, runtime.registry, project, policy)
+    if request is not None:
         answer["retrain"] = request.to_json()
-    elif event.action in ANNOTATION_ACTIONS:
-        triggered = monitor.check_triggers(settings, runtime.redis, runtime.registry, project, policy)
-        if triggered:
-            answer["retrain"] = {"job_id": triggered["job_id"], "enqueued": triggered["enqueued"]}
     return answer
 
 

@@ -1,5 +1,5 @@
-"""Live signals per project, kept in Redis: live accuracy, recent traffic for drift, and the
-triggers that turn them into retrains.
+"""Live signals per project, kept in Redis: live accuracy and recent traffic for drift. This module
+only measures; whether the figures call for a retrain is `trigger.check_quality`'s decision.
 
 Live accuracy: every prediction we hand to LS (through `/predict` or the queue push) is remembered
 per task (`Store.remember_predictions`); when the task's first annotation arrives, the human's choices are compared with ours,
@@ -17,15 +17,11 @@ from typing import Any, Iterable, Mapping, Sequence
 from redis import Redis
 
 from . import drift
-from .config import Settings
-from .policy import Policy, policy_for
 from .registry import Registry
 from .store import Store, key
-from .trigger import request_retrain
 
 WINDOW = 200  # annotations in the rolling live-accuracy window
 TRAFFIC_KEPT = 2000  # recent /predict observations kept per project
-TRIGGER_LATCH = 600  # seconds before the same serving version may trigger again
 
 
 def record_traffic(redis: Redis, project: int, version: str, observations: Iterable[tuple[float, float, float]]) -> None:
@@ -135,39 +131,8 @@ def status(redis: Redis, registry: Registry, project: int) -> dict[str, Any]:
     return out
 
 
-def after_predict(settings: Settings, redis: Redis, registry: Registry, store: Store, project: int, observation: Any) -> None:
-    """Keep what a `/predict` answered (see `model.Observation`), then check the triggers."""
+def observe_predictions(store: Store, project: int, observation: Any) -> None:
+    """Keep what a `/predict` answered (see `model.Observation`): its predictions per task, for live
+    accuracy, and its traffic, for drift."""
     store.remember_predictions(project, observation.version, observation.predicted)
-    record_traffic(redis, project, observation.version, observation.traffic)
-    check_triggers(settings, redis, registry, project, policy_for(settings, store.meta(project)))
-
-
-def check_triggers(settings: Settings, redis: Redis, registry: Registry, project: int, policy: Policy) -> dict[str, Any] | None:
-    """Retrain when live accuracy fell `live_accuracy_drop` below the offline estimate or drift
-    passed `drift_threshold`, and at least `live_min_samples` label changes arrived since the
-    serving version was trained (at most one check per project every `trigger_check_interval`
-    seconds); returns the trigger or None."""
-    interval_ms = int(settings.trigger_check_interval * 1000)
-    if interval_ms > 0 and not redis.set(key(project, "trigger_check"), 1, nx=True, px=interval_ms):
-        return None
-    state = status(redis, registry, project)
-    pointer = registry.pointer(project)
-    unseen_labels = int(redis.get(key(project, "seq")) or 0) - (pointer.watermark if pointer else 0)
-    if pointer is None or unseen_labels < policy.live_min_samples:
-        return None  # a retrain without new labels could not change the model
-    reasons = []
-    window = state.get("live_window") or {}
-    if state.get("live_gap") is not None and window.get("n", 0) >= policy.live_min_samples and state["live_gap"] >= policy.live_accuracy_drop:
-        reasons.append(f"live accuracy {window['accuracy']:.3f} is {state['live_gap']:.3f} below the offline estimate "
-                       f"{state['offline_accuracy']:.3f} ({window['n']} annotations)")
-    found = state.get("drift") or {}
-    if found.get("samples", 0) >= policy.drift_min_samples and found.get("confidence_psi", 0) >= policy.drift_threshold:
-        reasons.append(f"confidence drift: PSI {found['confidence_psi']:.3f} over {found['samples']} predictions")
-    if not reasons:
-        return None
-    latch = key(project, f"triggered:{state['version']}")
-    if not redis.set(latch, 1, nx=True, ex=TRIGGER_LATCH):
-        return None  # this version already triggered a retrain recently
-    reason = "; ".join(reasons) + f"; {unseen_labels} label changes since {state['version']}"
-    request = request_retrain(settings, redis, project, reason, actor="monitor")
-    return {"reason": reason, "job_id": request.job_id, "enqueued": request.enqueued, "version": state["version"]}
+    record_traffic(store.redis, project, observation.version, observation.traffic)

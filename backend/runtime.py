@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 def merged(first: Any, second: Any) -> Any:
     """One payload that does the work of `first` then `second`, or None when they do not merge:
-    task maps (`Store.remember_tasks`) and observations of one version (`monitor.after_predict`)."""
+    task maps (`Store.remember_tasks`) and observations of one version (`trigger.after_predict`)."""
     if isinstance(first, dict) and isinstance(second, dict):
         return {**first, **second}
     if isinstance(first, Observation) and isinstance(second, Observation) and first.version == second.version:

@@ -1,5 +1,20 @@
 """When to retrain, and how to enqueue it without ever queueing a project twice.
 
+Every decision to retrain is taken here: `monitor` only measures, and `ingest` and the admin API
+only pass on what happened and answer with the `Request` (`Request.to_json`). The decisions (each
+enqueued retrain is recorded in the audit trail with its reason and who caused it):
+
+- label count: `retrain_threshold` label changes since the last request (`check_labels`);
+- START_TRAINING: Label Studio asks (the webhook, or older versions' `/train`) (`check_asked`);
+- config change: a PROJECT_UPDATED brings another label config (`check_asked`);
+- queue settings: a setting the queue follows changed on a configured project (`check_settings`);
+- live accuracy: the serving version's rolling window is `live_accuracy_drop` below its offline
+  estimate (`check_quality`, after annotations and after `/predict`);
+- drift: the confidence PSI of recent `/predict` traffic reaches `drift_threshold` (`check_quality`);
+- schedule: the project's `retrain_every` came due (`fire_due`, ticked by every worker).
+
+An explicit order (`POST /projects/P/train`) enqueues without a decision (`request_retrain`).
+
 A project has at most one queued and one running train job. The queued job's id lives in
 `lsb:<p>:queued`; a new request while that job is still waiting is coalesced into it. The running
 job takes the project lock first and then clears the flag, so what arrives during training queues
@@ -14,15 +29,20 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from redis import Redis
 from rq import Queue, Retry
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
-from . import audit
+from . import audit, monitor
 from .config import Settings
+from .registry import Registry
 from .store import Store, key
+
+if TYPE_CHECKING:  # policy imports this module (schedule_problem): functions import it when called
+    from .policy import Policy
 
 # Replace the queued-job flag only if it still holds what we read (nothing, or a job that ended).
 _CLAIM = """
@@ -34,6 +54,7 @@ end
 return 0
 """
 log = logging.getLogger(__name__)
+TRIGGER_LATCH = 600  # seconds before the same serving version may trigger a quality retrain again
 WAITING = {JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED, JobStatus.STARTED}
 
 
@@ -120,6 +141,79 @@ def _still_waiting(redis: Redis, job_id: str) -> bool:
     and parse the whole job hash."""
     status = redis.hget(Job.key_for(job_id), "status")
     return status is not None and status.decode() in {s.value for s in WAITING}
+
+
+# -- the decisions on what happened ---------------------------------------------------------------
+
+
+def check_asked(settings: Settings, redis: Redis, project: int, action: str, config_changed: bool) -> Request | None:
+    """Retrain when Label Studio asks (START_TRAINING) or a PROJECT_UPDATED changed the label config
+    (`config_changed`: a config was known before and differs); None when neither."""
+    if action == "START_TRAINING":
+        return request_retrain(settings, redis, project, "START_TRAINING")
+    if action == "PROJECT_UPDATED" and config_changed:
+        return request_retrain(settings, redis, project, "label config changed")
+    return None
+
+
+def check_labels(settings: Settings, store: Store, project: int, policy: "Policy", seq: int, action: str) -> Request | None:
+    """Retrain when the label changes of `action`, which took the change sequence to `seq` (0: no
+    change), are `retrain_threshold` changes past the last request (`Store.due`, true once)."""
+    if seq and store.due(project, seq, policy.retrain_threshold):
+        return request_retrain(settings, store.redis, project, f"{action}: labels changed")
+    return None
+
+
+def check_settings(settings: Settings, store: Store, project: int, before: "Policy", after: "Policy", actor: str) -> Request | None:
+    """Retrain when a setting the queue follows (`policy.QUEUE_SETTINGS`) changed and the project has
+    a label config: the queue follows at once (a committee strategy needs its members trained)."""
+    from .policy import QUEUE_SETTINGS
+
+    changed = [name for name in QUEUE_SETTINGS if getattr(before, name) != getattr(after, name)]
+    if not changed or not store.meta(project).get("label_config"):
+        return None
+    return request_retrain(settings, store.redis, project, "settings changed: " + ", ".join(changed), actor=actor)
+
+
+def check_quality(settings: Settings, redis: Redis, registry: Registry, project: int, policy: "Policy") -> Request | None:
+    """Retrain when live accuracy fell `live_accuracy_drop` below the offline estimate or drift
+    passed `drift_threshold` (figures: `monitor.status`), and at least `live_min_samples` label
+    changes arrived since the serving version was trained (at most one check per project every
+    `trigger_check_interval` seconds, at most one retrain per serving version every
+    TRIGGER_LATCH seconds); None when it does not."""
+    interval_ms = int(settings.trigger_check_interval * 1000)
+    if interval_ms > 0 and not redis.set(key(project, "trigger_check"), 1, nx=True, px=interval_ms):
+        return None
+    state = monitor.status(redis, registry, project)
+    pointer = registry.pointer(project)
+    unseen_labels = int(redis.get(key(project, "seq")) or 0) - (pointer.watermark if pointer else 0)
+    if pointer is None or unseen_labels < policy.live_min_samples:
+        return None  # a retrain without new labels could not change the model
+    reasons = []
+    window = state.get("live_window") or {}
+    if state.get("live_gap") is not None and window.get("n", 0) >= policy.live_min_samples and state["live_gap"] >= policy.live_accuracy_drop:
+        reasons.append(f"live accuracy {window['accuracy']:.3f} is {state['live_gap']:.3f} below the offline estimate "
+                       f"{state['offline_accuracy']:.3f} ({window['n']} annotations)")
+    found = state.get("drift") or {}
+    if found.get("samples", 0) >= policy.drift_min_samples and found.get("confidence_psi", 0) >= policy.drift_threshold:
+        reasons.append(f"confidence drift: PSI {found['confidence_psi']:.3f} over {found['samples']} predictions")
+    if not reasons:
+        return None
+    latch = key(project, f"triggered:{state['version']}")
+    if not redis.set(latch, 1, nx=True, ex=TRIGGER_LATCH):
+        return None  # this version already triggered a retrain recently
+    reason = "; ".join(reasons) + f"; {unseen_labels} label changes since {state['version']}"
+    return request_retrain(settings, redis, project, reason, actor="monitor")
+
+
+def after_predict(settings: Settings, redis: Redis, registry: Registry, store: Store, project: int, observation: Any) -> None:
+    """What a `/predict` leaves to the background writer (`runtime.BackgroundWriter`, which merges
+    the observations of one version): measure it (`monitor.observe_predictions`), then check the
+    live-accuracy and drift triggers."""
+    from .policy import policy_for
+
+    monitor.observe_predictions(store, project, observation)
+    check_quality(settings, redis, registry, project, policy_for(settings, store.meta(project)))
 
 
 # -- scheduled retrains ---------------------------------------------------------------------------

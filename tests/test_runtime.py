@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import fakeredis
 
-from backend import monitor
+from backend import trigger
 from backend.model import Observation
 from backend.runtime import BackgroundWriter
 from backend.store import Store
@@ -15,18 +15,18 @@ def test_calls_of_one_work_and_project_merge_into_one_and_others_stay_apart(sett
     store = Store(fakeredis.FakeRedis())
     batch = [
         (store.remember_tasks, (1, {1: {"text": "a"}})),
-        (monitor.after_predict, (settings, store.redis, None, store, 1, Observation("v1", {1: {"c": ["x"]}}, [(0.9, 1.0, 0.0)]))),
+        (trigger.after_predict, (settings, store.redis, None, store, 1, Observation("v1", {1: {"c": ["x"]}}, [(0.9, 1.0, 0.0)]))),
         (store.remember_tasks, (2, {5: {"text": "e"}})),
         (store.remember_tasks, (1, {1: {"text": "a2"}, 2: {"text": "b"}})),
-        (monitor.after_predict, (settings, store.redis, None, store, 1, Observation("v1", {2: {"c": ["y"]}}, [(0.5, 2.0, 0.1)]))),
-        (monitor.after_predict, (settings, store.redis, None, store, 1, Observation("v2", {3: {"c": ["z"]}}, [(0.7, 3.0, 0.2)]))),
+        (trigger.after_predict, (settings, store.redis, None, store, 1, Observation("v1", {2: {"c": ["y"]}}, [(0.5, 2.0, 0.1)]))),
+        (trigger.after_predict, (settings, store.redis, None, store, 1, Observation("v2", {3: {"c": ["z"]}}, [(0.7, 3.0, 0.2)]))),
     ]
     calls = BackgroundWriter.coalesced(batch)
     assert [(work, args[-1]) for work, args in calls] == [
         (store.remember_tasks, {1: {"text": "a2"}, 2: {"text": "b"}}),
-        (monitor.after_predict, Observation("v1", {1: {"c": ["x"]}, 2: {"c": ["y"]}}, [(0.9, 1.0, 0.0), (0.5, 2.0, 0.1)])),
+        (trigger.after_predict, Observation("v1", {1: {"c": ["x"]}, 2: {"c": ["y"]}}, [(0.9, 1.0, 0.0), (0.5, 2.0, 0.1)])),
         (store.remember_tasks, {5: {"text": "e"}}),
-        (monitor.after_predict, Observation("v2", {3: {"c": ["z"]}}, [(0.7, 3.0, 0.2)])),
+        (trigger.after_predict, Observation("v2", {3: {"c": ["z"]}}, [(0.7, 3.0, 0.2)])),
     ]
 
 

@@ -1,19 +1,59 @@
-"""When to retrain: the schedule (`retrain_every`) fires exactly once per due time, whoever ticks."""
+"""When to retrain: Label Studio's asking and label-config changes, label counts, live accuracy and
+drift (once per serving version, never without new labels), and the schedule (`retrain_every`),
+which fires exactly once per due time, whoever ticks."""
 
 import time
+from dataclasses import replace
 
 import fakeredis
 import pytest
 
 from backend import audit, trigger
 from backend.config import Settings
-from backend.policy import validated
+from backend.policy import policy_for, validated
 from backend.payload import InvalidPayload
+from backend.registry import Registry
+from backend.store import Store, key
+from tests.conftest import wait_for
+from tests.test_api import predict, train
+from tests.test_monitor import annotate, fast_client, predicted_for  # noqa: F401 - fast_client is a fixture
 
 
 @pytest.fixture
 def redis():
     return fakeredis.FakeRedis()
+
+
+def test_label_studio_asking_and_a_changed_label_config_request_a_retrain_and_nothing_else_does(redis):
+    settings = Settings.from_env({})
+    asked = trigger.check_asked(settings, redis, 1, "START_TRAINING", config_changed=False)
+    assert asked is not None and asked.enqueued
+    assert trigger.check_asked(settings, redis, 2, "PROJECT_UPDATED", config_changed=False) is None
+    assert trigger.check_asked(settings, redis, 2, "ANNOTATION_CREATED", config_changed=True) is None
+    changed = trigger.check_asked(settings, redis, 2, "PROJECT_UPDATED", config_changed=True)
+    assert changed is not None and changed.enqueued
+    assert trigger.check_asked(settings, redis, 1, "START_TRAINING", config_changed=False) == trigger.Request(asked.job_id, False)
+    assert changed.to_json() == {"job_id": changed.job_id, "enqueued": True}
+    assert [e["message"] for e in audit.events(redis, 1, 10, "trigger")] == ["START_TRAINING"]
+    assert [e["message"] for e in audit.events(redis, 2, 10, "trigger")] == ["label config changed"]
+
+
+def test_label_changes_request_a_retrain_once_per_threshold(redis):
+    settings, store = Settings.from_env({}), Store(redis)
+    policy = replace(policy_for(settings, {}), retrain_threshold=3)
+    assert trigger.check_labels(settings, store, 1, policy, 0, "ANNOTATIONS_DELETED") is None  # nothing changed
+    assert trigger.check_labels(settings, store, 1, policy, 2, "ANNOTATION_CREATED") is None
+    due = trigger.check_labels(settings, store, 1, policy, 3, "ANNOTATION_CREATED")
+    assert due is not None and due.enqueued
+    assert trigger.check_labels(settings, store, 1, policy, 5, "ANNOTATION_UPDATED") is None  # 2 past the request
+    assert [e["message"] for e in audit.events(redis, 1, 10, "trigger")] == ["ANNOTATION_CREATED: labels changed"]
+
+
+def test_quality_of_an_untrained_project_never_triggers(redis, tmp_path):
+    settings = Settings.from_env({}, trigger_check_interval=0)
+    redis.set(key(1, "seq"), 10_000)
+    assert trigger.check_quality(settings, redis, Registry(tmp_path / "models"), 1, policy_for(settings, {})) is None
+    assert audit.events(redis, 1, 10, "trigger") == []
 
 
 def test_schedule_values_are_seconds_or_cron_strings():
@@ -60,3 +100,40 @@ def test_extra_params_schedule_a_project_and_the_settings_api_overrides_it(clien
     assert redis.zscore(trigger.SCHEDULE, "4") == pytest.approx(time.time() + 60, abs=5)
     client.put("/projects/4/settings", json={"retrain_every": 0})
     assert redis.zscore(trigger.SCHEDULE, "4") is None
+
+
+def test_live_accuracy_below_the_offline_estimate_triggers_a_recorded_retrain(fast_client, tweets):
+    client, rt = fast_client
+    train(client, tweets, n=150)
+    assert client.put("/projects/1/settings", json={"live_min_samples": 20, "live_accuracy_drop": 0.2}).status_code == 200
+    ids = list(range(3000, 3030))
+    ours = predicted_for(client, rt, tweets, ids)
+    wrong = [next(label for label in ("positive", "negative", "neutral") if label != ours[i]) for i in ids]
+    annotate(client, tweets, ids, wrong)
+    triggers = client.get("/projects/1/audit?kind=trigger").json["events"]
+    live = [e for e in triggers if e["actor"] == "monitor"]
+    assert len(live) == 1, triggers  # latched: one retrain per serving version, not one per annotation
+    assert "live accuracy 0.000" in live[0]["message"] and "below the offline estimate" in live[0]["message"]
+
+
+def test_drifted_traffic_raises_psi_and_triggers_a_retrain(fast_client, tweets):
+    client, rt = fast_client
+    train(client, tweets, n=150)
+    client.put("/projects/1/settings", json={"drift_min_samples": 100, "drift_threshold": 0.25, "live_min_samples": 20})
+    same = [{"id": 10_000 + i, "data": {"text": tweets.texts[4000 + i]}} for i in range(150)]
+    predict(client, same)
+    wait_for(lambda: rt.redis.llen(key(1, "traffic")) >= 150, timeout=10)
+    calm = client.get("/projects/1/monitor").json["drift"]
+    assert calm["samples"] == 150 and calm["confidence_psi"] < 0.25
+    assert not [e for e in client.get("/projects/1/audit?kind=trigger").json["events"] if e["actor"] == "monitor"]
+    predict(client, [{"id": 30_000 + i, "data": {"text": f"quarterly zeta report {i}"}} for i in range(150)])
+    time.sleep(0.3)
+    assert not [e for e in client.get("/projects/1/audit?kind=trigger").json["events"] if e["actor"] == "monitor"], \
+        "drift without new labels must not retrain: the model could not change"
+    rt.redis.delete(key(1, "traffic"))
+    annotate(client, tweets, list(range(5000, 5020)), [tweets.labels[i] for i in range(5000, 5020)])  # new labels to learn from
+    odd = [{"id": 20_000 + i, "data": {"text": f"quarterly zeta report {i} lorem ipsum dolor sit amet"}} for i in range(150)]
+    predict(client, odd)
+    wait_for(lambda: [e for e in client.get("/projects/1/audit?kind=trigger").json["events"] if e["actor"] == "monitor"], timeout=10)
+    moved = client.get("/projects/1/monitor").json["drift"]
+    assert moved["confidence_psi"] >= 0.25 and moved["unseen_mean"]["recent"] > calm["unseen_mean"]["recent"]
