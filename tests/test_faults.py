@@ -236,8 +236,9 @@ def test_f3_f20_an_orphaned_horse_publishes_once_and_a_worker_restarted_at_once_
     url, _, registry, champion = trained
     before = registry.pointer(1)
     client = redis.Redis.from_url(services.redis_url)
+    queue = queue_of(services)  # the training queue: each worker's ranker registers on a queue of its own
     worker, horse = training_in_a_horse(services, url, tweets, "4")
-    dead = {w.name for w in Worker.all(connection=client)}
+    dead = {w.name for w in Worker.all(queue=queue)}
     worker.kill_group()
     for name in dead:  # as if it died right after a heartbeat with RQ's default TTL (ours lapses in 10 s)
         client.expire(Worker.redis_worker_namespace_prefix + name, 120)
@@ -245,7 +246,7 @@ def test_f3_f20_an_orphaned_horse_publishes_once_and_a_worker_restarted_at_once_
         assert alive(horse)
         fresh = services.worker()
         idle_children(fresh)
-        names = {w.name for w in Worker.all(connection=client)}
+        names = {w.name for w in Worker.all(queue=queue)}
         assert len(dead) == 1 and dead < names and len(names) == 2, names  # the dead one still registered
         assert "There exists an active worker" not in fresh.log.read_text() and fresh.popen.poll() is None
         history = settled(registry, 1, 300)
@@ -255,7 +256,6 @@ def test_f3_f20_an_orphaned_horse_publishes_once_and_a_worker_restarted_at_once_
             os.kill(horse, signal.SIGKILL)
     published = history[-1]
     assert published["decision"] == "promoted" and published["job_id"]
-    queue = queue_of(services)
     # the job ends finished: by the orphan itself, or retried once its heartbeat expired, finding nothing new to train
     wait_for(lambda: job(queue, published["job_id"]).get_status() == "finished", timeout=RECOVERY_BOUND)
     assert [r["version"] for r in registry.history(1)] == [template.first["version"], champion["version"], published["version"]]
