@@ -103,7 +103,8 @@ def predict() -> Response:
         config = parse_label_config(req.label_config)
     except LabelConfigError as exc:
         raise InvalidPayload(str(exc)) from None
-    results, observation = rt.model.predict_observed(req.tasks, project=req.project, config=config)
+    results = rt.model.predict(req.tasks, req.context, project=req.project, config=config)
+    observation = getattr(results, "observation", None)  # None while untrained
     remember_unlabeled(rt, req.project, config, req.tasks)
     if observation is not None:
         rt.writer.submit(after_predict, rt.settings, rt.redis, rt.registry, rt.store, req.project, observation)

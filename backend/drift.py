@@ -15,53 +15,21 @@ from typing import Any, Sequence
 import numpy as np
 from scipy.stats import ks_2samp
 
-from .estimator import ControlModel
-from .hashing import BLOCKS, hash_texts
 
 REFERENCE_SIZE = 1000
 PSI_BINS = 10
 _EPSILON = 1e-4
 
 
-def confidence(proba: np.ndarray, multiple: bool) -> np.ndarray:
-    """Per row: the top probability, or for multi-label the least certain label's max(p, 1-p)."""
-    if proba.size == 0:
-        return np.zeros(proba.shape[0])
-    if multiple:
-        return np.min(np.maximum(proba, 1 - proba), axis=1)
-    return proba.max(axis=1)
-
-
-def unseen_share(model: ControlModel, features: Any) -> np.ndarray:
-    """Per row: the share of word n-grams whose hash bucket no training text had (idf at its maximum)."""
-    words = features[:, BLOCKS[0]].tocsr()
-    if words.shape[0] == 0 or model.linear is None:
-        return np.zeros(words.shape[0])
-    unseen = ~model.linear.seen_columns(words.indices)
-    total = np.diff(words.indptr)
-    running = np.concatenate([[0.0], np.cumsum(unseen, dtype=np.float64)])
-    hits = running[words.indptr[1:]] - running[words.indptr[:-1]]
-    return np.where(total > 0, hits / np.maximum(total, 1), 0.0)
-
-
-def observe(model: ControlModel, texts: Sequence[str], features: Any = None) -> dict[str, np.ndarray]:
-    """Confidence, length and unseen share of each text under `model`."""
-    features = features if features is not None else hash_texts(texts)
-    proba = model.predict_proba(features=features)
-    return {
-        "confidence": confidence(proba, model.multiple),
-        "length": np.array([len(t) for t in texts], dtype=float),
-        "unseen": unseen_share(model, features),
-    }
-
-
-def reference(model: ControlModel, texts: Sequence[str], seed: int = 0) -> dict[str, list[float]]:
-    """A version's reference sample (at most `REFERENCE_SIZE` texts), stored in its record."""
-    texts = list(texts)
-    if len(texts) > REFERENCE_SIZE:
-        picked = np.random.default_rng(seed).choice(len(texts), REFERENCE_SIZE, replace=False)
-        texts = [texts[i] for i in sorted(picked)]
-    measured = observe(model, texts)
+def reference(texts: Sequence[str], predictions: Sequence[Any], seed: int = 0) -> dict[str, list[float]]:
+    """A version's reference sample (at most `REFERENCE_SIZE` texts) from its predictions of texts
+    it did not fit (`families.Prediction`: score as confidence, novelty as unseen share), stored in
+    its record."""
+    rows = list(range(len(texts)))
+    if len(rows) > REFERENCE_SIZE:
+        rows = sorted(np.random.default_rng(seed).choice(len(rows), REFERENCE_SIZE, replace=False).tolist())
+    measured = {"confidence": [predictions[i].score for i in rows], "length": [float(len(texts[i])) for i in rows],
+                "unseen": [predictions[i].novelty for i in rows]}
     return {name: [round(float(v), 5) for v in values] for name, values in measured.items()}
 
 

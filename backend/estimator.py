@@ -45,6 +45,21 @@ def build_classifier(multiple: bool = False, alpha: float = ALPHA) -> Any:
     return OneVsRestClassifier(classifier) if multiple else classifier
 
 
+def fit_classifier(classifier: Any, features: Any, y: Any, weights: np.ndarray | None) -> Any:
+    """`classifier.fit`, each example weighing `weights` (one-vs-rest passes them to every label's
+    model through scikit-learn's metadata routing)."""
+    if weights is None:
+        return classifier.fit(features, y)
+    from sklearn import config_context
+
+    weights = np.asarray(weights, dtype=float)
+    if hasattr(classifier, "estimator"):
+        with config_context(enable_metadata_routing=True):
+            classifier.estimator.set_fit_request(sample_weight=True)
+            return classifier.fit(features, y, sample_weight=weights)
+    return classifier.fit(features, y, sample_weight=weights)
+
+
 def fit_weighting(features: sp.csr_matrix) -> np.ndarray:
     """Inverse document frequencies of every column of `hash_texts` features (scikit-learn's
     smoothed idf), fitted per block."""
@@ -243,9 +258,11 @@ class ControlModel:
         multiple: bool,
         alpha: float | None = None,
         features: Any = None,
+        weights: np.ndarray | None = None,
     ) -> "ControlModel | None":
         """Fit on texts (or their `hash_texts` features) and their label lists, with `alpha_for`
-        their number unless `alpha` is given; None when the data cannot support a model."""
+        their number unless `alpha` is given, each example weighing `weights` (None: 1); None when
+        the data cannot support a model."""
         labels = list(labels)
         if multiple:
             matrix = np.array([[label in set(t) for label in labels] for t in targets], dtype=int)
@@ -265,13 +282,13 @@ class ControlModel:
         features = features if features is not None else hash_texts(texts or [])
         idf = fit_weighting(features)
         alpha = alpha_for(len(targets)) if alpha is None else alpha
-        classifier = build_classifier(multiple, alpha).fit(weigh(idf, features), y)
+        classifier = fit_classifier(build_classifier(multiple, alpha), weigh(idf, features), y, weights)
         if not multiple:
             columns = [str(c) for c in classifier.classes_]
         return cls(labels, multiple, SparseLinear.from_classifier(idf, classifier, multiple), columns, constant, classifier)
 
     def with_committee(self, targets: Sequence[Sequence[str]], features: Any, size: int = COMMITTEE_SIZE,
-                       seed: int = 0) -> "ControlModel":
+                       seed: int = 0, weights: np.ndarray | None = None) -> "ControlModel":
         """This model with `size` committee members, each fitted like it on a bootstrap resample of
         the same examples (`hash_texts` features and label lists). Single-choice resamples draw
         within each class, so every member knows every class the model knows; a resample that
@@ -291,7 +308,7 @@ class ControlModel:
             else:
                 rows = np.sort(rng.choice(n, n, replace=True))
             member = ControlModel.fit(None, [targets[i] for i in rows], self.labels, self.multiple, alpha_for(n),
-                                      features=features[rows])
+                                      features=features[rows], weights=None if weights is None else np.asarray(weights)[rows])
             if member is not None:
                 member.fitted = None  # only the weights are kept
                 members.append(member)
@@ -347,46 +364,3 @@ class ControlModel:
             constant={str(k): float(v) for k, v in data["constant"].items()},
             members=[cls.from_artifact(member, layout) for member in data.get("members") or []],
         )
-
-
-@dataclass
-class ModelBundle:
-    """The models of one project version: one per control, keyed by the control's `from_name`."""
-
-    controls: dict[str, ControlModel]
-
-    def to_artifact(self) -> dict[str, Any]:
-        return {"format": FORMAT, "controls": {name: model.to_artifact() for name, model in self.controls.items()}}
-
-    @classmethod
-    def from_artifact(cls, data: Any) -> "ModelBundle":
-        """A bundle from an artifact of this layout or the legacy one (ValueError for anything else)."""
-        if not isinstance(data, dict) or data.get("format") not in (FORMAT, LEGACY_FORMAT) or not isinstance(data.get("controls"), dict):
-            raise ValueError("artifact has an unknown layout")
-        return cls({str(k): ControlModel.from_artifact(v, data["format"]) for k, v in data["controls"].items()})
-
-
-def choose(proba: np.ndarray, labels: Sequence[str], multiple: bool, threshold: float) -> list[list[str]]:
-    """The labels predicted for each row: the argmax, or every label at or above `threshold`."""
-    if proba.size == 0:
-        return [[] for _ in range(proba.shape[0])]
-    if multiple:
-        return [[labels[j] for j in np.flatnonzero(row >= threshold)] for row in proba]
-    return [[labels[j]] for j in proba.argmax(axis=1)]
-
-
-def restrict(proba: np.ndarray, model_labels: Sequence[str], allowed: Sequence[str], multiple: bool) -> np.ndarray:
-    """Columns for the labels of the config in use (a label the model never saw gets 0).
-
-    Single-choice rows are renormalised so a label removed from the config cannot be predicted.
-    """
-    index = {label: i for i, label in enumerate(model_labels)}
-    out = np.zeros((proba.shape[0], len(allowed)), dtype=float)
-    for j, label in enumerate(allowed):
-        if label in index:
-            out[:, j] = proba[:, index[label]]
-    if not multiple and out.size:
-        total = out.sum(axis=1, keepdims=True)
-        uniform = np.full_like(out, 1.0 / out.shape[1])
-        out = np.where(total > 0, out / np.where(total > 0, total, 1.0), uniform)
-    return np.clip(out, 0.0, 1.0)

@@ -7,6 +7,7 @@ project's pointer only through the registry's compare-and-set.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -20,7 +21,7 @@ import numpy as np
 from redis import Redis
 from rq import get_current_job
 
-from . import audit, faults, labelstudio, mislabels
+from . import audit, families, faults, labelstudio, mislabels
 from . import runtime as runtime_module
 from .labelconfig import LabelConfigError, parse_label_config
 from .registry import RegistryError
@@ -30,7 +31,7 @@ from .model import UNTRAINED
 from .policy import policy_for
 from .pool import cache_for
 from .ranking import rank
-from .training import Snapshot, build_snapshot, example_digest, poisoned_tasks
+from .training import Snapshot, build_snapshot, example_digest, poisoned_tasks, predicted_targets
 from .trigger import retrain_queue
 
 log = logging.getLogger(__name__)
@@ -152,7 +153,7 @@ def find_mislabels(project: int, version: str) -> dict[str, Any]:
     if ls is not None and suspects:
         by_task = {t.task: t for t in labeled}
         tasks = [{"id": s.task, "data": by_task[s.task].data} for s in suspects if s.task in by_task]
-        results, _ = runtime.model.predict_observed(tasks, project=project, config=config)
+        results = runtime.model.predict(tasks, project=project, config=config)
         worst = {}
         for s in suspects:
             worst[s.task] = max(worst.get(s.task, 0.0), s.mislabeling)
@@ -265,7 +266,8 @@ def publish_queue(runtime: Runtime, ls: Any, project: int) -> dict[str, Any]:
         by_id = {int(t["id"]): t for t in pool}
         entries = {e.task: e for e in queue.entries}
         tasks = [by_id[e.task] for e in queue.entries]
-        results, observation = runtime.model.predict_observed(tasks, project=project, config=config) if served else ([None] * len(tasks), None)
+        results = runtime.model.predict(tasks, project=project, config=config) if served else [None] * len(tasks)
+        observation = getattr(results, "observation", None)
         predictions = []
         for task, result in zip(tasks, results):
             entry = entries[int(task["id"])]
@@ -309,7 +311,6 @@ def stopping_signal(
     from sklearn.metrics import cohen_kappa_score
 
     from .ranking import uncertainties
-    from .training import predict_labels
 
     record = runtime.registry.record(project, served.version) or {}
     parent = record.get("parent")
@@ -326,10 +327,14 @@ def stopping_signal(
         kappas = []
         for control in config.controls:
             texts = [t for t in (control.text_of(task.get("data") or {}, runtime.settings.max_text_chars) for task in sample) if t]
-            if not texts or control.from_name not in served.bundle.controls:
+            name = served.bundle.family_of(control.from_name)
+            if not texts or control.from_name not in served.bundle.controls or not families.family(name).claims(control):
                 continue
-            new = ["|".join(x) for x in predict_labels(served.bundle.controls[control.from_name], texts, control, 0.5)]
-            before = ["|".join(x) for x in predict_labels(old.controls.get(control.from_name), texts, control, 0.5)]
+            family = families.family(name)
+            same = old.family_of(control.from_name) == name
+            new = [json.dumps(t) for t in predicted_targets(family, served.bundle.controls[control.from_name], control, texts, 0.5)]
+            before = [json.dumps(t) for t in predicted_targets(family, old.controls.get(control.from_name) if same else None,
+                                                               control, texts, 0.5)]
             kappas.append(1.0 if new == before else float(cohen_kappa_score(new, before)))
         if kappas:
             signal["agreement_kappa"] = round(float(np.mean(kappas)), 4)
@@ -393,7 +398,7 @@ def train_project(
             log.error("project %s: champion %s unusable, judging without it: %s", project, pointer.version, exc)
     faults.point("fit")
     try:
-        result = runtime.model.fit("START_TRAINING", snapshot, champion, metric=policy.gate_metric, margin=policy.gate_margin,
+        result = runtime.model.fit(reason, snapshot, champion, metric=policy.gate_metric, margin=policy.gate_margin,
                                    committee=policy.committee)
     except Exception:
         if last_attempt:
@@ -406,13 +411,14 @@ def train_project(
         "parent": pointer.version if pointer else None,
         "created_at": time.time(),
         "job_id": job_id,
-        "trigger": reason,
+        "trigger": result.event or reason,
         "fingerprint": snapshot.fingerprint,
         "committee": policy.committee,
         "watermark": snapshot.watermark,
         "label_config": config.digest,
         "examples": snapshot.size,
         "label_counts": {name: data.counts() for name, data in snapshot.controls.items()},
+        "families": {name: data.family.name for name, data in snapshot.controls.items()},
         "set_aside": snapshot.set_aside,
         "train_seconds": round(result.seconds, 3),
         "evaluation": result.judgement.to_json(),

@@ -1,6 +1,7 @@
 """Suspected label errors: cleanlab's confident learning over out-of-fold probabilities.
 
-Every labeled task of a single-choice control is scored by a model that did not see it (k-fold),
+Every labeled task of a single-choice control is scored by a model that did not see it (k-fold;
+the built-in text model, whichever family serves the control: the check is about the labels),
 and cleanlab flags the tasks whose given label disagrees with what the rest of the data implies.
 Nothing here changes a label: suspects are listed for reviewers (API, status page, and LS's
 `mislabeling` field of a prediction), highest suspicion first.
@@ -18,6 +19,7 @@ from sklearn.model_selection import StratifiedKFold
 
 from .estimator import ControlModel
 from .hashing import hash_texts
+from .labelconfig import ChoicesControl
 from .training import Snapshot
 
 FOLDS = 5
@@ -51,8 +53,8 @@ def find(snapshot: Snapshot) -> list[Suspect]:
     """Suspects of every single-choice control with enough labels, most suspicious first."""
     suspects: list[Suspect] = []
     for name, data in snapshot.controls.items():
-        if data.control.multiple:
-            continue
+        if not isinstance(data.control, ChoicesControl) or data.control.multiple:
+            continue  # cleanlab's confident learning is for one class per task
         given = [t[0] for t in data.targets]
         classes = sorted(set(given))
         counts = {c: given.count(c) for c in classes}

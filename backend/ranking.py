@@ -25,8 +25,8 @@ from typing import Any, Iterator, NamedTuple, Sequence
 import numpy as np
 
 from . import strategy as strategies
-from .estimator import ModelBundle, restrict
-from .hashing import hash_texts
+from . import families
+from .families import ModelBundle
 from .labelconfig import LabelConfig
 from .policy import Policy
 from .pool import Pool, PoolCache
@@ -69,7 +69,8 @@ def effective_strategy(bundle: ModelBundle, policy: Policy) -> tuple[str, str]:
     if policy.strategy in strategies.STRATEGIES:
         return policy.strategy, ""
     if policy.strategy in strategies.COMMITTEE_STRATEGIES:
-        if bundle.controls and all(len(m.members) >= 2 for m in bundle.controls.values()):
+        if bundle.controls and all(families.family(bundle.family_of(name)).committee(model) >= 2
+                                   for name, model in bundle.controls.items()):
             return policy.strategy, ""
         return "margin", f"{policy.strategy} needs committee members, which the next retrain trains"
     return "margin", f"{policy.strategy} is not an uncertainty strategy"
@@ -87,24 +88,16 @@ def uncertainties(
     per_control = []
     for number, control in enumerate(config.controls):
         model = bundle.controls.get(control.from_name)
+        family = families.family(bundle.family_of(control.from_name)) if model is not None else None
         values = np.zeros(len(tasks))
-        if model is not None:
+        if family is not None and family.claims(control):
             found = texts_by_control[number] if texts_by_control is not None else \
                 [control.text_of(t.get("data") or {}, limit) for t in tasks]
             rows = [i for i, text in enumerate(found) if text is not None]
             if rows:
                 texts = [found[i] for i in rows]
                 pool = hashed[1] if hashed is not None and texts == hashed[0] else None
-                features = None if pool is not None else hash_texts(texts)
-
-                def proba(member: Any) -> np.ndarray:
-                    raw = pool.predict_proba(member) if pool is not None else member.predict_proba(features=features)
-                    return restrict(raw, member.labels, control.labels, control.multiple)
-
-                if name in strategies.COMMITTEE_STRATEGIES:
-                    values[rows] = strategies.disagreement([proba(m) for m in model.members], name, control.multiple)
-                else:
-                    values[rows] = strategies.uncertainty(proba(model), name, control.multiple)
+                values[rows] = family.uncertainty(model, control, texts, name, pool)
         per_control.append(values)
     return strategies.combine(per_control)
 

@@ -26,7 +26,8 @@ from typing import Any, Iterator
 import numpy as np
 
 from . import faults
-from .estimator import ModelBundle
+from . import families
+from .families import ModelBundle
 
 ARTIFACT_SUFFIX = ".skops"
 POINTER = "current.json"
@@ -192,7 +193,7 @@ class Registry:
         import skops.io as sio  # only processes that publish pay for importing it
 
         faults.point("before_dump")
-        data = sio.dumps(bundle.to_artifact())
+        data = sio.dumps(families.to_artifact(bundle))
         tmp = directory / f".tmp-{version}-{os.getpid()}-{time.monotonic_ns()}"
         try:
             with open(tmp, "wb") as handle:
@@ -248,7 +249,7 @@ class Registry:
         if hashlib.sha256(data).hexdigest() != sha256:
             raise RegistryError(f"artifact {version} fails its checksum")
         try:
-            return ModelBundle.from_artifact(load_artifact(data))
+            return families.from_artifact(load_artifact(data))
         except Exception as exc:
             raise RegistryError(f"artifact {version} was refused: {type(exc).__name__}") from None
 

@@ -14,7 +14,8 @@ from redis import Redis
 
 from .config import Settings
 from .connection import redis_for
-from .model import Observation, TextClassifier
+from . import families
+from .model import Model, Observation
 from .registry import Registry
 from .serving import ModelCache
 from .store import Store
@@ -104,7 +105,7 @@ class Runtime:
     store: Store
     registry: Registry
     cache: ModelCache
-    model: TextClassifier
+    model: Model
     writer: BackgroundWriter
 
     @classmethod
@@ -113,7 +114,8 @@ class Runtime:
         registry = Registry(settings.model_dir)
         cache = ModelCache(registry, settings.swap_poll_interval if poll else 0)
         store = Store(redis)
-        return cls(settings, redis, store, registry, cache, TextClassifier(settings, cache), BackgroundWriter())
+        families.install(settings.model_families)
+        return cls(settings, redis, store, registry, cache, Model(settings, cache), BackgroundWriter())
 
 
 _installed: dict[int, Runtime] = {}

@@ -15,7 +15,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from .estimator import ModelBundle
+from .families import ModelBundle
 from .metrics import MODEL_SEQ
 from .registry import Pointer, Registry, RegistryError
 

@@ -1,7 +1,8 @@
 """Turn a snapshot of stored labels into a challenger, judge it against the champion, and decide.
 
 Pure functions over data and models: no Redis, no HTTP, no files. The train job wires them to the
-store and the registry.
+store and the registry. Every control is trained, predicted and scored by its model family
+(`families`): nothing here knows what kind of model a family fits.
 
 Evaluation data: a task belongs to the held-out set when a stable hash of (project, task) falls
 below `holdout_rate(n)`; that rate only shrinks as a project grows, so today's held-out tasks were
@@ -26,10 +27,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from . import drift, faults
-from .estimator import ControlModel, ModelBundle, choose, restrict
-from .hashing import hash_texts
-from .labelconfig import ChoicesControl, LabelConfig
+from . import drift, families
+from .families import Family, ModelBundle, Outcomes
+from .labelconfig import LabelConfig
 from .store import LabeledTask
 
 MIN_HOLDOUT = 200
@@ -43,15 +43,36 @@ CONFIDENCE = 0.95  # a challenger is rejected only when it is worse with at leas
 
 @dataclass
 class ControlData:
-    """Training examples of one control."""
+    """Training examples of one control, for the family that serves it."""
 
-    control: ChoicesControl
+    control: Any
+    family: Family
     tasks: list[int] = field(default_factory=list)
     texts: list[str] = field(default_factory=list)
-    targets: list[list[str]] = field(default_factory=list)
+    targets: list[Any] = field(default_factory=list)
+    weights: list[float] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
-        return dict(Counter(label for target in self.targets for label in target))
+        return dict(Counter(str(label) for target in self.targets for label in (target if isinstance(target, list) else [target])))
+
+    def subset(self, rows: Sequence[int]) -> "ControlData":
+        return ControlData(self.control, self.family, [self.tasks[i] for i in rows], [self.texts[i] for i in rows],
+                           [self.targets[i] for i in rows], [self.weights[i] for i in rows])
+
+    def fit(self, committee: int = 0) -> Any | None:
+        """The family's model of these examples (weights passed only when some differ from 1)."""
+        weights = np.asarray(self.weights, dtype=float) if any(w != 1.0 for w in self.weights) else None
+        return self.family.fit(self.control, self.texts, self.targets, weights, committee)
+
+    def predicted(self, model: Any | None, rows: Sequence[int], threshold: float) -> list[Any]:
+        """The targets `model` predicts for the texts at `rows` (nothing, `[]`, without a model)."""
+        return predicted_targets(self.family, model, self.control, [self.texts[i] for i in rows], threshold)
+
+
+def predicted_targets(family: Family, model: Any | None, control: Any, texts: Sequence[str], threshold: float) -> list[Any]:
+    if model is None:
+        return [[] for _ in texts]
+    return [p.target for p in family.predict(model, control, texts, threshold)]
 
 
 @dataclass
@@ -77,21 +98,25 @@ def build_snapshot(
     max_chars: int,
     quarantined: Mapping[int, str] | None = None,
 ) -> Snapshot:
-    """Keep the labels valid under the current config; count the others as set aside, and the
-    quarantined tasks (task -> `example_digest`) as long as they are unchanged."""
-    controls = {c.from_name: ControlData(c) for c in config.controls}
+    """Keep the labels valid under the current config for the family of each control; count the
+    others as set aside, and the quarantined tasks (task -> `example_digest`) as long as they are
+    unchanged. The fingerprint covers the config, each control's family, and every example."""
+    assigned = families.assign(config)
+    controls = {c.from_name: ControlData(c, assigned[c.from_name]) for c in config.controls if c.from_name in assigned}
     set_aside: Counter[str] = Counter()
     digest = hashlib.sha256(config.digest.encode())
+    digest.update(json.dumps({name: data.family.name for name, data in sorted(controls.items())}).encode())
     for task in tasks:
         if quarantined and quarantined.get(task.task) == example_digest(task):
             set_aside["quarantined"] += len(task.labels)
             continue
-        for from_name, choices in task.labels.items():
+        for from_name, stored in task.labels.items():
             data = controls.get(from_name)
             if data is None:
                 set_aside["control not in config"] += 1
                 continue
-            problem = data.control.problem(choices)
+            target = data.family.target(data.control, stored)
+            problem = data.family.problem(data.control, target)
             if problem:
                 set_aside[problem] += 1
                 continue
@@ -101,8 +126,9 @@ def build_snapshot(
                 continue
             data.tasks.append(task.task)
             data.texts.append(text)
-            data.targets.append(sorted(choices))
-            digest.update(f"{from_name}\x1f{task.task}\x1f{'|'.join(sorted(choices))}\x1f".encode())
+            data.targets.append(target)
+            data.weights.append(1.0)
+            digest.update(f"{from_name}\x1f{task.task}\x1f{json.dumps(target, sort_keys=True)}\x1f".encode())
             digest.update(hashlib.sha1(text.encode("utf-8", "surrogatepass")).digest())
     return Snapshot(project, controls, dict(set_aside), digest.hexdigest()[:20], watermark)
 
@@ -110,18 +136,6 @@ def build_snapshot(
 def example_digest(task: LabeledTask) -> str:
     """Identifies a task's texts and labels: a quarantined task is tried again once either changes."""
     return hashlib.sha256(json.dumps([task.data, task.labels], sort_keys=True).encode("utf-8", "surrogatepass")).hexdigest()[:20]
-
-
-def fit_control(
-    texts: Sequence[str], targets: Sequence[Sequence[str]], control: ChoicesControl, committee: int = 0
-) -> ControlModel | None:
-    """Fit one control's model (None when the targets cannot support one), with `committee`
-    members when asked; features are computed even then, so `poisoned_tasks` finds texts that
-    break them."""
-    faults.poison(texts)
-    features = hash_texts(texts)
-    model = ControlModel.fit(None, targets, control.labels, control.multiple, features=features)
-    return model.with_committee(targets, features, committee) if model is not None and committee else model
 
 
 def poisoned_tasks(snapshot: Snapshot) -> set[int]:
@@ -143,8 +157,8 @@ def poisoned_tasks(snapshot: Snapshot) -> set[int]:
 
 def _fit_raises(data: ControlData, rows: list[int]) -> bool:
     try:
-        fit_control([data.texts[i] for i in rows], [data.targets[i] for i in rows], data.control)
-    except Exception:  # any error the estimator raises on these examples
+        data.subset(rows).fit()
+    except Exception:  # any error the family raises on these examples
         return True
     return False
 
@@ -161,47 +175,6 @@ def in_holdout(project: int, task: int, rate: float) -> bool:
 def holdout_mask(project: int, tasks: Sequence[int]) -> np.ndarray:
     rate = holdout_rate(len(tasks))
     return np.array([in_holdout(project, t, rate) for t in tasks], dtype=bool)
-
-
-def score(targets: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]], control: ChoicesControl) -> dict[str, float]:
-    """Macro-F1 and accuracy (1 - Hamming loss for multi-label) of predictions against targets."""
-    from sklearn.metrics import accuracy_score, f1_score  # train jobs only: web workers import this module
-
-    if not targets:
-        return {"macro_f1": 0.0, "accuracy": 0.0, "n": 0}
-    if control.multiple:
-        labels = list(control.labels)
-        y = np.array([[label in t for label in labels] for t in targets], dtype=int)
-        p = np.array([[label in t for label in labels] for t in predicted], dtype=int)
-        return {
-            "macro_f1": float(f1_score(y, p, average="macro", zero_division=0)),
-            "accuracy": float((y == p).mean()),
-            "n": len(targets),
-        }
-    y1 = [t[0] for t in targets]
-    p1 = [t[0] if t else "" for t in predicted]
-    return {
-        "macro_f1": float(f1_score(y1, p1, labels=sorted(set(y1)), average="macro", zero_division=0)),
-        "accuracy": float(accuracy_score(y1, p1)),
-        "n": len(targets),
-    }
-
-
-def predict_labels(model: ControlModel | None, texts: Sequence[str], control: ChoicesControl, threshold: float) -> list[list[str]]:
-    if model is None:
-        return [[] for _ in texts]
-    proba = restrict(model.predict_proba(texts), model.labels, control.labels, control.multiple)
-    return choose(proba, control.labels, control.multiple, threshold)
-
-
-def baseline_labels(targets: Sequence[Sequence[str]], n: int, control: ChoicesControl) -> list[list[str]]:
-    """The trivial model: always the most frequent label set of the training targets."""
-    if control.multiple:
-        counts = Counter(label for t in targets for label in t)
-        frequent = [label for label in control.labels if counts[label] * 2 > len(targets)]
-        return [frequent for _ in range(n)]
-    top = Counter(t[0] for t in targets).most_common(1)
-    return [[top[0][0]] if top else [] for _ in range(n)]
 
 
 @dataclass
@@ -237,6 +210,7 @@ class TrainResult:
     judgement: Judgement
     seconds: float
     reference: dict[str, list[float]] | None = None  # drift reference of the first control (see `drift`)
+    event: str = ""  # what asked for the training (`Model.fit`)
 
 
 def train_and_judge(
@@ -253,12 +227,12 @@ def train_and_judge(
     if metric not in METRICS:
         raise ValueError(f"unknown gate metric {metric!r}")
     started = time.perf_counter()
-    models: dict[str, ControlModel] = {}
+    models: dict[str, Any] = {}
     challenger_m: dict[str, dict[str, float]] = {}
     champion_m: dict[str, dict[str, float]] = {}
     baseline_m: dict[str, dict[str, float]] = {}
     methods = set()
-    paired: dict[str, tuple[Any, Any, Any, ChoicesControl]] = {}
+    paired: dict[str, tuple[Outcomes, Outcomes]] = {}
     reference: dict[str, list[float]] | None = None
     for name, data in snapshot.controls.items():
         if len(data.texts) < 2:
@@ -266,32 +240,31 @@ def train_and_judge(
         mask = holdout_mask(snapshot.project, data.tasks)
         held = [i for i in range(len(data.tasks)) if mask[i]]
         train = [i for i in range(len(data.tasks)) if not mask[i]]
-        control = data.control
-        model = fit_control([data.texts[i] for i in train], [data.targets[i] for i in train], control, committee)
+        family, control = data.family, data.control
+        model = data.subset(train).fit(committee)
         if len(held) >= MIN_HOLDOUT:
             methods.add("holdout")
-            texts = [data.texts[i] for i in held]
             targets = [data.targets[i] for i in held]
-            new_labels = predict_labels(model, texts, control, threshold)
-            old = champion.controls.get(name) if champion else None
-            old_labels = predict_labels(old, texts, control, threshold)
-            challenger_m[name] = score(targets, new_labels, control)
-            champion_m[name] = score(targets, old_labels, control)
-            paired[name] = (targets, new_labels, old_labels, control)
-            baseline_m[name] = score(
-                targets, baseline_labels([data.targets[i] for i in train], len(held), control), control
-            )
+            same_family = champion is not None and champion.family_of(name) == family.name
+            old = champion.controls.get(name) if same_family else None
+            new_outcomes = family.outcomes(control, targets, data.predicted(model, held, threshold))
+            old_outcomes = family.outcomes(control, targets, data.predicted(old, held, threshold))
+            challenger_m[name], champion_m[name] = new_outcomes.metrics(), old_outcomes.metrics()
+            paired[name] = (new_outcomes, old_outcomes)
+            trivial = family.baseline(control, [data.targets[i] for i in train], len(held))
+            baseline_m[name] = family.outcomes(control, targets, trivial).metrics()
         else:
             methods.add("cross-validation")
-            train_part = ControlData(control, [data.tasks[i] for i in train], [data.texts[i] for i in train], [data.targets[i] for i in train])
+            train_part = data.subset(train)
             predicted, baseline = _cross_validate(train_part, threshold)
-            challenger_m[name] = score(train_part.targets, predicted, control)
-            baseline_m[name] = score(train_part.targets, baseline, control)
+            challenger_m[name] = family.outcomes(control, train_part.targets, predicted).metrics()
+            baseline_m[name] = family.outcomes(control, train_part.targets, baseline).metrics()
         if model is not None:
             models[name] = model
             if reference is None:
-                unseen_by_model = [data.texts[i] for i in held] if len(held) >= MIN_REFERENCE else [data.texts[i] for i in train]
-                reference = drift.reference(model, unseen_by_model)
+                unseen_by_model = held if len(held) >= MIN_REFERENCE else train
+                texts = [data.texts[i] for i in unseen_by_model]
+                reference = drift.reference(texts, family.predict(model, control, texts, threshold))
     method = "+".join(sorted(methods)) or "none"
     if not models:
         judgement = Judgement(False, "not enough labels: every control needs two classes", challenger_m, champion_m, baseline_m, method)
@@ -310,60 +283,42 @@ def train_and_judge(
         context = "first model" if champion is None else "too few held-out labels to compare models, cross-validated"
         reason = f"{context}: {metric} {new:.4f} {'beats' if promote else 'does not beat'} the trivial baseline {base:.4f}"
     judgement = Judgement(promote, reason, challenger_m, champion_m, baseline_m, method)
-    return TrainResult(ModelBundle(models), judgement, time.perf_counter() - started, reference)
+    names = {name: snapshot.controls[name].family.name for name in models}
+    return TrainResult(ModelBundle(models, names), judgement, time.perf_counter() - started, reference)
 
 
-def worse_probability(paired: dict[str, tuple[Any, Any, Any, ChoicesControl]], metric: str, margin: float) -> float:
+def worse_probability(paired: dict[str, tuple[Outcomes, Outcomes]], metric: str, margin: float) -> float:
     """Share of paired bootstrap resamples of the held-out tasks in which the challenger's mean
     metric is more than `margin` below the champion's (resamples fixed by seed: deterministic)."""
     rng = np.random.default_rng(0)
     total = np.zeros(BOOTSTRAP)
-    for targets, new, old, control in paired.values():
-        n = len(targets)
+    for new, old in paired.values():
+        n = new.n
         weights = rng.multinomial(n, np.full(n, 1.0 / n), size=BOOTSTRAP).astype(float)
-        y = _indicators(targets, control)
-        total += _resampled(y, _indicators(new, control), weights, metric, control.multiple)
-        total -= _resampled(y, _indicators(old, control), weights, metric, control.multiple)
+        total += new.metrics(weights)[metric] - old.metrics(weights)[metric]
     return float(np.mean(total / max(len(paired), 1) < -margin))
 
 
-def _indicators(label_lists: Sequence[Sequence[str]], control: ChoicesControl) -> np.ndarray:
-    return np.array([[label in set(t) for label in control.labels] for t in label_lists], dtype=float)
-
-
-def _resampled(y: np.ndarray, p: np.ndarray, weights: np.ndarray, metric: str, multiple: bool) -> np.ndarray:
-    """The metric on each resample (rows of `weights` count how often each task is drawn)."""
-    if metric == "accuracy":
-        per_task = (y == p).mean(axis=1) if multiple else (y == p).all(axis=1).astype(float)
-        return weights @ per_task / y.shape[0]
-    tp, fp, fn = weights @ (y * p), weights @ ((1 - y) * p), weights @ (y * (1 - p))
-    denominator = 2 * tp + fp + fn
-    f1 = np.divide(2 * tp, denominator, out=np.zeros_like(tp), where=denominator > 0)
-    columns = np.ones(y.shape[1], dtype=bool) if multiple else y.sum(axis=0) > 0
-    return f1[:, columns].mean(axis=1)
-
-
-def _cross_validate(data: ControlData, threshold: float) -> tuple[list[list[str]], list[list[str]]]:
+def _cross_validate(data: ControlData, threshold: float) -> tuple[list[Any], list[Any]]:
     """Out-of-fold predictions of the challenger and of the baseline (deterministic folds)."""
     n = len(data.texts)
-    strata = ["|".join(t) for t in data.targets]
+    strata = [json.dumps(t, sort_keys=True) for t in data.targets]
     smallest = min(Counter(strata).values())
     folds = max(2, min(5, smallest))
-    predicted: list[list[str]] = [[] for _ in range(n)]
-    baseline: list[list[str]] = [[] for _ in range(n)]
+    predicted: list[Any] = [[] for _ in range(n)]
+    baseline: list[Any] = [[] for _ in range(n)]
     if smallest < 2:
         splitter = [(np.array([j for j in range(n) if j % folds != k]), np.array([j for j in range(n) if j % folds == k])) for k in range(folds)]
     else:
         from sklearn.model_selection import StratifiedKFold
 
         splitter = list(StratifiedKFold(folds, shuffle=True, random_state=0).split(np.zeros(n), strata))
-    control = data.control
     for train, test in splitter:
         if len(test) == 0 or len(train) == 0:
             continue
-        model = fit_control([data.texts[i] for i in train], [data.targets[i] for i in train], control)
-        for i, labels in zip(test, predict_labels(model, [data.texts[i] for i in test], control, threshold)):
-            predicted[i] = labels
-        for i, labels in zip(test, baseline_labels([data.targets[j] for j in train], len(test), control)):
-            baseline[i] = labels
+        model = data.subset(train).fit()
+        for i, target in zip(test, data.predicted(model, test, threshold)):
+            predicted[i] = target
+        for i, target in zip(test, data.family.baseline(data.control, [data.targets[j] for j in train], len(test))):
+            baseline[i] = target
     return predicted, baseline

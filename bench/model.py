@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from typing import Sequence
 
-from backend.estimator import ModelBundle
+from backend.families import ModelBundle
 from backend.labelconfig import parse_label_config
 from backend.policy import Policy
 from backend.pool import cache_for, size_on_disk

@@ -5,8 +5,10 @@ import numpy as np
 import pytest
 import skops.io as sio
 
-from backend.estimator import (ALPHA, LEGACY_FORMAT, MAX_ALPHA, MULTICLASS, PRIOR, ControlModel, ModelBundle, SparseLinear,
+from backend.estimator import (ALPHA, LEGACY_FORMAT, MAX_ALPHA, MULTICLASS, PRIOR, ControlModel, SparseLinear,
                                alpha_for, build_classifier, weigh)
+from backend import families
+from backend.families import ModelBundle
 from backend.hashing import N_FEATURES, hash_texts
 from backend.registry import NotPlain, Registry, RegistryError, read_plain
 
@@ -90,17 +92,17 @@ def test_legacy_artifacts_with_scikit_learn_objects_still_load_and_predict_the_s
 
 
 def test_artifacts_are_plain_skops_that_skops_itself_loads_with_no_trusted_types(fitted, unseen):
-    data = sio.dumps(ModelBundle({"sentiment": fitted}).to_artifact())
+    data = sio.dumps(families.to_artifact(ModelBundle({"sentiment": fitted})))
     assert sio.get_untrusted_types(data=data) == []
-    by_skops = ModelBundle.from_artifact(sio.loads(data, trusted=[])).controls["sentiment"]
-    plain = ModelBundle.from_artifact(read_plain(data)).controls["sentiment"]
+    by_skops = families.from_artifact(sio.loads(data, trusted=[])).controls["sentiment"]
+    plain = families.from_artifact(read_plain(data)).controls["sentiment"]
     assert np.array_equal(by_skops.predict_proba(features=unseen), plain.predict_proba(features=unseen))
 
 
 @pytest.mark.parametrize("damage", ["unsorted", "out of range", "shape", "link", "labels"])
 def test_weights_that_do_not_fit_together_are_refused(tmp_path, fitted, damage):
-    artifact = ModelBundle({"sentiment": fitted}).to_artifact()
-    control = artifact["controls"]["sentiment"]
+    artifact = families.to_artifact(ModelBundle({"sentiment": fitted}))
+    control = artifact["controls"]["sentiment"]["model"]
     linear = control["linear"]
     if damage == "unsorted":
         linear["seen"] = linear["seen"][::-1].copy()
@@ -120,7 +122,7 @@ def test_weights_that_do_not_fit_together_are_refused(tmp_path, fitted, damage):
 
 
 def test_unseen_words_are_exactly_the_columns_at_the_largest_idf(tmp_path, fitted, unseen):
-    from backend.drift import unseen_share
+    from backend.families.text_choices import unseen_share
     from backend.hashing import BLOCKS
 
     loaded, _ = save_and_load(tmp_path, fitted)

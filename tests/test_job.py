@@ -158,7 +158,7 @@ def test_rollback_moves_the_pointer_back_and_workers_follow(services, tweets):
 
 def test_after_a_promotion_the_queue_follows_the_strategy_order(services, tweets):
     from backend import strategy
-    from backend.estimator import restrict
+    from backend.families.base import restrict
 
     url, _ = services.web(workers=2, RETRAIN_THRESHOLD="100000")
     services.worker()

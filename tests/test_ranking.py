@@ -3,7 +3,7 @@
 import numpy as np
 
 from backend import strategy
-from backend.estimator import restrict
+from backend.families.base import restrict
 from tests.conftest import LABEL_CONFIG, annotation_event, wait_for
 
 
@@ -133,7 +133,8 @@ def test_stopping_signal_is_recorded_per_promotion(client, tweets):
 
 
 def test_ranking_with_the_pool_cache_is_the_ranking_without_it(tmp_path, tweets):
-    from backend.estimator import ControlModel, ModelBundle
+    from backend.estimator import ControlModel
+    from backend.families import ModelBundle
     from backend.labelconfig import parse_label_config
     from backend.policy import Policy
     from backend.pool import cache_for, features
@@ -184,7 +185,8 @@ def test_every_accepted_strategy_is_the_one_the_queue_reports_and_ranks_its_own_
 
 
 def test_a_committee_strategy_without_members_says_it_ranks_by_margin(tweets):
-    from backend.estimator import ControlModel, ModelBundle
+    from backend.estimator import ControlModel
+    from backend.families import ModelBundle
     from backend.labelconfig import parse_label_config
     from backend.policy import Policy
     from backend.ranking import rank

@@ -3,7 +3,8 @@ import json
 import numpy as np
 import pytest
 
-from backend.estimator import ControlModel, ModelBundle
+from backend.estimator import ControlModel
+from backend.families import ModelBundle
 from backend.registry import Registry, RegistryError
 
 
@@ -103,7 +104,8 @@ def test_sweep_removes_only_old_temp_files(tmp_path):
 
 
 def test_committee_members_survive_the_artifact(tmp_path, tweets):
-    from backend.estimator import ControlModel, ModelBundle
+    from backend.estimator import ControlModel
+    from backend.families import ModelBundle
     from backend.hashing import hash_texts
 
     texts, targets = tweets.texts[:200], [[x] for x in tweets.labels[:200]]

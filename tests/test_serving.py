@@ -1,6 +1,7 @@
 import threading
 
-from backend.estimator import ControlModel, ModelBundle
+from backend.estimator import ControlModel
+from backend.families import ModelBundle
 from backend.registry import Registry
 from backend.serving import ModelCache
 from tests.conftest import wait_for

@@ -1,7 +1,10 @@
 import numpy as np
 import pytest
 
-from backend.estimator import ControlModel, ModelBundle, choose, restrict
+from backend import families
+from backend.estimator import ControlModel
+from backend.families import ModelBundle
+from backend.families.base import choose
 from backend.labelconfig import parse_label_config
 from backend.store import LabeledTask
 from backend.training import MIN_HOLDOUT, build_snapshot, holdout_mask, holdout_rate, in_holdout, train_and_judge
@@ -79,35 +82,15 @@ def test_multi_label_models_handle_constant_labels():
     assert set(choose(proba, model.labels, True, 0.5)[0]) <= {"fruit", "red"}
 
 
-def test_restrict_drops_labels_removed_from_the_config_and_renormalises():
-    proba = np.array([[0.6, 0.3, 0.1]])
-    out = restrict(proba, ["a", "b", "c"], ["b", "c", "new"], False)
-    assert out.shape == (1, 3) and out[0, 2] == 0.0 and abs(out.sum() - 1.0) < 1e-9
-    assert choose(out, ["b", "c", "new"], False, 0.5) == [["b"]]
-
-
 def test_bundle_round_trips_through_the_artifact_layout(tweets):
     model = ControlModel.fit(tweets.texts[:100], [[y] for y in tweets.labels[:100]], ["negative", "neutral", "positive"], False)
-    bundle = ModelBundle.from_artifact(ModelBundle({"sentiment": model}).to_artifact())
+    bundle = families.from_artifact(families.to_artifact(ModelBundle({"sentiment": model})))
     assert np.allclose(bundle.controls["sentiment"].predict_proba(["x y"]), model.predict_proba(["x y"]))
+    assert bundle.family_of("sentiment") == "text-choices"
     with pytest.raises(ValueError):
-        ModelBundle.from_artifact({"format": 2})
-
-
-def test_resampled_metric_equals_sklearn_with_unit_weights(tweets):
-    from sklearn.metrics import accuracy_score, f1_score
-
-    from backend.training import _indicators, _resampled
-
-    control = CONFIG.controls[0]
-    y = [[label] for label in tweets.labels[:300]]
-    p = [[label] for label in tweets.labels[100:400]]
-    weights = np.ones((1, 300))
-    Y, P = _indicators(y, control), _indicators(p, control)
-    f1 = f1_score([t[0] for t in y], [t[0] for t in p], labels=sorted(set(tweets.labels[:300])), average="macro")
-    assert abs(_resampled(Y, P, weights, "macro_f1", False)[0] - f1) < 1e-9
-    acc = accuracy_score([t[0] for t in y], [t[0] for t in p])
-    assert abs(_resampled(Y, P, weights, "accuracy", False)[0] - acc) < 1e-9
+        families.from_artifact({"format": 2})
+    with pytest.raises(ValueError, match="no model family named"):
+        families.from_artifact({"format": 4, "controls": {"sentiment": {"family": "nobody", "model": {}}}})
 
 
 def test_group_testing_finds_exactly_the_tasks_that_make_fitting_raise(tweets, monkeypatch):

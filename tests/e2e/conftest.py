@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from backend.auth import basic_header
-from tests.conftest import REQUIRE_SERVICES, Process, free_port, wait_for
+from tests.conftest import REQUIRE_SERVICES, ROOT, Process, free_port, wait_for
 
 LS_BIN = os.environ.get("LABEL_STUDIO_BIN", "")
 
@@ -99,11 +99,13 @@ class BackendProcess:
         return self.version(project)
 
 
-def _serve(tmp_path: Path, basic_auth: tuple[str, str] | None = None) -> Iterator[BackendProcess]:
-    """`python -m backend serve` in embedded mode, as a new user runs it (with BASIC_AUTH_USER/PASS if given)."""
+def _serve(tmp_path: Path, basic_auth: tuple[str, str] | None = None, **extra: str) -> Iterator[BackendProcess]:
+    """`python -m backend serve` in embedded mode, as a new user runs it (with BASIC_AUTH_USER/PASS
+    if given, and any other `extra` settings)."""
     port = free_port()
     model_dir = str(tmp_path / "models")
-    env = {**os.environ, "MODEL_DIR": model_dir, "RETRAIN_THRESHOLD": "5", "RETRAIN_MIN_INTERVAL": "0", "LOG_LEVEL": "INFO"}
+    env = {**os.environ, "MODEL_DIR": model_dir, "RETRAIN_THRESHOLD": "5", "RETRAIN_MIN_INTERVAL": "0", "LOG_LEVEL": "INFO",
+           **extra}
     env.pop("REDIS_URL", None)
     headers: dict[str, str] = {}
     if basic_auth:
@@ -133,3 +135,12 @@ BASIC_AUTH = ("jürgen", "pässwörd")  # in latin-1's range: LS sends them lati
 def backend_server_with_basic_auth(tmp_path: Path) -> Iterator[BackendProcess]:
     """The same with BASIC_AUTH_USER/BASIC_AUTH_PASS = `BASIC_AUTH`; `.headers` carries the UTF-8 header."""
     yield from _serve(tmp_path, BASIC_AUTH)
+
+
+@pytest.fixture
+def backend_server_with_readme_family(tmp_path: Path) -> Iterator[BackendProcess]:
+    """The same with the README's custom model family (MODEL_FAMILIES) on its PYTHONPATH."""
+    from tests.families.test_readme_family import FAMILY, readme_family
+
+    path = readme_family(tmp_path / "family")
+    yield from _serve(tmp_path, MODEL_FAMILIES=FAMILY, PYTHONPATH=f"{path}:{ROOT}")

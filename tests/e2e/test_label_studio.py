@@ -87,6 +87,33 @@ def test_promoted_version_is_pushed_to_label_studio_for_unlabeled_tasks(label_st
         assert version in versions, (task.id, versions)
 
 
+def test_the_readme_model_family_is_trained_and_pushed_to_label_studio(label_studio, backend_server_with_readme_family, tweets):
+    """MODEL_FAMILIES with the README's family: LS's labels train it, and LS holds its predictions."""
+    backend = backend_server_with_readme_family
+    ls = label_studio.client()
+    project = ls.projects.create(title="e2e own family", label_config=LABEL_CONFIG)
+    ls.projects.import_tasks(id=project.id, request=[{"text": tweets.texts[i], "ref": i} for i in range(600, 680)])
+    tasks = sorted(ls.tasks.list(project=project.id, fields="all"), key=lambda t: t.id)
+    ls.ml.create(url=backend.url, project=project.id, title="own family", auto_update=True)
+    labeled = tasks[:50]
+    for task in labeled:
+        ls.annotations.create(id=task.id, result=_choice(tweets.labels[task.data["ref"]]), was_cancelled=False)
+
+    def pushed() -> str | None:
+        version = backend.version(project.id)
+        return version if version != "untrained" and ls.projects.get(project.id).model_version == version else None
+
+    version = wait_for(pushed, timeout=120, interval=1)
+    import requests
+
+    history = requests.get(f"{backend.url}/projects/{project.id}/models", timeout=5).json()["history"]
+    assert {r["version"]: r["families"] for r in history}[version] == {"sentiment": "complement-nb"}
+    labeled_ids = {t.id for t in labeled}
+    for task in ls.tasks.list(project=project.id, fields="all"):
+        if task.id not in labeled_ids:
+            assert version in {p.get("model_version") for p in _predictions(task)}, task.id
+
+
 def test_imported_annotations_without_webhooks_are_reconciled_on_start_training(label_studio, backend_server, tweets):
     """LS sends no webhook for imported annotations: Start Training must still train on them."""
     ls = label_studio.client()

@@ -1,0 +1,71 @@
+"""The built-in family: a linear model over hashed word and character n-grams per `Choices` control
+(`estimator.ControlModel`), with committee members for the committee strategies and the pool
+cache's precomputed counts for ranking large pools."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from .. import faults
+from .. import strategy as strategies
+from ..estimator import FORMAT, ControlModel
+from ..hashing import BLOCKS, hash_texts
+from ..labelconfig import ChoicesControl
+from .base import DEFAULT_FAMILY, ChoicesFamily, Prediction, restrict
+
+
+class TextChoices(ChoicesFamily):
+    name = DEFAULT_FAMILY
+
+    def fit(self, control: ChoicesControl, texts: Sequence[str], targets: Sequence[Any], weights: np.ndarray | None = None,
+            committee: int = 0) -> ControlModel | None:
+        """Features are computed even when the targets cannot support a model, so the train job's
+        poison search finds texts that break them."""
+        faults.poison(texts)
+        features = hash_texts(texts)
+        model = ControlModel.fit(None, targets, control.labels, control.multiple, features=features, weights=weights)
+        return model.with_committee(targets, features, committee, weights=weights) if model is not None and committee else model
+
+    def predict_proba(self, model: ControlModel, control: ChoicesControl, texts: Sequence[str], features: Any = None) -> np.ndarray:
+        features = hash_texts(texts) if features is None else features
+        return restrict(model.predict_proba(features=features), model.labels, control.labels, control.multiple)
+
+    def uncertainty(self, model: ControlModel, control: ChoicesControl, texts: Sequence[str], strategy: str, pool: Any = None) -> np.ndarray:
+        """`pool`: the pool cache's features of exactly these texts (scored without hashing them again)."""
+        features = None if pool is not None else hash_texts(texts)
+
+        def proba(member: ControlModel) -> np.ndarray:
+            raw = pool.predict_proba(member) if pool is not None else member.predict_proba(features=features)
+            return restrict(raw, member.labels, control.labels, control.multiple)
+
+        if strategy in strategies.COMMITTEE_STRATEGIES:
+            return strategies.disagreement([proba(m) for m in model.members], strategy, control.multiple)
+        return strategies.uncertainty(proba(model), strategy, control.multiple)
+
+    def committee(self, model: ControlModel) -> int:
+        return len(model.members)
+
+    def predict(self, model: ControlModel, control: ChoicesControl, texts: Sequence[str], threshold: float) -> list[Prediction]:
+        features = hash_texts(texts)
+        proba = self.predict_proba(model, control, texts, features)
+        return self.predictions(control, proba, threshold, unseen_share(model, features).tolist())
+
+    def dump(self, model: ControlModel) -> dict[str, Any]:
+        return model.to_artifact()
+
+    def load(self, data: dict[str, Any], layout: int = FORMAT) -> ControlModel:
+        return ControlModel.from_artifact(data, layout)
+
+
+def unseen_share(model: ControlModel, features: Any) -> np.ndarray:
+    """Per row: the share of word n-grams whose hash bucket no training text had (idf at its maximum)."""
+    words = features[:, BLOCKS[0]].tocsr()
+    if words.shape[0] == 0 or model.linear is None:
+        return np.zeros(words.shape[0])
+    unseen = ~model.linear.seen_columns(words.indices)
+    total = np.diff(words.indptr)
+    running = np.concatenate([[0.0], np.cumsum(unseen, dtype=np.float64)])
+    hits = running[words.indptr[1:]] - running[words.indptr[:-1]]
+    return np.where(total > 0, hits / np.maximum(total, 1), 0.0)
