@@ -1,6 +1,6 @@
 # The backend image: `python -m backend serve` by default, `python -m backend worker` for RQ workers.
 
-# The compiled half of backend/hashing.py, built where a C compiler is (the slim image has none).
+# The compiled half of backend/families/hashing.py, built where a C compiler is (the slim image has none).
 FROM python:3.11 AS native
 WORKDIR /src
 COPY backend/__init__.py backend/native.py backend/_compiled.c ./backend/

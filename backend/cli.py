@@ -16,13 +16,13 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
 
     In embedded mode the private redis-server of MODEL_DIR starts here, before gunicorn forks, so
     this process owns it: a restarted gunicorn worker finds it running, and it stops when this
-    process exits (or dies: `backend/connection.py`).
+    process exits (or dies: `backend/state/connection.py`).
     """
     import tempfile
 
     from gunicorn.app.base import BaseApplication
 
-    from .connection import EmbeddedStoreError, start_embedded
+    from .state.connection import EmbeddedStoreError, start_embedded
 
     workers = 1 if settings.embedded else (args.workers or settings.workers)
     store = None
@@ -36,7 +36,7 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
     port = args.port or settings.port
     os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", os.path.join(tempfile.gettempdir(), f"lsb-metrics-{port}"))
     from . import metrics  # prometheus_client reads PROMETHEUS_MULTIPROC_DIR when first imported
-    from .app import create_app
+    from .web.app import create_app
 
     metrics.prepare_multiprocess_dir(os.environ["PROMETHEUS_MULTIPROC_DIR"])
 
@@ -69,7 +69,7 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def worker(settings: Settings, args: argparse.Namespace) -> int:
-    from .worker import run_worker
+    from .jobs.worker import run_worker
 
     if settings.embedded:
         print("REDIS_URL is not set: in embedded mode `serve` runs the worker itself", file=sys.stderr)
@@ -79,7 +79,7 @@ def worker(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def models(settings: Settings, args: argparse.Namespace) -> int:
-    from .registry import Registry
+    from .state.registry import Registry
 
     registry = Registry(settings.model_dir)
     pointer = registry.pointer(args.project)
@@ -95,7 +95,7 @@ def models(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def rollback(settings: Settings, args: argparse.Namespace) -> int:
-    from .registry import Registry, RegistryError
+    from .state.registry import Registry, RegistryError
 
     try:
         pointer = Registry(settings.model_dir).rollback(args.project, args.to)

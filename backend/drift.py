@@ -10,11 +10,11 @@ small / large shift), length and unseen share with SciPy's two-sample Kolmogorov
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from scipy.stats import ks_2samp
-
 
 REFERENCE_SIZE = 1000
 PSI_BINS = 10
@@ -28,8 +28,11 @@ def reference(texts: Sequence[str], predictions: Sequence[Any], seed: int = 0) -
     rows = list(range(len(texts)))
     if len(rows) > REFERENCE_SIZE:
         rows = sorted(np.random.default_rng(seed).choice(len(rows), REFERENCE_SIZE, replace=False).tolist())
-    measured = {"confidence": [predictions[i].score for i in rows], "length": [float(len(texts[i])) for i in rows],
-                "unseen": [predictions[i].novelty for i in rows]}
+    measured = {
+        "confidence": [predictions[i].score for i in rows],
+        "length": [float(len(texts[i])) for i in rows],
+        "unseen": [predictions[i].novelty for i in rows],
+    }
     return {name: [round(float(v), 5) for v in values] for name, values in measured.items()}
 
 

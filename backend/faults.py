@@ -14,7 +14,7 @@ import logging
 import os
 import resource
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 log = logging.getLogger(__name__)
 

@@ -10,9 +10,10 @@ import hashlib
 import html
 import logging
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Mapping
+from typing import Any
 
 log = logging.getLogger(__name__)
 

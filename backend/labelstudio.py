@@ -13,11 +13,12 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 from .payload import InvalidPayload, parse_annotation
-from .store import Annotation, Store, key
+from .state.store import Annotation, Store
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ def sync_annotations(
 ) -> dict[str, int]:
     """Pull labeled tasks from LS into the store of backend project `project`; a full sync also
     removes what LS no longer has."""
-    last = float(store.redis.get(key(project, "synced_at")) or 0)
+    last = store.synced_at(project)
     started = time.time()
     since = None if full or not last else last - SYNC_OVERLAP
     seen: set[int] = set()
@@ -107,11 +108,10 @@ def sync_annotations(
     changed += sum(map(bool, store.upsert_many(project, batch)))
     removed = 0
     if full:
-        stored = {int(a) for a in store.redis.hkeys(key(project, "ann"))}
-        gone = stored - seen
+        gone = store.annotation_ids(project) - seen
         removed = len(gone)
         store.delete(project, gone)
-    store.redis.set(key(project, "synced_at"), started)
+    store.mark_synced(project, started)
     return {"changed": changed, "seen": len(seen), "removed": removed, "full": int(full)}
 
 

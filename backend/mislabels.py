@@ -17,8 +17,8 @@ from cleanlab.filter import find_label_issues
 from cleanlab.rank import get_label_quality_scores
 from sklearn.model_selection import StratifiedKFold
 
-from .estimator import ControlModel
-from .hashing import hash_texts
+from .families.estimator import ControlModel
+from .families.hashing import hash_texts
 from .labelconfig import ChoicesControl
 from .training import Snapshot
 

@@ -9,8 +9,9 @@ To change the model, write a family; this class wires families to the served ver
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 from . import families
 from .config import Settings
@@ -85,18 +86,24 @@ class Model:
                 if isinstance(task_id, int) and not isinstance(task_id, bool):
                     observation.predicted.setdefault(task_id, {})[control.from_name] = prediction.target
                 if prediction.regions:
-                    regions[i] += [{"id": f"{control.from_name}-{i}-{n}" if n else f"{control.from_name}-{i}", **region}
-                                   for n, region in enumerate(prediction.regions)]
+                    regions[i] += [
+                        {"id": f"{control.from_name}-{i}-{n}" if n else f"{control.from_name}-{i}", **region}
+                        for n, region in enumerate(prediction.regions)
+                    ]
                     scores[i].append(prediction.score)
-        results = Predictions(
-            {"result": r, "score": min(s), "model_version": served.version} if r else [] for r, s in zip(regions, scores)
-        )
+        results = Predictions({"result": r, "score": min(s), "model_version": served.version} if r else [] for r, s in zip(regions, scores))
         results.observation = observation
         return results
 
     def fit(
-        self, event: str, data: Snapshot, champion: ModelBundle | None = None, *, metric: str | None = None,
-        margin: float | None = None, committee: int = 0,
+        self,
+        event: str,
+        data: Snapshot,
+        champion: ModelBundle | None = None,
+        *,
+        metric: str | None = None,
+        margin: float | None = None,
+        committee: int = 0,
     ) -> TrainResult:
         """Train a challenger on a snapshot of the labels (with `committee` members per control) and
         judge it against the champion; `event` is what asked for it (a webhook action, `schedule`,

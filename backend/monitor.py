@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from redis import Redis
 
 from . import drift
-from .registry import Registry
-from .store import Store, key
-
-WINDOW = 200  # annotations in the rolling live-accuracy window
-TRAFFIC_KEPT = 2000  # recent /predict observations kept per project
+from .state import keys
+from .state.registry import Registry
+from .state.store import Store
 
 
 def record_traffic(redis: Redis, project: int, version: str, observations: Iterable[tuple[float, float, float]]) -> None:
@@ -29,26 +28,24 @@ def record_traffic(redis: Redis, project: int, version: str, observations: Itera
     rows = [json.dumps([version, round(c, 5), round(n, 1), round(u, 5)]) for c, n, u in observations]
     if rows:
         pipe = redis.pipeline()
-        pipe.lpush(key(project, "traffic"), *rows)
-        pipe.ltrim(key(project, "traffic"), 0, TRAFFIC_KEPT - 1)
+        pipe.lpush(keys.traffic(project), *rows)
+        pipe.ltrim(keys.traffic(project), 0, keys.TRAFFIC_KEPT - 1)
         pipe.execute()
 
 
-def observe_annotations(
-    redis: Redis, project: int, annotations: Sequence[tuple[int, Mapping[str, list[str]]]]
-) -> list[dict[str, Any]]:
+def observe_annotations(redis: Redis, project: int, annotations: Sequence[tuple[int, Mapping[str, list[str]]]]) -> list[dict[str, Any]]:
     """Compare annotations (task, labels per control) with our predictions for their tasks, once
     per task, in two round trips whatever their number; returns the outcomes."""
     if not annotations:
         return []
-    predicted = key(project, "predicted")
+    predicted = keys.predicted(project)
     pipe = redis.pipeline(transaction=True)
     for task, _ in annotations:
         pipe.hget(predicted, str(task))
         pipe.hdel(predicted, str(task))
     replies = pipe.execute()
     outcomes = []
-    counters = key(project, "live")
+    counters = keys.live(project)
     pipe = redis.pipeline()
     for (task, labels), raw, removed in zip(annotations, replies[::2], replies[1::2]):
         if not raw or not removed:
@@ -59,17 +56,24 @@ def observe_annotations(
             if control not in ours or not human:
                 continue
             agree = sorted(ours[control]) == sorted(human)
-            outcome = {"at": time.time(), "task": task, "version": version, "control": control,
-                       "agree": agree, "human": sorted(human), "predicted": sorted(ours[control])}
+            outcome = {
+                "at": time.time(),
+                "task": task,
+                "version": version,
+                "control": control,
+                "agree": agree,
+                "human": sorted(human),
+                "predicted": sorted(ours[control]),
+            }
             outcomes.append(outcome)
             pipe.hincrby(counters, f"{version}|{control}|n", 1)
             pipe.hincrby(counters, f"{version}|{control}|agree", int(agree))
             for label in human:
                 pipe.hincrby(counters, f"{version}|{control}|class:{label}|n", 1)
                 pipe.hincrby(counters, f"{version}|{control}|class:{label}|agree", int(label in ours[control]))
-            pipe.lpush(key(project, "live_recent"), json.dumps(outcome))
+            pipe.lpush(keys.live_recent(project), json.dumps(outcome))
     if outcomes:
-        pipe.ltrim(key(project, "live_recent"), 0, WINDOW - 1)
+        pipe.ltrim(keys.live_recent(project), 0, keys.LIVE_WINDOW - 1)
         pipe.execute()
     return outcomes
 
@@ -77,7 +81,7 @@ def observe_annotations(
 def live_accuracy(redis: Redis, project: int) -> dict[str, Any]:
     """Lifetime agreement per version and control (with per-class recall) and the rolling window."""
     lifetime: dict[str, dict[str, dict[str, Any]]] = {}
-    for field, value in redis.hgetall(key(project, "live")).items():
+    for field, value in redis.hgetall(keys.live(project)).items():
         version, control, *rest = field.decode().split("|")
         slot = lifetime.setdefault(version, {}).setdefault(control, {"n": 0, "agree": 0, "classes": {}})
         if len(rest) == 1:
@@ -90,7 +94,7 @@ def live_accuracy(redis: Redis, project: int) -> dict[str, Any]:
             slot["accuracy"] = round(slot["agree"] / slot["n"], 4) if slot["n"] else None
             for c in slot["classes"].values():
                 c["recall"] = round(c["agree"] / c["n"], 4) if c["n"] else None
-    recent = [json.loads(x) for x in redis.lrange(key(project, "live_recent"), 0, WINDOW - 1)]
+    recent = [json.loads(x) for x in redis.lrange(keys.live_recent(project), 0, keys.LIVE_WINDOW - 1)]
     window = {"n": len(recent), "accuracy": round(sum(o["agree"] for o in recent) / len(recent), 4) if recent else None}
     by_version: dict[str, list[bool]] = {}
     for o in recent:
@@ -107,7 +111,7 @@ def offline_accuracy(record: Mapping[str, Any] | None) -> float | None:
 
 
 def traffic(redis: Redis, project: int, version: str) -> dict[str, list[float]]:
-    rows = [json.loads(x) for x in redis.lrange(key(project, "traffic"), 0, TRAFFIC_KEPT - 1)]
+    rows = [json.loads(x) for x in redis.lrange(keys.traffic(project), 0, keys.TRAFFIC_KEPT - 1)]
     mine = [r for r in rows if r[0] == version]
     return {"confidence": [r[1] for r in mine], "length": [r[2] for r in mine], "unseen": [r[3] for r in mine]}
 
@@ -117,8 +121,14 @@ def status(redis: Redis, registry: Registry, project: int) -> dict[str, Any]:
     pointer = registry.pointer(project)
     record = registry.record(project, pointer.version) if pointer else None
     live = live_accuracy(redis, project)
-    out: dict[str, Any] = {"version": pointer.version if pointer else None, "live": live,
-                           "offline_accuracy": None, "live_window": None, "live_gap": None, "drift": None}
+    out: dict[str, Any] = {
+        "version": pointer.version if pointer else None,
+        "live": live,
+        "offline_accuracy": None,
+        "live_window": None,
+        "live_gap": None,
+        "drift": None,
+    }
     if pointer is None:
         return out
     offline = offline_accuracy(record)

@@ -28,8 +28,19 @@ def target() -> Path:
 
 def command(output: Path) -> list[str]:
     compiler = shlex.split(sysconfig.get_config_var("CC") or "cc")
-    return [*compiler, "-O2", "-shared", "-fPIC", "-fno-strict-aliasing", "-ffp-contract=off", f"-I{sysconfig.get_paths()['include']}",
-            str(SOURCE), "-o", str(output), "-lm"]
+    return [
+        *compiler,
+        "-O2",
+        "-shared",
+        "-fPIC",
+        "-fno-strict-aliasing",
+        "-ffp-contract=off",
+        f"-I{sysconfig.get_paths()['include']}",
+        str(SOURCE),
+        "-o",
+        str(output),
+        "-lm",
+    ]
 
 
 def build(force: bool = False) -> Path:

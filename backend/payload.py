@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from .store import Annotation
+from .state.store import Annotation
 
 
 class InvalidPayload(ValueError):

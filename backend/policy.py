@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from croniter import croniter
 
 from .config import Settings
-from .estimator import COMMITTEE_SIZE
+from .families.estimator import COMMITTEE_SIZE
 from .payload import InvalidPayload
 from .strategy import COMMITTEE_STRATEGIES, STRATEGIES
-from .trigger import schedule_problem
 
 log = logging.getLogger(__name__)
 STRATEGY_NAMES = tuple(sorted({*STRATEGIES, *COMMITTEE_STRATEGIES, "random"}))
@@ -47,9 +50,7 @@ class Policy:
         if total < self.cold_start_total:
             return False
         return all(
-            counts.get(control, {}).get(label, 0) >= self.cold_start_per_class
-            for control, names in labels.items()
-            for label in names
+            counts.get(control, {}).get(label, 0) >= self.cold_start_per_class for control, names in labels.items() for label in names
         )
 
     @property
@@ -83,7 +84,11 @@ def validated(overrides: Mapping[str, Any], strict: bool) -> dict[str, Any]:
         elif isinstance(field.default, bool):
             problem = None if isinstance(value, bool) else f"{name} must be true or false"
         elif isinstance(field.default, int):
-            problem = None if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 10**6 else f"{name} must be an integer >= 0"
+            problem = (
+                None
+                if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 10**6
+                else f"{name} must be an integer >= 0"
+            )
         elif isinstance(field.default, float):
             ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1
             problem = None if ok else f"{name} must be a number in [0, 1]"
@@ -115,3 +120,32 @@ def policy_for(settings: Settings, meta: Mapping[str, str]) -> Policy:
         if isinstance(values, dict):
             policy = replace(policy, **validated(values, strict=False))
     return policy
+
+
+MAX_INTERVAL = 366 * 24 * 3600  # the longest `retrain_every` in seconds
+
+
+def schedule_problem(spec: object) -> str | None:
+    """Why `spec` is not a `retrain_every` value (None when it is): seconds as an integer (0 = off)
+    or a five-field cron string."""
+    if isinstance(spec, bool):
+        return "retrain_every must be seconds as an integer or a cron string"
+    if isinstance(spec, int):
+        return None if 0 <= spec <= MAX_INTERVAL else f"retrain_every must be 0 (off) to {MAX_INTERVAL} seconds"
+    if isinstance(spec, str):
+        fields = spec.split()
+        return (
+            None
+            if spec == "" or (len(fields) == 5 and croniter.is_valid(spec))
+            else f"retrain_every {spec!r} is not a five-field cron string"
+        )
+    return "retrain_every must be seconds as an integer or a cron string"
+
+
+def next_due(spec: int | str, after: float) -> float | None:
+    """The first due time of `spec` after `after` (None: no schedule)."""
+    if not spec:
+        return None
+    if isinstance(spec, int):
+        return after + spec
+    return float(croniter(spec, datetime.fromtimestamp(after, UTC)).get_next(float))

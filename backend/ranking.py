@@ -2,8 +2,9 @@
 
 Cold start (no model, or the cold-start rule not yet met): cluster round-robin over the pool's
 features. Warm: the project's strategy over the served model's probabilities (a committee
-strategy over its members' probabilities), several controls combined. Either way the first `batch_size` tasks skip near-duplicates, every task gets a k-means
-`cluster`, and the LS `score` is the task's position (ascending = served first).
+strategy over its members' probabilities), several controls combined. Either way the first
+`batch_size` tasks skip near-duplicates, every task gets a k-means `cluster`, and the LS `score`
+is the task's position (ascending = served first).
 
 Only cold-start predictions carry `cluster` into LS: LS's uncertainty sampling first serves the
 annotator's least-covered cluster, which is the diversity we want at cold start but overrides
@@ -18,18 +19,19 @@ from __future__ import annotations
 import gc
 import logging
 import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from . import strategy as strategies
 from . import families
+from . import strategy as strategies
 from .families import ModelBundle
+from .families.pool import Pool, PoolCache
 from .labelconfig import LabelConfig
 from .policy import Policy
-from .pool import Pool, PoolCache
 
 log = logging.getLogger(__name__)
 FIRST_CANDIDATES = 1000  # tasks the near-duplicate check of the first batch starts from
@@ -55,8 +57,13 @@ class Queue:
 
     def summary(self) -> dict[str, Any]:
         """What `GET /queue` says about the ranking as a whole."""
-        return {"version": self.version, "strategy": self.strategy, "reason": self.reason,
-                "size": len(self.entries), "seconds": round(self.seconds, 4)}
+        return {
+            "version": self.version,
+            "strategy": self.strategy,
+            "reason": self.reason,
+            "size": len(self.entries),
+            "seconds": round(self.seconds, 4),
+        }
 
     def order(self) -> list[tuple[int, float, int]]:
         """Every ranked task as (task, uncertainty, cluster), first to last (`Store.save_queue`)."""
@@ -69,15 +76,20 @@ def effective_strategy(bundle: ModelBundle, policy: Policy) -> tuple[str, str]:
     if policy.strategy in strategies.STRATEGIES:
         return policy.strategy, ""
     if policy.strategy in strategies.COMMITTEE_STRATEGIES:
-        if bundle.controls and all(families.family(bundle.family_of(name)).committee(model) >= 2
-                                   for name, model in bundle.controls.items()):
+        if bundle.controls and all(
+            families.family(bundle.family_of(name)).committee(model) >= 2 for name, model in bundle.controls.items()
+        ):
             return policy.strategy, ""
         return "margin", f"{policy.strategy} needs committee members, which the next retrain trains"
     return "margin", f"{policy.strategy} is not an uncertainty strategy"
 
 
 def uncertainties(
-    bundle: ModelBundle, config: LabelConfig, tasks: Sequence[dict[str, Any]], policy: Policy, limit: int,
+    bundle: ModelBundle,
+    config: LabelConfig,
+    tasks: Sequence[dict[str, Any]],
+    policy: Policy,
+    limit: int,
     hashed: tuple[list[str], Pool] | None = None,
     texts_by_control: Sequence[Sequence[str | None]] | None = None,
 ) -> np.ndarray:
@@ -91,8 +103,9 @@ def uncertainties(
         family = families.family(bundle.family_of(control.from_name)) if model is not None else None
         values = np.zeros(len(tasks))
         if family is not None and family.claims(control):
-            found = texts_by_control[number] if texts_by_control is not None else \
-                [control.text_of(t.get("data") or {}, limit) for t in tasks]
+            found = (
+                texts_by_control[number] if texts_by_control is not None else [control.text_of(t.get("data") or {}, limit) for t in tasks]
+            )
             rows = [i for i, text in enumerate(found) if text is not None]
             if rows:
                 texts = [found[i] for i in rows]
@@ -118,8 +131,9 @@ def rank(
     started = time.perf_counter()
     data = [t.get("data") or {} for t in tasks]
     by_control = [[control.text_of(d, limit) for d in data] for control in config.controls]
-    texts = [text or "" for text in by_control[0]] if len(by_control) == 1 else \
-        ["\n".join(p for p in parts if p) for parts in zip(*by_control)]  # every control's text
+    texts = (
+        [text or "" for text in by_control[0]] if len(by_control) == 1 else ["\n".join(p for p in parts if p) for parts in zip(*by_control)]
+    )  # every control's text
     kept = [i for i, text in enumerate(texts) if text]
     if len(kept) < len(tasks):
         tasks, texts = [tasks[i] for i in kept], [texts[i] for i in kept]
@@ -131,8 +145,10 @@ def rank(
     if bundle is None or not warm:
         values = strategies.diversity(cluster_ids, seed)
         name = "diversity"
-        reason = (f"cold start: cluster round-robin until every class has {policy.cold_start_per_class} labels "
-                  f"and {policy.cold_start_total} tasks are labeled")
+        reason = (
+            f"cold start: cluster round-robin until every class has {policy.cold_start_per_class} labels "
+            f"and {policy.cold_start_total} tasks are labeled"
+        )
     elif policy.strategy == "random":
         values = np.random.default_rng(seed).random(len(tasks))
         name, reason = "random", "random order (control)"
@@ -148,8 +164,18 @@ def rank(
     n = len(sequence)
     ids = [int(tasks[i]["id"]) for i in sequence]
     with _no_gc():  # 100k new tuples set off collections that rescan every live object: 4x slower
-        entries = list(map(Entry._make, zip(ids, range(n), np.round(np.arange(n) / n, 6).tolist(),
-                                            np.round(values[sequence], 6).tolist(), cluster_ids[sequence].tolist())))
+        entries = list(
+            map(
+                Entry._make,
+                zip(
+                    ids,
+                    range(n),
+                    np.round(np.arange(n) / n, 6).tolist(),
+                    np.round(values[sequence], 6).tolist(),
+                    cluster_ids[sequence].tolist(),
+                ),
+            )
+        )
     return Queue(version, name, reason, entries, time.perf_counter() - started)
 
 

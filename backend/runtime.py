@@ -7,18 +7,19 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any, Callable
+from typing import Any
 
 from redis import Redis
 
-from .config import Settings
-from .connection import redis_for
 from . import families
+from .config import Settings
 from .model import Model, Observation
-from .registry import Registry
 from .serving import ModelCache
-from .store import Store
+from .state.connection import redis_for
+from .state.registry import Registry
+from .state.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ class BackgroundWriter:
     """
 
     def __init__(self, capacity: int = 1024, linger: float = 0.05):
-        self._pending: "queue.Queue[tuple[Callable[..., Any], tuple[Any, ...]]]" = queue.Queue(capacity)
+        self._pending: queue.Queue[tuple[Callable[..., Any], tuple[Any, ...]]] = queue.Queue(capacity)
         self._linger = linger
         self._pid = 0
         self._lock = threading.Lock()
@@ -109,7 +110,7 @@ class Runtime:
     writer: BackgroundWriter
 
     @classmethod
-    def build(cls, settings: Settings, redis: Redis | None = None, poll: bool = True) -> "Runtime":
+    def build(cls, settings: Settings, redis: Redis | None = None, poll: bool = True) -> Runtime:
         redis = redis if redis is not None else redis_for(settings)
         registry = Registry(settings.model_dir)
         cache = ModelCache(registry, settings.swap_poll_interval if poll else 0)

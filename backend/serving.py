@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from .families import ModelBundle
 from .metrics import MODEL_SEQ
-from .registry import Pointer, Registry, RegistryError
+from .state.registry import Pointer, Registry, RegistryError
 
 log = logging.getLogger(__name__)
 

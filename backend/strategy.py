@@ -7,7 +7,8 @@ each task's queue position as its score. No Redis, no HTTP: unit tests call thes
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Sequence
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -211,7 +212,7 @@ def spread_over_clusters(uncertainties: np.ndarray, cluster_ids: np.ndarray, top
         seen[cluster] = int(rank_in_cluster[i]) + 1
     head = head[np.lexsort((np.arange(len(head)), rank_in_cluster))]
     values = np.empty(n)
-    values[np.concatenate([head, sequence[len(head):]])] = 1.0 - np.arange(n) / max(n, 1)
+    values[np.concatenate([head, sequence[len(head) :]])] = 1.0 - np.arange(n) / max(n, 1)
     return values
 
 

@@ -22,15 +22,16 @@ import hashlib
 import json
 import time
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from . import drift, families
 from .families import Family, ModelBundle, Outcomes
 from .labelconfig import LabelConfig
-from .store import LabeledTask
+from .state.store import LabeledTask
 
 MIN_HOLDOUT = 200
 MAX_HOLDOUT = 1000
@@ -55,9 +56,15 @@ class ControlData:
     def counts(self) -> dict[str, int]:
         return dict(Counter(str(label) for target in self.targets for label in (target if isinstance(target, list) else [target])))
 
-    def subset(self, rows: Sequence[int]) -> "ControlData":
-        return ControlData(self.control, self.family, [self.tasks[i] for i in rows], [self.texts[i] for i in rows],
-                           [self.targets[i] for i in rows], [self.weights[i] for i in rows])
+    def subset(self, rows: Sequence[int]) -> ControlData:
+        return ControlData(
+            self.control,
+            self.family,
+            [self.tasks[i] for i in rows],
+            [self.texts[i] for i in rows],
+            [self.targets[i] for i in rows],
+            [self.weights[i] for i in rows],
+        )
 
     def fit(self, committee: int = 0) -> Any | None:
         """The family's model of these examples (weights passed only when some differ from 1)."""
@@ -276,8 +283,7 @@ def train_and_judge(
         worse = worse_probability(paired, metric, margin)
         promote = new >= old - margin or worse < CONFIDENCE
         verdict = "not worse" if new >= old - margin else ("within noise" if promote else "worse")
-        reason = (f"{metric} {new:.4f} vs champion {old:.4f} (margin {margin}): {verdict}; "
-                  f"P(worse by more than the margin) = {worse:.2f}")
+        reason = f"{metric} {new:.4f} vs champion {old:.4f} (margin {margin}): {verdict}; P(worse by more than the margin) = {worse:.2f}"
     else:
         promote = new > base
         context = "first model" if champion is None else "too few held-out labels to compare models, cross-validated"
@@ -308,7 +314,9 @@ def _cross_validate(data: ControlData, threshold: float) -> tuple[list[Any], lis
     predicted: list[Any] = [[] for _ in range(n)]
     baseline: list[Any] = [[] for _ in range(n)]
     if smallest < 2:
-        splitter = [(np.array([j for j in range(n) if j % folds != k]), np.array([j for j in range(n) if j % folds == k])) for k in range(folds)]
+        splitter = [
+            (np.array([j for j in range(n) if j % folds != k]), np.array([j for j in range(n) if j % folds == k])) for k in range(folds)
+        ]
     else:
         from sklearn.model_selection import StratifiedKFold
 

@@ -26,14 +26,14 @@ import os
 import random
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
+from backend.state.registry import Registry
 from lab.datasets import load_tweets
-from backend.registry import Registry
+from lab.processes import Deployment
 
 from . import loop, memory, model, predict
-from lab.processes import Deployment
 
 PARTS = ("webhook", "feedback", "predict", "memory", "ranking", "retrain", "kernels")
 
@@ -78,10 +78,33 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
     unknown = set(args.parts.split(",")) - set(PARTS)
     if unknown:
         parser.error(f"unknown parts: {', '.join(sorted(unknown))}")
-    sizes = dict(burst=200, rounds=1, seconds=1.0, big=5, pause=0.1, pool=2_000, labeled=300, repeat=1, retrain=(300, 1_000, 2_000),
-                 per_project=200) \
-        if args.quick else dict(burst=10_000, rounds=5, seconds=10.0, big=30, pause=0.5, pool=100_000, labeled=2_000, repeat=3,
-                                retrain=(1_000, 10_000, 100_000), per_project=2_000)
+    sizes = (
+        dict(
+            burst=200,
+            rounds=1,
+            seconds=1.0,
+            big=5,
+            pause=0.1,
+            pool=2_000,
+            labeled=300,
+            repeat=1,
+            retrain=(300, 1_000, 2_000),
+            per_project=200,
+        )
+        if args.quick
+        else dict(
+            burst=10_000,
+            rounds=5,
+            seconds=10.0,
+            big=30,
+            pause=0.5,
+            pool=100_000,
+            labeled=2_000,
+            repeat=3,
+            retrain=(1_000, 10_000, 100_000),
+            per_project=2_000,
+        )
+    )
     for name, value in sizes.items():
         if name != "seconds" or args.seconds is None:
             setattr(args, name, value)
@@ -90,8 +113,11 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
 
 def http_parts(args: argparse.Namespace, parts: set[str], texts: list[str], labels: list[str], add: Callable[[Row], None]) -> None:
     auth = (args.user, args.password) if args.user else None
-    deployment = None if args.url else Deployment(args.web_workers, RETRAIN_THRESHOLD="1", RETRAIN_MIN_INTERVAL="0",
-                                                  SWAP_POLL_INTERVAL="0.25", LOG_LEVEL="WARNING")
+    deployment = (
+        None
+        if args.url
+        else Deployment(args.web_workers, RETRAIN_THRESHOLD="1", RETRAIN_MIN_INTERVAL="0", SWAP_POLL_INTERVAL="0.25", LOG_LEVEL="WARNING")
+    )
     url = args.url or deployment.url
     project = args.project
     try:
@@ -99,12 +125,22 @@ def http_parts(args: argparse.Namespace, parts: set[str], texts: list[str], labe
         loop.warm_up(url, "/webhook", loop.skipped_annotation(project + 50), workers, auth)
         hooks = loop.burst(url, project, texts, labels, args.burst, args.clients, auth)
         if "webhook" in parts:
-            add(Row(f"webhook burst: {args.burst:,} annotations, {args.clients} clients",
-                    f"{hooks.rate:,.0f} webhooks/s ({hooks.errors} errors)"))
+            add(
+                Row(
+                    f"webhook burst: {args.burst:,} annotations, {args.clients} clients",
+                    f"{hooks.rate:,.0f} webhooks/s ({hooks.errors} errors)",
+                )
+            )
             server = f", server p99 {hooks.ms(99, 'server'):.1f} ms" if hooks.server else ""
             server += f" (CPU p99 {hooks.ms(99, 'cpu'):.1f} ms)" if hooks.cpu else ""
-            add(Row("webhook latency under the burst", f"p50 {hooks.ms(50):.1f} ms, p99 {hooks.ms(99):.1f} ms{server}",
-                    "p99 < 20 ms", check(hooks.ms(99), 20) and not hooks.errors))
+            add(
+                Row(
+                    "webhook latency under the burst",
+                    f"p50 {hooks.ms(50):.1f} ms, p99 {hooks.ms(99):.1f} ms{server}",
+                    "p99 < 20 ms",
+                    check(hooks.ms(99), 20) and not hooks.errors,
+                )
+            )
         if deployment is not None:
             registry = Registry(deployment.services.model_dir)
             loop.settled(registry, project, args.burst)
@@ -113,26 +149,39 @@ def http_parts(args: argparse.Namespace, parts: set[str], texts: list[str], labe
                 add(Row(f"feedback latency at {args.burst:,} labels (webhook -> served by all workers)", loop.describe(times, rounds)))
         elif loop.await_model(url, project, timeout=300, auth=auth) is None:
             print(f"note: {url} reported no trained model within 300 s; /predict figures are of an untrained model", file=sys.stderr)
-        unlabeled = texts[args.burst + args.rounds:]
+        unlabeled = texts[args.burst + args.rounds :]
         if "predict" in parts:
             loop.warm_up(url, "/predict", predict.bodies(project, unlabeled, 1)[0], workers, auth)
             big = predict.server_time(url, project, unlabeled, 1000, args.big, auth, args.pause)  # first: an idle server
             if big.server:
                 cpu = f"CPU p50 {big.ms(50, 'cpu'):.1f} ms, " if big.cpu else ""
-                add(Row("/predict 1,000 tasks, server time (Server-Timing), one client",
+                add(
+                    Row(
+                        "/predict 1,000 tasks, server time (Server-Timing), one client",
                         f"p50 {big.ms(50, 'server'):.1f} ms, p99 {big.ms(99, 'server'):.1f} ms "
                         f"({cpu}client p50 {big.ms(50):.1f} ms, {big.errors} errors)",
-                        "p50 < 50 ms", check(big.ms(50, "server"), 50) and not big.errors))
+                        "p50 < 50 ms",
+                        check(big.ms(50, "server"), 50) and not big.errors,
+                    )
+                )
             else:
-                add(Row("/predict 1,000 tasks, client time (no Server-Timing header)",
-                        f"p50 {big.ms(50):.1f} ms, p99 {big.ms(99):.1f} ms ({big.errors} errors)"))
+                add(
+                    Row(
+                        "/predict 1,000 tasks, client time (no Server-Timing header)",
+                        f"p50 {big.ms(50):.1f} ms, p99 {big.ms(99):.1f} ms ({big.errors} errors)",
+                    )
+                )
             for batch in (1, 100):
                 load = predict.throughput(url, project, unlabeled, batch, args.clients, args.seconds, auth)
                 servers = f", {args.web_workers} web workers" if deployment is not None else ""
                 judged = dict(target="p99 < 20 ms", ok=check(load.ms(99), 20) and not load.errors) if batch == 1 else {}
-                add(Row(f"/predict {batch} task{'s' if batch > 1 else ''}, {args.clients} clients{servers}",
+                add(
+                    Row(
+                        f"/predict {batch} task{'s' if batch > 1 else ''}, {args.clients} clients{servers}",
                         f"{load.rate:,.0f} req/s, p50 {load.ms(50):.1f} ms, p99 {load.ms(99):.1f} ms ({load.errors} errors)",
-                        **judged))
+                        **judged,
+                    )
+                )
         if deployment is not None and "memory" in parts:
             versions = {project: registry.pointer(project).version}
             for k in range(1, 10):
@@ -140,8 +189,14 @@ def http_parts(args: argparse.Namespace, parts: set[str], texts: list[str], labe
                 versions[project + k] = memory.publish(registry, project + k, texts[chunk], labels[chunk])
             memory.loaded_everywhere(url, deployment.web_pids, versions)
             sizes = [memory.rss_mb(pid) for pid in sorted(deployment.web_pids)]
-            add(Row(f"RSS per web worker, {len(versions)} projects loaded", f"max {max(sizes):.0f} MB ("
-                    + ", ".join(f"{s:.0f}" for s in sizes) + ")", "<= 250 MB", check(max(sizes), 250, below=False)))
+            add(
+                Row(
+                    f"RSS per web worker, {len(versions)} projects loaded",
+                    f"max {max(sizes):.0f} MB (" + ", ".join(f"{s:.0f}" for s in sizes) + ")",
+                    "<= 250 MB",
+                    check(max(sizes), 250, below=False),
+                )
+            )
     finally:
         if deployment is not None:
             deployment.stop()
@@ -170,10 +225,20 @@ def main(argv: list[str] | None = None) -> int:
     if not args.url and "ranking" in parts:
         ranking = model.ranking_seconds(texts, labels, args.pool, args.labeled, args.repeat)
         (seconds, cpu), (cold, cold_cpu) = ranking.warm, ranking.cold
-        add(Row(f"ranking {args.pool:,} tasks (margin, new model on {args.labeled:,} labels, pool cache filled), best of {args.repeat}",
-                f"{seconds:.2f} s (CPU {cpu:.2f} s)", "< 1 s", check(seconds, 1.0)))
-        add(Row(f"first ranking of {args.pool:,} tasks (pool cache empty: hash, cluster, store)",
-                f"{cold:.2f} s (CPU {cold_cpu:.2f} s), cache {ranking.cache_bytes / 1e6:,.0f} MB on disk"))
+        add(
+            Row(
+                f"ranking {args.pool:,} tasks (margin, new model on {args.labeled:,} labels, pool cache filled), best of {args.repeat}",
+                f"{seconds:.2f} s (CPU {cpu:.2f} s)",
+                "< 1 s",
+                check(seconds, 1.0),
+            )
+        )
+        add(
+            Row(
+                f"first ranking of {args.pool:,} tasks (pool cache empty: hash, cluster, store)",
+                f"{cold:.2f} s (CPU {cold_cpu:.2f} s), cache {ranking.cache_bytes / 1e6:,.0f} MB on disk",
+            )
+        )
     if not args.url and "retrain" in parts:
         champion = model.trained(texts[: args.retrain[0]], labels[: args.retrain[0]])
         for size in args.retrain:

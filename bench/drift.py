@@ -20,10 +20,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from backend import drift, monitor  # noqa: E402
-from backend.app import create_app  # noqa: E402
 from backend.config import Settings  # noqa: E402
-from lab.datasets import load_tweets  # noqa: E402
 from backend.runtime import Runtime  # noqa: E402
+from backend.web.app import create_app  # noqa: E402
+from lab.datasets import load_tweets  # noqa: E402
 
 CONFIG = (Path(__file__).resolve().parents[1] / "label_config.xml").read_text()
 AIRLINES = ("@united", "@americanair", "@usairways", "@southwestair", "@jetblue", "@virginamerica", "flight")
@@ -39,25 +39,40 @@ def main() -> None:
     airline = [int(i) for i in order if any(a in data.texts[i].lower() for a in AIRLINES)]
     other = [int(i) for i in order if not any(a in data.texts[i].lower() for a in AIRLINES)]
     print(f"tweets: {len(airline)} about airlines, {len(other)} about other topics")
-    settings = Settings(model_dir=Path(tempfile.mkdtemp()) / "models", retrain_threshold=1_000_000,
-                        retrain_min_interval=0, trigger_check_interval=0, log_level="WARNING")
+    settings = Settings(
+        model_dir=Path(tempfile.mkdtemp()) / "models",
+        retrain_threshold=1_000_000,
+        retrain_min_interval=0,
+        trigger_check_interval=0,
+        log_level="WARNING",
+    )
     runtime = Runtime.build(settings, redis=fakeredis.FakeRedis())
     client = create_app(settings, runtime).test_client()
     next_id = iter(range(1, 10**9))
 
     def annotate(indices: list[int], tasks: list[int]) -> None:
         for i, task in zip(indices, tasks):
-            event = {"action": "ANNOTATION_CREATED", "project": {"id": 1, "label_config": CONFIG},
-                     "task": {"id": task, "data": {"text": data.texts[i]}},
-                     "annotation": {"id": next(next_id), "task": task, "completed_by": 1, "updated_at": "2026-01-01T00:00:00Z",
-                                    "result": [{"from_name": "sentiment", "to_name": "text", "type": "choices",
-                                                "value": {"choices": [data.labels[i]]}}]}}
+            event = {
+                "action": "ANNOTATION_CREATED",
+                "project": {"id": 1, "label_config": CONFIG},
+                "task": {"id": task, "data": {"text": data.texts[i]}},
+                "annotation": {
+                    "id": next(next_id),
+                    "task": task,
+                    "completed_by": 1,
+                    "updated_at": "2026-01-01T00:00:00Z",
+                    "result": [{"from_name": "sentiment", "to_name": "text", "type": "choices", "value": {"choices": [data.labels[i]]}}],
+                },
+            }
             assert client.post("/webhook", json=event).status_code == 200
 
     def serve(indices: list[int]) -> list[int]:
         tasks = [next(next_id) + 10**6 for _ in indices]
-        body = {"project": "1.1700000000", "label_config": CONFIG,
-                "tasks": [{"id": t, "data": {"text": data.texts[i]}} for i, t in zip(indices, tasks)]}
+        body = {
+            "project": "1.1700000000",
+            "label_config": CONFIG,
+            "tasks": [{"id": t, "data": {"text": data.texts[i]}} for i, t in zip(indices, tasks)],
+        }
         assert client.post("/predict", json=body).status_code == 200
         time.sleep(0.5)  # the background writer stores what monitoring keeps
         return tasks
@@ -69,10 +84,12 @@ def main() -> None:
         record = runtime.registry.record(1, served) or {}
         moved = drift.compare(record.get("reference") or {}, monitor.traffic(runtime.redis, 1, served))
         live = client.get("/projects/1/monitor").json["live"]["lifetime"].get(served, {}).get("sentiment", {})
-        print(f"{phase:36s} {served}: offline acc {monitor.offline_accuracy(record)}  live acc {live.get('accuracy')} "
-              f"(n={live.get('n')})  confidence PSI {moved['confidence_psi']}  unseen share "
-              f"{moved['unseen_mean']['recent']} (reference {moved['unseen_mean']['reference']}), "
-              f"length KS p={moved.get('length_ks', {}).get('p_value', float('nan')):.2g}")
+        print(
+            f"{phase:36s} {served}: offline acc {monitor.offline_accuracy(record)}  live acc {live.get('accuracy')} "
+            f"(n={live.get('n')})  confidence PSI {moved['confidence_psi']}  unseen share "
+            f"{moved['unseen_mean']['recent']} (reference {moved['unseen_mean']['reference']}), "
+            f"length KS p={moved.get('length_ks', {}).get('p_value', float('nan')):.2g}"
+        )
 
     first = airline[: args.first]
     annotate(first, [next(next_id) for _ in first])

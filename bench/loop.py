@@ -7,10 +7,9 @@ import concurrent.futures
 import json
 import statistics
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
-from backend.registry import Registry
-
+from backend.state.registry import Registry
 from lab.client import LABEL_CONFIG, Client, Load, annotation_event, predict_body, run_load
 from lab.processes import wait_for
 
@@ -20,8 +19,7 @@ def event_body(project: int, i: int, texts: Sequence[str], labels: Sequence[str]
     return json.dumps(annotation_event(i + 1, i + 1, texts[i], labels[i], project=project)).encode()
 
 
-def warm_up(url: str, path: str, body: bytes, workers: set[int] | None, auth: tuple[str, str] | None = None,
-            count: int = 8) -> None:
+def warm_up(url: str, path: str, body: bytes, workers: set[int] | None, auth: tuple[str, str] | None = None, count: int = 8) -> None:
     """Post `body` on new connections until every web worker (by `X-Backend-Worker`) has answered it,
     or `count` times when the workers are not known: a worker's first request pays one-time imports
     and parsing (2-3 s for Label Studio's label interface), which no figure of the suite is about."""
@@ -40,8 +38,9 @@ def skipped_annotation(project: int) -> bytes:
     return json.dumps(annotation_event(1, 1, "warm-up", None, project=project, cancelled=True)).encode()
 
 
-def burst(url: str, project: int, texts: Sequence[str], labels: Sequence[str], count: int, threads: int,
-          auth: tuple[str, str] | None = None) -> Load:
+def burst(
+    url: str, project: int, texts: Sequence[str], labels: Sequence[str], count: int, threads: int, auth: tuple[str, str] | None = None
+) -> Load:
     """`count` ANNOTATION_CREATED webhooks as fast as `threads` clients can send them."""
     encoded = [event_body(project, i, texts, labels) for i in range(count)]
     return run_load(url, lambda t, i: encoded[i], "/webhook", threads, requests=count, auth=auth)
@@ -86,6 +85,7 @@ def served_by_all(url: str, project: int, version: str, workers: set[int], timeo
         seen[int(reply.headers["X-Backend-Worker"])] = reply.json()["results"][0]["model_version"]
 
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
+
         def everywhere() -> bool:
             list(pool.map(ask, range(8)))
             return all(seen.get(pid) == version for pid in workers)
@@ -93,8 +93,9 @@ def served_by_all(url: str, project: int, version: str, workers: set[int], timeo
         wait_for(everywhere, timeout=timeout, interval=0.01)
 
 
-def feedback(url: str, registry: Registry, workers: set[int], project: int, texts: Sequence[str], labels: Sequence[str],
-             start: int, rounds: int) -> tuple[list[float], int]:
+def feedback(
+    url: str, registry: Registry, workers: set[int], project: int, texts: Sequence[str], labels: Sequence[str], start: int, rounds: int
+) -> tuple[list[float], int]:
     """Seconds from one more annotation webhook to its model served everywhere, per promoted round;
     also how many rounds were judged (a candidate the gate rejects has no feedback time)."""
     client = Client(url)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
-from backend.registry import Registry
-
+from backend.state.registry import Registry
 from lab.client import Client, predict_body
-from .model import trained
 from lab.processes import wait_for
+
+from .model import trained
 
 
 def publish(registry: Registry, project: int, texts: Sequence[str], labels: Sequence[str]) -> str:
@@ -17,8 +17,17 @@ def publish(registry: Registry, project: int, texts: Sequence[str], labels: Sequ
     bundle = trained(texts, labels)
     version = registry.next_version(project)
     sha256 = registry.save_artifact(project, version, bundle)
-    registry.save_record(project, {"version": version, "project": project, "decision": "promoted", "created_at": time.time(),
-                                   "watermark": len(texts), "sha256": sha256})
+    registry.save_record(
+        project,
+        {
+            "version": version,
+            "project": project,
+            "decision": "promoted",
+            "created_at": time.time(),
+            "watermark": len(texts),
+            "sha256": sha256,
+        },
+    )
     pointer = registry.pointer(project)
     registry.promote(project, version, sha256, len(texts), pointer.seq if pointer else 0)
     return version

@@ -5,17 +5,16 @@ from __future__ import annotations
 import random
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from backend.families import ModelBundle
+from backend.families.pool import cache_for, size_on_disk
 from backend.labelconfig import parse_label_config
 from backend.policy import Policy
-from backend.pool import cache_for, size_on_disk
 from backend.ranking import rank
-from backend.store import LabeledTask
+from backend.state.store import LabeledTask
 from backend.training import build_snapshot, train_and_judge
-
 from lab.client import LABEL_CONFIG
 
 CONFIG = parse_label_config(LABEL_CONFIG)
@@ -31,7 +30,9 @@ def resample(texts: Sequence[str], labels: Sequence[str], n: int, seed: int = 0)
 
 
 def snapshot(texts: Sequence[str], labels: Sequence[str], project: int = 1):
-    tasks = [LabeledTask(i + 1, {"text": t}, {"sentiment": [label]}, {"sentiment": i + 1}) for i, (t, label) in enumerate(zip(texts, labels))]
+    tasks = [
+        LabeledTask(i + 1, {"text": t}, {"sentiment": [label]}, {"sentiment": i + 1}) for i, (t, label) in enumerate(zip(texts, labels))
+    ]
     return build_snapshot(project, tasks, CONFIG, len(tasks), 20_000)
 
 
@@ -88,8 +89,8 @@ def kernel_ms(texts: Sequence[str], labels: Sequence[str], labeled: int, batch: 
     """CPU milliseconds (best of `repeat`) to hash `batch` tweets and to score them with a model on
     `labeled` labels: compiled kernels against numpy (hashing twice: words not yet in the memo, then
     all in it)."""
-    from backend import hashing
-    from backend.hashing import WordGrams, hash_texts
+    from backend.families import hashing
+    from backend.families.hashing import WordGrams, hash_texts
 
     control = trained(texts[:labeled], labels[:labeled]).controls["sentiment"]
     unseen = list(texts[labeled : labeled + batch])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Sequence
+from collections.abc import Sequence
 
 from lab.client import Load, Reply, predict_body, run_load
 
@@ -26,19 +26,19 @@ def answered(batch: int):
     return ok
 
 
-def throughput(url: str, project: int, texts: Sequence[str], batch: int, threads: int, seconds: float,
-               auth: tuple[str, str] | None = None) -> Load:
+def throughput(
+    url: str, project: int, texts: Sequence[str], batch: int, threads: int, seconds: float, auth: tuple[str, str] | None = None
+) -> Load:
     """`threads` clients send `batch`-task requests back to back for `seconds`."""
     encoded = bodies(project, texts, batch)
-    return run_load(url, lambda t, i: encoded[(t + i) % VARIANTS], "/predict", threads, seconds=seconds,
-                    ok=answered(batch), auth=auth)
+    return run_load(url, lambda t, i: encoded[(t + i) % VARIANTS], "/predict", threads, seconds=seconds, ok=answered(batch), auth=auth)
 
 
-def server_time(url: str, project: int, texts: Sequence[str], batch: int, requests: int,
-                auth: tuple[str, str] | None = None, pause: float = 0.5) -> Load:
+def server_time(
+    url: str, project: int, texts: Sequence[str], batch: int, requests: int, auth: tuple[str, str] | None = None, pause: float = 0.5
+) -> Load:
     """One client sends `requests` requests of `batch` tasks, `pause` seconds apart: the service time
     of a request on an otherwise idle server (the monitoring a request leaves to a background
     thread has finished before the next one)."""
     encoded = bodies(project, texts, batch)
-    return run_load(url, lambda t, i: encoded[i % VARIANTS], "/predict", 1, requests=requests, ok=answered(batch),
-                    auth=auth, pause=pause)
+    return run_load(url, lambda t, i: encoded[i % VARIANTS], "/predict", 1, requests=requests, ok=answered(batch), auth=auth, pause=pause)

@@ -31,8 +31,12 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("simulate", help="learning curves of a strategy against random order")
     p.add_argument("--dataset", default="tweets", help="tweets, or a CSV/JSON file of text,label")
-    p.add_argument("--strategy", default="default", type=_strategies,
-                   help="a strategy or a comma-separated list, each base[:key=value...] (see lab/simulator.py Variant)")
+    p.add_argument(
+        "--strategy",
+        default="default",
+        type=_strategies,
+        help="a strategy or a comma-separated list, each base[:key=value...] (see lab/simulator.py Variant)",
+    )
     p.add_argument("--budget", type=int, default=1500)
     p.add_argument("--batch", type=int, default=20)
     p.add_argument("--seeds", type=int, default=3)

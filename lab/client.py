@@ -12,9 +12,10 @@ import json
 import re
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 from urllib.parse import urlsplit
 
 LABEL_CONFIG = (Path(__file__).resolve().parent.parent / "label_config.xml").read_text()
@@ -35,9 +36,9 @@ def annotation_event(
 ) -> dict[str, Any]:
     """An annotation webhook as LS 1.23.2 sends it (trimmed to the fields that matter)."""
     choices = label if isinstance(label, list) else ([label] if label else [])
-    result = [] if cancelled or not choices else [
-        {"from_name": from_name, "to_name": "text", "type": "choices", "value": {"choices": choices}}
-    ]
+    result = (
+        [] if cancelled or not choices else [{"from_name": from_name, "to_name": "text", "type": "choices", "value": {"choices": choices}}]
+    )
     return {
         "action": action,
         "annotation": {

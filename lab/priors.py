@@ -10,7 +10,7 @@ binary model, close for normalised one-vs-rest sigmoids), so a corrected model k
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -33,8 +33,7 @@ def adjust(proba: np.ndarray, train_prior: np.ndarray, new_prior: np.ndarray) ->
     return np.divide(weighted, total, out=np.full_like(weighted, 1.0 / max(proba.shape[1], 1)), where=total > 0)
 
 
-def em_prior(proba: np.ndarray, train_prior: np.ndarray, iterations: int = EM_ITERATIONS,
-             tolerance: float = EM_TOLERANCE) -> np.ndarray:
+def em_prior(proba: np.ndarray, train_prior: np.ndarray, iterations: int = EM_ITERATIONS, tolerance: float = EM_TOLERANCE) -> np.ndarray:
     """The class prior of the rows of `proba` by Saerens' EM: start from `train_prior`, then
     alternately adjust the posteriors to the current estimate and average them, until the estimate
     moves less than `tolerance` or after `iterations` rounds."""

@@ -11,8 +11,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -59,8 +60,24 @@ def start_redis(directory: Path, *options: str, port: int | None = None) -> tupl
 
     port = port or free_port()
     process = subprocess.Popen(
-        [shutil.which("redis-server") or "redis-server", "--bind", "127.0.0.1", "--port", str(port), "--dir", str(directory),
-         "--save", "", "--appendonly", "yes", "--appendfsync", "everysec", "--maxmemory-policy", "noeviction", *options],
+        [
+            shutil.which("redis-server") or "redis-server",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--dir",
+            str(directory),
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "everysec",
+            "--maxmemory-policy",
+            "noeviction",
+            *options,
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -122,15 +139,28 @@ class Services:
             self.env.pop(name, None)
 
     def worker(self, **env: str) -> Process:
-        process = Process([sys.executable, "-m", "backend", "worker"], {**self.env, **env},
-                          self.tmp_path / f"worker-{len(self.processes)}.log")
+        process = Process(
+            [sys.executable, "-m", "backend", "worker"], {**self.env, **env}, self.tmp_path / f"worker-{len(self.processes)}.log"
+        )
         self.processes.append(process)
         return process
 
     def web(self, workers: int = 2, **env: str) -> tuple[str, Process]:
         port = free_port()
-        args = [sys.executable, "-m", "gunicorn", "--workers", str(workers), "--threads", "4", "--bind",
-                f"127.0.0.1:{port}", "--timeout", "60", "backend.app:create_app()"]
+        args = [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--workers",
+            str(workers),
+            "--threads",
+            "4",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--timeout",
+            "60",
+            "backend.web.app:create_app()",
+        ]
         process = Process(args, {**self.env, **env}, self.tmp_path / f"web-{len(self.processes)}.log")
         self.processes.append(process)
         url = f"http://127.0.0.1:{port}"

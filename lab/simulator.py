@@ -24,22 +24,23 @@ import multiprocessing
 import os
 import sys
 import time
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import scipy.sparse as sp
 from sklearn.metrics import accuracy_score, f1_score
 from sklearn.preprocessing import normalize
 
-from backend import pool as pool_scoring
 from backend import strategy as strategies
-from backend.estimator import PRIOR, ControlModel, alpha_for
-from backend.hashing import hash_texts
+from backend.families import pool as pool_scoring
+from backend.families.estimator import PRIOR, ControlModel, alpha_for
+from backend.families.hashing import hash_texts
+from backend.families.pool import Segment
+from backend.families.pool import features as pool_features
 from backend.policy import Policy
-from backend.pool import Segment, features as pool_features
 
 from . import priors
 from .datasets import load_dataset, stratified_split
@@ -113,7 +114,7 @@ class Variant:
         return alpha_for(labels, self.prior or 0.0, self.alpha)
 
     @classmethod
-    def parse(cls, spec: str) -> "Variant":
+    def parse(cls, spec: str) -> Variant:
         base, *options = spec.strip().split(":")
         if base not in BASES:
             raise ValueError(f"unknown strategy {base!r}: expected one of {list(BASES)}")
@@ -159,8 +160,14 @@ def probabilities(model: ControlModel, features: Segment) -> np.ndarray:
     return pool_scoring.predict_proba(model, [features], [np.arange(features.rows)])
 
 
-def shifted(model: ControlModel, pool_decision: np.ndarray, fitted_y: np.ndarray, labeled_y: np.ndarray,
-            unlabeled: np.ndarray, target: np.ndarray | None) -> tuple[ControlModel, np.ndarray]:
+def shifted(
+    model: ControlModel,
+    pool_decision: np.ndarray,
+    fitted_y: np.ndarray,
+    labeled_y: np.ndarray,
+    unlabeled: np.ndarray,
+    target: np.ndarray | None,
+) -> tuple[ControlModel, np.ndarray]:
     """The model with its intercepts moved from the class frequencies of what it was fitted on
     (`fitted_y`) to the pool's prior, and its probabilities of every pool row. `pool_decision`: the
     model's decision values of the pool; `target`: the prior to move to, in `model.columns` order,
@@ -187,8 +194,9 @@ def shift_target(shift: str, pool_y: np.ndarray, columns: Sequence[str], cold_pr
     return None
 
 
-def pseudo_labeled(pool_proba: np.ndarray, labeled_y: np.ndarray, unlabeled: np.ndarray, classes: list[str],
-                   share: float) -> tuple[np.ndarray, np.ndarray]:
+def pseudo_labeled(
+    pool_proba: np.ndarray, labeled_y: np.ndarray, unlabeled: np.ndarray, classes: list[str], share: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Self-training (CEAL, Wang et al. 2017): the unlabeled pool rows the model is surest of, with
     its predicted class as label. Each class gets `share` x its labeled count of the rows predicted
     as it, most probable first, so pseudo-labels keep the labeled set's class shares.
@@ -214,12 +222,15 @@ def representativeness(unit_features, cluster_ids: np.ndarray) -> np.ndarray:
     return np.clip(own, 0.0, 1.0)
 
 
-def _committee(variant: Variant, labeled: list[int], pool_x, pool_y: np.ndarray, classes: list[str],
-               pool_scorable: Segment, rng: np.random.Generator) -> np.ndarray | None:
+def _committee(
+    variant: Variant, labeled: list[int], pool_x, pool_y: np.ndarray, classes: list[str], pool_scorable: Segment, rng: np.random.Generator
+) -> np.ndarray | None:
     members = []
     for _ in range(variant.members):
         sample = rng.choice(labeled, len(labeled), replace=True)
-        member = ControlModel.fit(None, [[y] for y in pool_y[sample]], classes, False, variant.alpha_at(len(labeled)), features=pool_x[sample])
+        member = ControlModel.fit(
+            None, [[y] for y in pool_y[sample]], classes, False, variant.alpha_at(len(labeled)), features=pool_x[sample]
+        )
         if member is not None:
             members.append(probabilities(member, pool_scorable))
     if len(members) < 2:
@@ -266,7 +277,9 @@ def run(
         model = None
         pool_proba = None
         if labeled and len(set(pool_y[labeled])) >= 2:
-            model = ControlModel.fit(None, [[y] for y in pool_y[labeled]], classes, False, variant.alpha_at(len(labeled)), features=pool_x[labeled])
+            model = ControlModel.fit(
+                None, [[y] for y in pool_y[labeled]], classes, False, variant.alpha_at(len(labeled)), features=pool_x[labeled]
+            )
         counts = {c: int((pool_y[labeled] == c).sum()) for c in classes}
         warm = model is not None and policy.warm({"c": counts}, {"c": tuple(classes)}, len(labeled))
         if warm and cold_prior is None:
@@ -275,17 +288,21 @@ def run(
         if model and warm and variant.pseudo:
             extra, extra_y = pseudo_labeled(probabilities(model, pool_scorable), pool_y[labeled], ~is_labeled, classes, variant.pseudo)
             fitted_y = np.concatenate([pool_y[labeled], extra_y]).astype(pool_y.dtype)
-            model = ControlModel.fit(None, [[y] for y in fitted_y], classes, False, variant.alpha_at(len(labeled)),
-                                     features=pool_x[np.concatenate([labeled, extra]).astype(int)])
+            model = ControlModel.fit(
+                None,
+                [[y] for y in fitted_y],
+                classes,
+                False,
+                variant.alpha_at(len(labeled)),
+                features=pool_x[np.concatenate([labeled, extra]).astype(int)],
+            )
         if model and variant.shift and (variant.shift != "cold" or cold_prior is not None):
             decision = pool_scoring.decision_values(model.linear, pool_scorable)  # type: ignore[arg-type]
             target = shift_target(variant.shift, pool_y, model.columns, cold_prior)
             model, pool_proba = shifted(model, decision, fitted_y, pool_y[labeled], ~is_labeled, target)
         if labeled:
             predicted = (
-                np.array(classes)[probabilities(model, test_scorable).argmax(axis=1)]
-                if model
-                else np.full(len(test_y), pool_y[labeled][0])
+                np.array(classes)[probabilities(model, test_scorable).argmax(axis=1)] if model else np.full(len(test_y), pool_y[labeled][0])
             )
             curve.labels.append(len(labeled))
             curve.accuracy.append(float(accuracy_score(test_y, predicted)))
@@ -306,7 +323,7 @@ def run(
             if values is None:
                 values = diversity
             elif variant.density:
-                values = values * represent ** variant.density  # type: ignore[operator]
+                values = values * represent**variant.density  # type: ignore[operator]
             values = values[candidates]
             if warm and variant.skip:
                 values = strategies.skip_most_uncertain(values, variant.skip)
@@ -333,17 +350,42 @@ def _run_shared(run_key: tuple[Variant, int]) -> Curve:
     d = _shared
     started = time.perf_counter()
     cpu = time.process_time()
-    curve = run(variant, seed, d["pool_x"], d["pool_y"], d["test_x"], d["test_y"], d["classes"], d["cluster_ids"],  # type: ignore[arg-type]
-                d["unit"], d["budget"], d["batch"], d["policy"], d["pool_scorable"], d["test_scorable"], d["represent"])  # type: ignore[arg-type]
+    curve = run(
+        variant,
+        seed,
+        d["pool_x"],
+        d["pool_y"],
+        d["test_x"],
+        d["test_y"],
+        d["classes"],
+        d["cluster_ids"],  # type: ignore[arg-type]
+        d["unit"],
+        d["budget"],
+        d["batch"],
+        d["policy"],
+        d["pool_scorable"],
+        d["test_scorable"],
+        d["represent"],
+    )  # type: ignore[arg-type]
     with open(d["partial"], "a", newline="") as handle:  # type: ignore[arg-type]  # finished runs survive a stopped simulation
         csv.writer(handle).writerows([curve.strategy, curve.seed, *row] for row in zip(curve.labels, curve.accuracy, curve.macro_f1))
-    print(f"{variant.spec} seed {seed}: accuracy {curve.accuracy[-1]:.4f} at {curve.labels[-1]} labels "
-          f"({time.perf_counter() - started:.0f} s, {time.process_time() - cpu:.0f} s CPU)", file=sys.stderr, flush=True)
+    print(
+        f"{variant.spec} seed {seed}: accuracy {curve.accuracy[-1]:.4f} at {curve.labels[-1]} labels "
+        f"({time.perf_counter() - started:.0f} s, {time.process_time() - cpu:.0f} s CPU)",
+        file=sys.stderr,
+        flush=True,
+    )
     return curve
 
 
 def simulate(
-    dataset: str, strategy: str, budget: int, batch: int, seeds: int, out: Path, policy: Policy | None = None,
+    dataset: str,
+    strategy: str,
+    budget: int,
+    batch: int,
+    seeds: int,
+    out: Path,
+    policy: Policy | None = None,
     jobs: int = os.cpu_count() or 1,
 ) -> dict[str, object]:
     """Runs every (strategy, seed) pair, `jobs` at a time in forked processes. `strategy`: one
@@ -370,9 +412,18 @@ def simulate(
     partial.unlink(missing_ok=True)
     _shared.update(
         partial=partial,
-        pool_x=pool_x, pool_y=pool_y, test_x=test_x, test_y=test_y, classes=classes,
-        cluster_ids=cluster_ids, unit=unit, budget=budget, batch=batch, policy=policy,
-        pool_scorable=Segment.of(pool_x), test_scorable=Segment.of(test_x),
+        pool_x=pool_x,
+        pool_y=pool_y,
+        test_x=test_x,
+        test_y=test_y,
+        classes=classes,
+        cluster_ids=cluster_ids,
+        unit=unit,
+        budget=budget,
+        batch=batch,
+        policy=policy,
+        pool_scorable=Segment.of(pool_x),
+        test_scorable=Segment.of(test_x),
         represent=representativeness(unit, cluster_ids) if any(v.density for v in variants) else None,
     )
     runs = [(variant, seed) for variant in variants for seed in range(seeds)]
@@ -388,7 +439,12 @@ def simulate(
             for row in zip(curve.labels, curve.accuracy, curve.macro_f1):
                 writer.writerow([curve.strategy, curve.seed, *row])
     summary: dict[str, object] = {
-        "dataset": dataset, "pool": len(pool_y), "test": len(test_y), "budget": budget, "batch": batch, "seeds": seeds,
+        "dataset": dataset,
+        "pool": len(pool_y),
+        "test": len(test_y),
+        "budget": budget,
+        "batch": batch,
+        "seeds": seeds,
         "full_data_accuracy": round(full_accuracy, 4),
         "full_data_macro_f1": round(float(f1_score(test_y, full_predicted, average="macro")), 4),
         "official_example_accuracy": round(official_accuracy, 4),

@@ -10,12 +10,12 @@ from pathlib import Path
 import fakeredis
 import pytest
 
-from lab.client import LABEL_CONFIG, annotation_event  # noqa: F401 (tests import them from here)
-from lab.processes import Process, Services, free_port, healthy, start_redis, wait_for  # noqa: F401
-from backend.app import create_app
 from backend.config import Settings
-from lab.datasets import LabeledTexts, load_tweets
 from backend.runtime import Runtime
+from backend.web.app import create_app
+from lab.client import LABEL_CONFIG, annotation_event  # noqa: F401 (tests import them from here)
+from lab.datasets import LabeledTexts, load_tweets
+from lab.processes import Process, Services, free_port, healthy, start_redis, wait_for  # noqa: F401
 
 ROOT = Path(__file__).resolve().parent.parent
 REQUIRE_SERVICES = os.environ.get("REQUIRE_REAL_SERVICES") == "1"
@@ -24,7 +24,7 @@ REQUIRE_SERVICES = os.environ.get("REQUIRE_REAL_SERVICES") == "1"
 @pytest.fixture(params=["compiled", "numpy"])
 def implementation(request, monkeypatch) -> str:
     """Runs a test with the compiled kernels (`bin/setup` builds them: CI requires them) and with numpy."""
-    from backend import hashing
+    from backend.families import hashing
 
     if request.param == "numpy":
         monkeypatch.setattr(hashing, "compiled", None)
@@ -44,9 +44,7 @@ def tweets() -> LabeledTexts:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings.from_env(
-        {}, model_dir=tmp_path / "models", retrain_min_interval=0.0, swap_poll_interval=0.05, log_level="WARNING"
-    )
+    return Settings.from_env({}, model_dir=tmp_path / "models", retrain_min_interval=0.0, swap_poll_interval=0.05, log_level="WARNING")
 
 
 @pytest.fixture

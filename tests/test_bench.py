@@ -10,9 +10,25 @@ import pytest
 
 from tests.conftest import ROOT
 
-ROWS = ("webhook burst", "webhook latency", "feedback latency", "/predict 1 task", "/predict 100 tasks",
-        "/predict 1,000 tasks", "RSS per web worker", "ranking", "first ranking", "retrain at 300", "retrain at 1,000", "retrain at 2,000",
-        "hash, compiled", "score, compiled", "hash, numpy, new words", "hash, numpy, words in", "score, numpy")
+ROWS = (
+    "webhook burst",
+    "webhook latency",
+    "feedback latency",
+    "/predict 1 task",
+    "/predict 100 tasks",
+    "/predict 1,000 tasks",
+    "RSS per web worker",
+    "ranking",
+    "first ranking",
+    "retrain at 300",
+    "retrain at 1,000",
+    "retrain at 2,000",
+    "hash, compiled",
+    "score, compiled",
+    "hash, numpy, new words",
+    "hash, numpy, words in",
+    "score, numpy",
+)
 
 
 def bench(*args: str) -> dict[str, list[str]]:
@@ -44,7 +60,12 @@ def test_the_quick_suite_reports_every_row_with_figures_and_a_verdict_per_target
         assert (target == "-") == (verdict == "-") and verdict in {"-", "pass", "**FAIL**"}, (prefix, target, verdict)
     assert "promoted" in row(rows, "feedback latency")[0]
     assert {prefix for prefix in ROWS if row(rows, prefix)[1] != "-"} == {
-        "webhook latency", "/predict 1,000 tasks", "/predict 1 task", "RSS per web worker", "ranking"}
+        "webhook latency",
+        "/predict 1,000 tasks",
+        "/predict 1 task",
+        "RSS per web worker",
+        "ranking",
+    }
     assert "10 projects loaded" in next(m for m in rows if m.startswith("RSS per web worker"))
 
 

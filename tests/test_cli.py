@@ -12,7 +12,7 @@ from tests.test_serving import publish
 
 
 def test_models_lists_history_and_rollback_moves_the_pointer(tmp_path, tweets, monkeypatch, capsys):
-    from backend.registry import Registry
+    from backend.state.registry import Registry
 
     monkeypatch.setenv("MODEL_DIR", str(tmp_path))
     registry = Registry(tmp_path)
@@ -57,8 +57,8 @@ def test_worker_trains_in_work_horses_at_worker_nice(redis_server, tmp_path):
 
 
 def test_embedded_worker_thread_runs_at_worker_nice_and_leaves_requests_alone(settings):
+    from backend.jobs.worker import start_embedded_worker
     from backend.runtime import Runtime
-    from backend.worker import start_embedded_worker
 
     ours = os.getpriority(os.PRIO_PROCESS, 0)
     if ours >= 19:

@@ -10,12 +10,11 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import shutil
+import signal
 import subprocess
 import sys
 from dataclasses import fields
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,11 +27,12 @@ from rq.scheduler import SCHEDULER_LOCKING_KEY_TEMPLATE
 from rq.serializers import JSONSerializer
 
 from backend.config import Settings
-from backend.registry import Registry
-from backend.trigger import retrain_queue
+from backend.jobs.trigger import retrain_queue
+from backend.state import keys
+from backend.state.registry import Registry
 from tests.conftest import ROOT, Process, free_port, healthy, wait_for
+from tests.jobs.test_entry import post_labels, predict, settled
 from tests.test_faults import start_training
-from tests.test_job import post_labels, predict, settled
 
 SERVE = ["python", "-m", "backend", "serve"]
 WORKER = ["python", "-m", "backend", "worker"]
@@ -75,8 +75,16 @@ def machine(services, name: str, service: str, **overrides: str) -> Process:
     the compose network's names become loopback, the `models` volume the shared artifact directory."""
     home = services.tmp_path / name
     home.mkdir()
-    env = {**services.env, **image_env(), **service_env(service), "REDIS_URL": services.redis_url,
-           "MODEL_DIR": str(services.model_dir), "PYTHONPATH": str(ROOT), "TMPDIR": str(home), **overrides}
+    env = {
+        **services.env,
+        **image_env(),
+        **service_env(service),
+        "REDIS_URL": services.redis_url,
+        "MODEL_DIR": str(services.model_dir),
+        "PYTHONPATH": str(ROOT),
+        "TMPDIR": str(home),
+        **overrides,
+    }
     process = Process([sys.executable, *command_of(service)[1:]], env, services.tmp_path / f"{name}.log", cwd=home)
     services.processes.append(process)
     return process
@@ -92,6 +100,7 @@ def web_machine(services, name: str, **overrides: str) -> str:
 
 
 # -- the files ---------------------------------------------------------------------------------------
+
 
 def test_compose_services_are_as_documented():
     spec = compose()
@@ -146,9 +155,12 @@ def test_the_image_runs_the_commands_the_tests_run_as_a_non_root_user():
     assert [i for i, _ in steps].index("USER") < [i for i, _ in steps].index("CMD")
     installs = " ".join(args for instruction, args in steps if instruction == "RUN")
     assert "-r requirements.txt" in installs and "requirements-dev" not in installs
-    image = steps[max(i for i, (instruction, _) in enumerate(steps) if instruction == "FROM"):]
+    image = steps[max(i for i, (instruction, _) in enumerate(steps) if instruction == "FROM") :]
     assert [args for instruction, args in image if instruction == "COPY"] == [
-        "requirements.txt .", "backend ./backend", "--from=native /src/backend/_compiled.*.so ./backend/"]
+        "requirements.txt .",
+        "backend ./backend",
+        "--from=native /src/backend/_compiled.*.so ./backend/",
+    ]
     assert ("RUN", "python -m backend.native") in steps  # its build stage compiles the hashing the image copies
 
 
@@ -174,6 +186,7 @@ def test_docker_compose_accepts_the_file():
 
 # -- the processes -----------------------------------------------------------------------------------
 
+
 @pytest.mark.slow
 def test_the_backend_healthcheck_passes_with_basic_auth_on(services):
     user, password = "ops", "s3cret"
@@ -188,7 +201,7 @@ def test_the_backend_healthcheck_passes_with_basic_auth_on(services):
 
 
 def pid_of(worker_name: str) -> int:
-    """The pid in a worker name `backend-<host>-<pid>-<suffix>` (backend/worker.py)."""
+    """The pid in a worker name `backend-<host>-<pid>-<suffix>` (backend/jobs/worker.py)."""
     return int(worker_name.rsplit("-", 2)[1])
 
 
@@ -205,8 +218,7 @@ def test_two_web_machines_and_two_workers_share_only_redis_and_the_artifact_dire
     wait_for(lambda: r.exists(SCHEDULER_LOCKING_KEY_TEMPLATE % settings.queue_name), timeout=30)  # with_scheduler=True
 
     def served_everywhere(version: str) -> bool:
-        return all(predict(url, ["the flight was on time"]).json()["results"][0]["model_version"] == version
-                   for url in (web_a, web_b))
+        return all(predict(url, ["the flight was on time"]).json()["results"][0]["model_version"] == version for url in (web_a, web_b))
 
     def ran_on(record: dict) -> int:
         return pid_of(Job.fetch(record["job_id"], connection=r, serializer=JSONSerializer).worker_name)
@@ -226,7 +238,7 @@ def test_two_web_machines_and_two_workers_share_only_redis_and_the_artifact_dire
 
     def running_retrain() -> int | None:
         for job in Job.fetch_many(StartedJobRegistry(queue=queue).get_job_ids(), connection=r, serializer=JSONSerializer):
-            if job and job.func_name == "backend.job.retrain" and job.worker_name:
+            if job and job.func_name == keys.RETRAIN_JOB and job.worker_name:
                 return pid_of(job.worker_name)
         return None
 

@@ -26,8 +26,11 @@ def test_psi_handles_constant_references():
 def observed(model, texts):
     """What /predict traffic records of `texts` (see `model.Observation`), as columns."""
     predictions = TextChoices().predict(model, CONTROL, texts, 0.5)
-    return {"confidence": [p.score for p in predictions], "length": [float(len(t)) for t in texts],
-            "unseen": [p.novelty for p in predictions]}
+    return {
+        "confidence": [p.score for p in predictions],
+        "length": [float(len(t)) for t in texts],
+        "unseen": [p.novelty for p in predictions],
+    }
 
 
 def test_reference_is_capped_and_compare_reports_every_measure(tweets):

@@ -34,12 +34,13 @@ from rq.registry import FailedJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
 
 from backend.config import Settings
-from backend.registry import POINTER, Pointer, Registry, atomic_write
-from backend.store import Store, key
+from backend.jobs.trigger import retrain_queue
+from backend.state import keys
+from backend.state.registry import POINTER, Pointer, Registry, atomic_write
+from backend.state.store import Store
 from backend.training import holdout_rate, in_holdout
-from backend.trigger import retrain_queue
 from tests.conftest import LABEL_CONFIG, Services, annotation_event, free_port, wait_for
-from tests.test_job import post_labels, predict, settled, versions_by_worker
+from tests.jobs.test_entry import post_labels, predict, settled, versions_by_worker
 
 pytestmark = pytest.mark.slow
 
@@ -99,6 +100,7 @@ def warm(url: str, web, version: str) -> set[int]:
 
 def serves(url: str, version: str, within: float = 0) -> None:
     """/predict answers with `version` (now, or once the workers have swapped to it `within` s)."""
+
     def answered() -> bool:
         response = predict(url, ["the crew was lovely"])
         return response.status_code == 200 and response.json()["results"][0]["model_version"] == version
@@ -280,7 +282,7 @@ def test_f4_a_job_past_its_timeout_is_retried_then_failed_and_frees_the_project(
     assert "JobTimeoutException" in ended.latest_result().exc_string
     assert ended.retries_left == 0 and stuck.log.read_text().count("fault injection: holding at fit") == 2
     assert job_id not in StartedJobRegistry(queue=queue)
-    assert queue.connection.get(key(1, "lock")) is None  # released by the timed-out horse
+    assert queue.connection.get(keys.train_lock(1)) is None  # released by the timed-out horse
     assert registry.pointer(1) == before
     serves(url, champion["version"])
     intact(services, registry, 300)
@@ -419,8 +421,14 @@ def test_f8_redis_sigkill_with_aof_keeps_queued_jobs_and_reaps_the_started_one(o
     assert second[-1]["decision"] == history[-1]["decision"] == "promoted"
     assert history[-1]["job_id"] == started
     jobs = [started, queued]
-    wait_for(lambda: [job(queue, j).get_status() for j in jobs] == ["finished", "finished"]
-             and not queue.count and not StartedJobRegistry(queue=queue).count, timeout=60)  # the worker is idle
+    wait_for(
+        lambda: (
+            [job(queue, j).get_status() for j in jobs] == ["finished", "finished"]
+            and not queue.count
+            and not StartedJobRegistry(queue=queue).count
+        ),
+        timeout=60,
+    )  # the worker is idle
     done = registry.history(1)
     post_labels(url, tweets, 60, 80, project=2, threads=4)
     probe = start_training(url, project=2)
@@ -505,8 +513,11 @@ def test_f10_redis_out_of_memory_gives_fast_503_evicts_nothing_and_recovers(on_p
 
 def labels_of(client: redis.Redis) -> dict[str, Any]:
     """Everything the store keeps of project 1's labels."""
-    hashes = {name: client.hgetall(key(1, name)) for name in ("ann", "ann_labels", "ann_ts", "texts", "tombstones", "meta")}
-    return {**hashes, "seq": client.get(key(1, "seq"))}
+    hashes = {
+        name.__name__: client.hgetall(name(1))
+        for name in (keys.annotations, keys.annotation_labels, keys.annotation_times, keys.texts, keys.tombstones, keys.meta)
+    }
+    return {**hashes, "seq": client.get(keys.change_seq(1))}
 
 
 class Load:
@@ -522,14 +533,19 @@ class Load:
             sent = time.monotonic()
             try:
                 response = predict(self.url, ["on time, thanks"])
-                row = (sent, time.monotonic(), response.status_code, int(response.headers.get("X-Backend-Worker", 0)),
-                       response.json()["results"][0]["model_version"] if response.status_code == 200 else "")
+                row = (
+                    sent,
+                    time.monotonic(),
+                    response.status_code,
+                    int(response.headers.get("X-Backend-Worker", 0)),
+                    response.json()["results"][0]["model_version"] if response.status_code == 200 else "",
+                )
             except requests.RequestException:
                 row = (sent, time.monotonic(), 0, 0, "")
             self.results.append(row)
             time.sleep(max(0.0, 0.1 - (time.monotonic() - sent)))
 
-    def __enter__(self) -> "Load":
+    def __enter__(self) -> Load:
         for thread in self.threads:
             thread.start()
         return self
@@ -586,8 +602,11 @@ def test_f13_hot_swap_under_concurrent_load_fails_no_request(services, tweets, t
         session = requests.Session()
         while not stop.is_set():
             sent = time.monotonic()
-            response = session.post(f"{url}/predict", json={"tasks": [{"id": 1, "data": {"text": "on time, thanks"}}],
-                                                            "project": "1.1700000000", "label_config": LABEL_CONFIG}, timeout=10)
+            response = session.post(
+                f"{url}/predict",
+                json={"tasks": [{"id": 1, "data": {"text": "on time, thanks"}}], "project": "1.1700000000", "label_config": LABEL_CONFIG},
+                timeout=10,
+            )
             version = response.json()["results"][0]["model_version"] if response.status_code == 200 else ""
             with lock:
                 results.append((sent, time.monotonic(), response.status_code, int(response.headers.get("X-Backend-Worker", 0)), version))
@@ -659,7 +678,7 @@ def test_f17_disk_full_while_dumping_fails_the_job_cleanly_and_keeps_the_model(s
     for artifact in directory.glob("*.skops"):  # every file under a final name is whole
         registry.load(1, artifact.stem, registry.record(1, artifact.stem)["sha256"])
     intact(services, registry, 300)
-    assert queue_of(services).connection.get(key(1, "lock")) is None  # the next job may start at once
+    assert queue_of(services).connection.get(keys.train_lock(1)) is None  # the next job may start at once
 
 
 class Silent:
@@ -686,8 +705,9 @@ def test_f18_label_studio_unreachable_or_silent_times_out_keeps_the_model_and_ne
     queue = queue_of(services)
     env_key, setup_key = f"env-{secrets.token_hex(16)}", f"setup-{secrets.token_hex(16)}"
     closed = free_port()
-    worker = services.worker(LABEL_STUDIO_URL=f"http://127.0.0.1:{closed}", LABEL_STUDIO_API_KEY=env_key,
-                             LABEL_STUDIO_TIMEOUT="1", LOG_LEVEL="DEBUG")
+    worker = services.worker(
+        LABEL_STUDIO_URL=f"http://127.0.0.1:{closed}", LABEL_STUDIO_API_KEY=env_key, LABEL_STUDIO_TIMEOUT="1", LOG_LEVEL="DEBUG"
+    )
     first = start_training(url)
     wait_for(lambda: job(queue, first).get_status() == "finished", timeout=30)
     assert job(queue, first).return_value()["status"] == "unchanged"

@@ -1,5 +1,5 @@
 """The bad-input table of the reliability plan (section 8), row by row, for the rows that
-tests/test_api.py, tests/test_payload.py, tests/test_ingest.py and tests/test_store.py do not already
+tests/web/test_api.py, tests/test_payload.py, tests/web/test_ingest.py and tests/state/test_store.py do not already
 cover. Every row: a 4xx JSON error or a 2xx "ignored", never a 5xx; no job enqueued for invalid
 input; stored data unchanged. The transport rows (oversized headers and bodies, Content-Length and
 chunked) run against a real gunicorn; the rest through Flask's test client on fakeredis.
@@ -16,9 +16,10 @@ import pytest
 import redis as redis_client
 import requests
 
-from backend.auth import basic_header
-from backend.ingest import HANDLED
-from backend.store import Annotation, key
+from backend.state import keys
+from backend.state.store import Annotation
+from backend.web.auth import basic_header
+from backend.web.ingest import HANDLED
 from tests.conftest import LABEL_CONFIG, annotation_event, wait_for
 
 SETTINGS = "/projects/1/settings"
@@ -46,15 +47,34 @@ BAD_BODIES = {  # name: (raw body, content type, expected status)
     "NaN": (b'{"project": NaN, "version": NaN, "batch_size": NaN}', "application/json", 400),
 }
 ENCODINGS = ("utf-16", "utf-32", "utf-16-be")  # valid JSON, but not UTF-8: refused, as parse_json decides
-IN_TEST_API = {("/predict", n) for n in ("no content type", "text/plain", "empty", "null", "invalid", "truncated",
-                                         "not utf-8", "top-level list", "top-level string", "top-level number")}
+IN_TEST_API = {
+    ("/predict", n)
+    for n in (
+        "no content type",
+        "text/plain",
+        "empty",
+        "null",
+        "invalid",
+        "truncated",
+        "not utf-8",
+        "top-level list",
+        "top-level string",
+        "top-level number",
+    )
+}
 IN_TEST_API |= {("/webhook", "100k deep"), ("/webhook", "NaN")}
 
 
 def snapshot(redis: Any) -> dict[bytes, Any]:
     """Everything the backend keeps in Redis (RQ's own bookkeeping aside), by value."""
-    read = {b"string": redis.get, b"hash": redis.hgetall, b"set": redis.smembers, b"stream": redis.xrange,
-            b"list": lambda k: redis.lrange(k, 0, -1), b"zset": lambda k: redis.zrange(k, 0, -1, withscores=True)}
+    read = {
+        b"string": redis.get,
+        b"hash": redis.hgetall,
+        b"set": redis.smembers,
+        b"stream": redis.xrange,
+        b"list": lambda k: redis.lrange(k, 0, -1),
+        b"zset": lambda k: redis.zrange(k, 0, -1, withscores=True),
+    }
     return {k: read[redis.type(k)](k) for k in redis.scan_iter() if not k.startswith(b"rq:")}
 
 
@@ -95,8 +115,9 @@ def ignored(client, runtime, body: dict[str, Any]) -> Any:
     return response
 
 
-@pytest.mark.parametrize("route,name", [pytest.param(r, n, id=f"{r[0]} {r[1]}-{n}") for r in VALID for n in BAD_BODIES
-                                        if (r[1], n) not in IN_TEST_API])
+@pytest.mark.parametrize(
+    "route,name", [pytest.param(r, n, id=f"{r[0]} {r[1]}-{n}") for r in VALID for n in BAD_BODIES if (r[1], n) not in IN_TEST_API]
+)
 def test_malformed_bodies_on_every_json_route(client, seeded, route, name):
     method, path = route
     body, content_type, status = BAD_BODIES[name]
@@ -114,12 +135,13 @@ def test_valid_json_in_another_encoding_is_refused(client, seeded, route, encodi
 
 @pytest.mark.parametrize("route", [r for r in VALID if r[1] != "/predict"], ids=lambda r: f"{r[0]} {r[1]}")
 def test_bodies_over_the_limit_are_413_on_every_json_route(tmp_path, route):
-    """The Content-Length case through the test client (/predict: tests/test_api.py); on the wire and
+    """The Content-Length case through the test client (/predict: tests/web/test_api.py); on the wire and
     chunked: test_transport_rows_against_gunicorn."""
-    from backend.app import create_app
+    import fakeredis
+
     from backend.config import Settings
     from backend.runtime import Runtime
-    import fakeredis
+    from backend.web.app import create_app
 
     runtime = Runtime.build(Settings.from_env({}, model_dir=tmp_path, max_request_bytes=1000), redis=fakeredis.FakeRedis())
     try:
@@ -132,25 +154,43 @@ def test_bodies_over_the_limit_are_413_on_every_json_route(tmp_path, route):
 
 
 PROJECT_IDS = {  # name: JSON text of the id
-    "missing": None, "null": "null", "1; drop": '"1; drop"', "-1": "-1", "0": "0", "1e309": "1e309", "NaN": "NaN",
-    "true": "true", "list": "[1]", "over 10^12": str(10**12 + 1), "13 digits": '"1234567890123"', "superscript": '"\\u00b2"',
-    "arabic digits": '"\\u0661"', "fraction": "1.5",
+    "missing": None,
+    "null": "null",
+    "1; drop": '"1; drop"',
+    "-1": "-1",
+    "0": "0",
+    "1e309": "1e309",
+    "NaN": "NaN",
+    "true": "true",
+    "list": "[1]",
+    "over 10^12": str(10**12 + 1),
+    "13 digits": '"1234567890123"',
+    "superscript": '"\\u00b2"',
+    "arabic digits": '"\\u0661"',
+    "fraction": "1.5",
 }
 PROJECT_ROUTES = {
     "/setup": lambda p: f'{{"schema": {json.dumps(LABEL_CONFIG)}{p}}}',
     "/predict": lambda p: f'{{"label_config": {json.dumps(LABEL_CONFIG)}, "tasks": [{{"id": 1, "data": {{"text": "x"}}}}]{p}}}',
     "/webhook": lambda p: f'{{"action": "START_TRAINING"{p}}}',
-    "/webhook ANNOTATION_CREATED": lambda p: json.dumps({k: v for k, v in annotation_event(9, 9, "t", "positive").items()
-                                                         if k != "project"})[:-1] + p + "}",
+    "/webhook ANNOTATION_CREATED": lambda p: (
+        json.dumps({k: v for k, v in annotation_event(9, 9, "t", "positive").items() if k != "project"})[:-1] + p + "}"
+    ),
     "/train": lambda p: f'{{"label_config": {json.dumps(LABEL_CONFIG)}{p}}}',
 }
-PROJECT_IN_TEST_API = {("/webhook", "missing"),  # {"action": ...} alone: test_webhooks_without_a_payload_are_ignored
-                       ("/setup", "null"), ("/webhook ANNOTATION_CREATED", "null"), ("/webhook ANNOTATION_CREATED", "1; drop"),
-                       ("/webhook ANNOTATION_CREATED", "1e309"), ("/webhook ANNOTATION_CREATED", "NaN")}
+PROJECT_IN_TEST_API = {
+    ("/webhook", "missing"),  # {"action": ...} alone: test_webhooks_without_a_payload_are_ignored
+    ("/setup", "null"),
+    ("/webhook ANNOTATION_CREATED", "null"),
+    ("/webhook ANNOTATION_CREATED", "1; drop"),
+    ("/webhook ANNOTATION_CREATED", "1e309"),
+    ("/webhook ANNOTATION_CREATED", "NaN"),
+}
 
 
-@pytest.mark.parametrize("route,name", [pytest.param(r, n, id=f"{r}-{n}") for r in PROJECT_ROUTES for n in PROJECT_IDS
-                                        if (r, n) not in PROJECT_IN_TEST_API])
+@pytest.mark.parametrize(
+    "route,name", [pytest.param(r, n, id=f"{r}-{n}") for r in PROJECT_ROUTES for n in PROJECT_IDS if (r, n) not in PROJECT_IN_TEST_API]
+)
 def test_bad_project_ids_are_400_without_a_job(client, seeded, route, name):
     value = PROJECT_IDS[name]
     body = PROJECT_ROUTES[route]("" if value is None else f', "project": {value}')
@@ -162,12 +202,21 @@ def test_admin_routes_refuse_project_ids_outside_the_api_range(client, seeded, p
     refused(client, seeded, "POST" if path.endswith("train") else "GET", path, 400)
 
 
-@pytest.mark.parametrize("path,status", [
-    ("/ui?project=5", 200), ("/ui?project=2", 200),  # a project with nothing yet (the page once failed with 500)
-    ("/projects/5/monitor", 200), ("/ui?project=abc", 400), ("/ui?project=-3", 400), ("/queue?project=abc", 400),
-    ("/queue?project=1&limit=0", 400), ("/projects/1/audit?limit=0", 400),
-    ("/projects/1/audit?kind=nope", 400), ("/versions?project=abc", 200),
-])
+@pytest.mark.parametrize(
+    "path,status",
+    [
+        ("/ui?project=5", 200),
+        ("/ui?project=2", 200),  # a project with nothing yet (the page once failed with 500)
+        ("/projects/5/monitor", 200),
+        ("/ui?project=abc", 400),
+        ("/ui?project=-3", 400),
+        ("/queue?project=abc", 400),
+        ("/queue?project=1&limit=0", 400),
+        ("/projects/1/audit?limit=0", 400),
+        ("/projects/1/audit?kind=nope", 400),
+        ("/versions?project=abc", 200),
+    ],
+)
 def test_odd_query_values_on_get_routes(client, seeded, path, status):
     seeded.store.set_meta(2, label_config=LABEL_CONFIG)
     response = send(client, seeded, "GET", path)
@@ -210,8 +259,18 @@ def test_task_ids_must_be_scalars(client, seeded, task_id):
         refused(client, seeded, "POST", "/webhook", 400, json={**event, "task": {"id": task_id, "data": {"text": "x"}}})
 
 
-@pytest.mark.parametrize("name,value", [("strategy", []), ("strategy", {"a": 1}), ("gate_metric", ["accuracy"]), ("batch_size", -1),
-                                        ("gate_margin", "0.1"), ("uncertainty_sampling", 1), ("nope", 1)])
+@pytest.mark.parametrize(
+    "name,value",
+    [
+        ("strategy", []),
+        ("strategy", {"a": 1}),
+        ("gate_metric", ["accuracy"]),
+        ("batch_size", -1),
+        ("gate_margin", "0.1"),
+        ("uncertainty_sampling", 1),
+        ("nope", 1),
+    ],
+)
 def test_bad_settings_are_400_and_never_poison_a_project(client, seeded, name, value):
     """An unhashable value once broke the setting check: the admin API answered 500, and the same value
     in /setup's extra_params made every later webhook of the project a 500."""
@@ -243,16 +302,16 @@ def test_a_10_mb_text_inside_the_limit_is_stored_cut_to_max_text_chars(client, s
 
 @pytest.mark.parametrize("kind", ["empty result", "skipped with a result"])
 def test_empty_and_skipped_annotations_are_not_labels(client, seeded, kind):
-    """(A skip without a result: tests/test_api.py.)"""
+    """(A skip without a result: tests/web/test_api.py.)"""
     event = annotation_event(95, 95, "text", "positive")
     if kind == "empty result":
         event["annotation"]["result"] = []
     else:
         event["annotation"]["was_cancelled"] = True
-    seq = int(seeded.redis.get(key(1, "seq")) or 0)
+    seq = int(seeded.redis.get(keys.change_seq(1)) or 0)
     assert client.post("/webhook", json=event).status_code == 200
     assert 95 not in {t.task for t in seeded.store.labeled_tasks(1)}
-    assert int(seeded.redis.get(key(1, "seq")) or 0) == seq  # no label change counted towards a retrain
+    assert int(seeded.redis.get(keys.change_seq(1)) or 0) == seq  # no label change counted towards a retrain
 
 
 def test_duplicates_and_replays_are_idempotent_with_at_most_one_extra_retrain(client, seeded):
@@ -292,11 +351,13 @@ def test_empty_whitespace_emoji_and_surrogate_texts_train_without_error(client, 
     history = wait_for(lambda: [r for r in runtime.registry.history(1) if r.get("decision") in done], timeout=60)
     assert history[-1]["examples"] > 0
     from rq.registry import FailedJobRegistry
-    from backend.trigger import retrain_queue
+
+    from backend.jobs.trigger import retrain_queue
 
     assert FailedJobRegistry(queue=retrain_queue(runtime.settings, runtime.redis)).get_job_ids() == []
-    results = client.post("/predict", json={**VALID[("POST", "/predict")],
-                                            "tasks": [{"id": i, "data": {"text": t}} for i, t in enumerate(odd)]}).json["results"]
+    results = client.post(
+        "/predict", json={**VALID[("POST", "/predict")], "tasks": [{"id": i, "data": {"text": t}} for i, t in enumerate(odd)]}
+    ).json["results"]
     assert results[:3] == [[], [], []]  # no text, no prediction
     assert all(isinstance(r["result"], list) and isinstance(r["model_version"], str) for r in results[3:])
 
@@ -372,8 +433,13 @@ def test_transport_rows_against_gunicorn(services, monkeypatch):
     for header in ("", "Basic " + "A" * 100_000):
         response = requests.get(f"{url}/health", headers={"Authorization": header} if header else {}, timeout=10)
         assert response.status_code in ({401} if not header else {400, 431}), (header[:20], response.status_code)
-    for value in (b"Basic \xc3\xa9", "Basic ".encode() + __import__("base64").b64encode("ls:päss".encode()), b"Basic !!!",
-                  AUTH.replace("Basic", "Bearer").encode(), b"Basic " + "ls:pässwörd".encode("latin-1")):
+    for value in (
+        b"Basic \xc3\xa9",
+        b"Basic " + __import__("base64").b64encode("ls:päss".encode()),
+        b"Basic !!!",
+        AUTH.replace("Basic", "Bearer").encode(),
+        b"Basic " + "ls:pässwörd".encode("latin-1"),
+    ):
         status, headers, body = raw_request(url, b"GET /health HTTP/1.1\r\nHost: x\r\nAuthorization: " + value + b"\r\n\r\n", [])
         assert status == 401 and json.loads(body)["error"], value
 
@@ -387,8 +453,12 @@ def test_transport_rows_against_gunicorn(services, monkeypatch):
     assert store.keys("rq:job:*") == [] and store.keys("lsb:*") == []
 
     events = [annotation_event(i + 1, i + 1, f"bulk text {i}", ("positive", "negative", "neutral")[i % 3]) for i in range(10_000)]
-    bulk = {"action": "ANNOTATIONS_CREATED", "annotation": [e["annotation"] for e in events],
-            "task": [e["task"] for e in events], "project": events[0]["project"]}
+    bulk = {
+        "action": "ANNOTATIONS_CREATED",
+        "annotation": [e["annotation"] for e in events],
+        "task": [e["task"] for e in events],
+        "project": events[0]["project"],
+    }
     assert len(json.dumps(bulk)) < LIMIT
     response = requests.post(f"{url}/webhook", json=bulk, headers={"Authorization": AUTH}, timeout=120)
     assert response.status_code == 200 and response.json()["changed"] == 10_000

@@ -72,9 +72,22 @@ TWO_FIELDS = """<View><Text name="text" value="$text"/><HyperText name="page" va
 <Choices name="sentiment" toName="text"><Choice value="positive"/><Choice value="negative"/></Choices>
 <Choices name="topic" toName="page"><Choice value="a"/><Choice value="b"/></Choices></View>"""
 ODD_DATA = [
-    {"text": "plain"}, {"text": ""}, {"text": "   \n\t"}, {"text": 42}, {"text": 4.5}, {"text": True}, {"text": None},
-    {"text": ["list"]}, {"text": {"nested": 1}}, {}, {"other": "wrong key"}, {"text": "x" * 50}, {"text": "  padded  "},
-    {"text": "😀 \x00 nul"}, {"text": "a", "page": "<b>bold</b> &amp; more"}, {"page": "<p></p>"},
+    {"text": "plain"},
+    {"text": ""},
+    {"text": "   \n\t"},
+    {"text": 42},
+    {"text": 4.5},
+    {"text": True},
+    {"text": None},
+    {"text": ["list"]},
+    {"text": {"nested": 1}},
+    {},
+    {"other": "wrong key"},
+    {"text": "x" * 50},
+    {"text": "  padded  "},
+    {"text": "😀 \x00 nul"},
+    {"text": "a", "page": "<b>bold</b> &amp; more"},
+    {"page": "<p></p>"},
 ]
 
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from backend.registry import Registry
-from tests.test_job import post_labels, predict, settled
-
-import pytest
+from backend.state.registry import Registry
+from tests.jobs.test_entry import post_labels, predict, settled
 
 pytestmark = pytest.mark.slow
 
@@ -37,7 +36,11 @@ def test_counts_are_merged_across_gunicorn_workers_and_project_state_is_exposed(
         families = scrape(url)
         versions = [s for s in families["lsb_http_requests"] if s.name == "lsb_http_requests_total" and s.labels["endpoint"] == "/versions"]
         assert sum(s.value for s in versions) == sent
-    latency = [s for s in families["lsb_http_request_seconds"] if s.name == "lsb_http_request_seconds_count" and s.labels["endpoint"] == "/versions"]
+    latency = [
+        s
+        for s in families["lsb_http_request_seconds"]
+        if s.name == "lsb_http_request_seconds_count" and s.labels["endpoint"] == "/versions"
+    ]
     assert sum(s.value for s in latency) == sent
 
     post_labels(url, tweets, 0, 150)

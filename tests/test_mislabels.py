@@ -6,10 +6,10 @@ import numpy as np
 
 from backend import mislabels
 from backend.labelconfig import parse_label_config
-from backend.store import LabeledTask
+from backend.state.store import LabeledTask
 from backend.training import build_snapshot
 from tests.conftest import LABEL_CONFIG, wait_for
-from tests.test_api import train
+from tests.web.test_api import train
 
 CLASSES = ("negative", "neutral", "positive")
 
@@ -22,7 +22,9 @@ def snapshot_with_flips(tweets, n=1500, flips=100, seed=0):
         label = tweets.labels[i]
         if i in flipped:
             label = CLASSES[(CLASSES.index(label) + 1 + int(rng.integers(2))) % 3]
-        tasks.append(LabeledTask(task=i + 1, data={"text": tweets.texts[i]}, labels={"sentiment": [label]}, annotations={"sentiment": i + 1}))
+        tasks.append(
+            LabeledTask(task=i + 1, data={"text": tweets.texts[i]}, labels={"sentiment": [label]}, annotations={"sentiment": i + 1})
+        )
     return build_snapshot(1, tasks, parse_label_config(LABEL_CONFIG), n, 10_000), {i + 1 for i in flipped}
 
 

@@ -1,5 +1,5 @@
 """Live accuracy and drift as measured, through the HTTP surface (embedded app); the retrains they
-trigger are `trigger`'s, tested in tests/test_trigger.py."""
+trigger are `trigger`'s, tested in tests/jobs/test_trigger.py."""
 
 from __future__ import annotations
 
@@ -7,19 +7,25 @@ import fakeredis
 import pytest
 
 from backend import monitor
-from backend.app import create_app
 from backend.config import Settings
 from backend.runtime import Runtime
-from backend.store import key
+from backend.state import keys
+from backend.web.app import create_app
 from tests.conftest import annotation_event, wait_for
-from tests.test_api import predict, train
+from tests.web.test_api import predict, train
 
 
 @pytest.fixture
 def fast_client(tmp_path):
     """An embedded app that checks the triggers on every event."""
-    settings = Settings(model_dir=tmp_path / "models", retrain_min_interval=0, trigger_check_interval=0,
-                        retrain_threshold=1000, swap_poll_interval=0.05, log_level="WARNING")
+    settings = Settings(
+        model_dir=tmp_path / "models",
+        retrain_min_interval=0,
+        trigger_check_interval=0,
+        retrain_threshold=1000,
+        swap_poll_interval=0.05,
+        log_level="WARNING",
+    )
     rt = Runtime.build(settings, redis=fakeredis.FakeRedis())
     yield create_app(settings, rt).test_client(), rt
     rt.cache.stop()
@@ -28,7 +34,7 @@ def fast_client(tmp_path):
 def predicted_for(client, rt, tweets, ids):
     tasks = [{"id": i, "data": {"text": tweets.texts[i]}} for i in ids]
     results = predict(client, tasks).json["results"]
-    wait_for(lambda: rt.redis.hlen(key(1, "predicted")) >= len(ids), timeout=10)
+    wait_for(lambda: rt.redis.hlen(keys.predicted(1)) >= len(ids), timeout=10)
     return {i: r["result"][0]["value"]["choices"][0] for i, r in zip(ids, results)}
 
 
@@ -62,14 +68,14 @@ def test_monitor_of_an_untrained_project_is_empty(client):
 
 
 def test_offline_accuracy_is_the_mean_over_controls():
-    record = {"evaluation": {"challenger": {"a": {"accuracy": 0.8, "n": 10}, "b": {"accuracy": 0.6, "n": 5}, "c": {"accuracy": 0.1, "n": 0}}}}
+    record = {
+        "evaluation": {"challenger": {"a": {"accuracy": 0.8, "n": 10}, "b": {"accuracy": 0.6, "n": 5}, "c": {"accuracy": 0.1, "n": 0}}}
+    }
     assert monitor.offline_accuracy(record) == 0.7
     assert monitor.offline_accuracy(None) is None
 
 
 def test_monitor_only_measures():
-    from pathlib import Path
+    from tests.test_layout import backend_imports
 
-    from tests.test_web_metrics import imported
-
-    assert "trigger" not in imported(Path(monitor.__file__)), "retrains are trigger's decision"
+    assert not {m for m in backend_imports("backend.monitor") if m.startswith("backend.jobs")}, "retrains are trigger's decision"

@@ -7,8 +7,17 @@ from backend.payload import InvalidPayload, parse_json, parse_predict, parse_set
 
 @pytest.mark.parametrize(
     "raw",
-    [b"", b"   ", b"{bad", b'{"a": 1', b"\xff\xfe\xfa{", b'{"a": NaN}', b"[" * 100_000 + b"]" * 100_000,
-     '{"a": 1}'.encode("utf-16"), b'{"x": Infinity}'],
+    [
+        b"",
+        b"   ",
+        b"{bad",
+        b'{"a": 1',
+        b"\xff\xfe\xfa{",
+        b'{"a": NaN}',
+        b"[" * 100_000 + b"]" * 100_000,
+        '{"a": 1}'.encode("utf-16"),
+        b'{"x": Infinity}',
+    ],
 )
 def test_bad_json_is_a_400(raw):
     with pytest.raises(InvalidPayload) as err:
@@ -43,7 +52,9 @@ def test_setup_accepts_extra_params_as_object_or_json_string():
             parse_setup({**base, "extra_params": bad})
 
 
-@pytest.mark.parametrize("body", [[], "str", 42, {"tasks": {}}, {"tasks": [], "project": "1"}, {"tasks": [], "label_config": 5, "project": 1}])
+@pytest.mark.parametrize(
+    "body", [[], "str", 42, {"tasks": {}}, {"tasks": [], "project": "1"}, {"tasks": [], "label_config": 5, "project": 1}]
+)
 def test_predict_shapes(body):
     with pytest.raises(InvalidPayload):
         parse_predict(body, max_tasks=10)
@@ -59,9 +70,15 @@ def test_predict_caps_the_batch_and_tolerates_odd_tasks():
 
 @pytest.mark.parametrize(
     "body",
-    [{}, {"action": 123}, {"action": ""}, {"action": "ANNOTATION_CREATED", "project": "1; drop"},
-     {"action": "ANNOTATION_CREATED", "project": [1]}, {"action": "ANNOTATIONS_DELETED", "project": 1, "annotations": [{"id": "x"}]},
-     {"action": "ANNOTATION_CREATED", "project": 1, "annotation": ["x"]}],
+    [
+        {},
+        {"action": 123},
+        {"action": ""},
+        {"action": "ANNOTATION_CREATED", "project": "1; drop"},
+        {"action": "ANNOTATION_CREATED", "project": [1]},
+        {"action": "ANNOTATIONS_DELETED", "project": 1, "annotations": [{"id": "x"}]},
+        {"action": "ANNOTATION_CREATED", "project": 1, "annotation": ["x"]},
+    ],
 )
 def test_bad_webhooks(body):
     with pytest.raises(InvalidPayload):
@@ -71,17 +88,32 @@ def test_bad_webhooks(body):
 def test_webhook_shapes_as_ls_sends_them():
     deleted = parse_webhook({"action": "ANNOTATIONS_DELETED", "annotations": [{"id": 10}, {"id": 11}], "project": {"id": 2}})
     assert deleted.deleted_ids == [10, 11] and deleted.project == 2
-    bulk = parse_webhook({"action": "ANNOTATIONS_CREATED", "annotation": [{"id": 1}, {"id": 2}], "task": [{"id": 5}, {"id": 6}], "project": {"id": 1, "label_config": "<View/>"}})
+    bulk = parse_webhook(
+        {
+            "action": "ANNOTATIONS_CREATED",
+            "annotation": [{"id": 1}, {"id": 2}],
+            "task": [{"id": 5}, {"id": 6}],
+            "project": {"id": 1, "label_config": "<View/>"},
+        }
+    )
     assert len(bulk.annotations) == 2 and len(bulk.tasks) == 2 and bulk.label_config == "<View/>"
     start = parse_webhook({"action": "START_TRAINING", "project": {"id": 4}})
     assert start.project == 4 and not start.annotations
     assert parse_webhook({"action": "ANNOTATION_CREATED"}).project is None
 
 
-@pytest.mark.parametrize("value,expected", [
-    ("1.1795336872", 1795336872), ("1", None), ("1.", None), (7, None), ({"id": 3}, None),
-    ({"id": 3, "created_at": "2026-11-30T10:00:00.999000Z"}, 1796032800), ({"id": 3, "created_at": "soon"}, None),
-])
+@pytest.mark.parametrize(
+    "value,expected",
+    [
+        ("1.1795336872", 1795336872),
+        ("1", None),
+        ("1.", None),
+        (7, None),
+        ({"id": 3}, None),
+        ({"id": 3, "created_at": "2026-11-30T10:00:00.999000Z"}, 1796032800),
+        ({"id": 3, "created_at": "soon"}, None),
+    ],
+)
 def test_project_created_is_the_stamp_of_either_form(value, expected):
     from backend.payload import project_created
 

@@ -4,7 +4,7 @@ import pytest
 
 from backend.config import Settings
 from backend.payload import InvalidPayload
-from backend.policy import Policy, policy_for, validated
+from backend.policy import Policy, next_due, policy_for, validated
 
 
 def test_cold_start_rule_needs_every_class_and_a_total():
@@ -25,9 +25,25 @@ def test_admin_overrides_beat_extra_params_which_beat_the_environment():
     assert (policy_for(settings, meta).retrain_threshold, policy_for(settings, meta).strategy) == (7, "entropy")
 
 
-@pytest.mark.parametrize("bad", [{"strategy": "psychic"}, {"batch_size": -1}, {"gate_margin": 3}, {"nope": 1},
-                                 {"uncertainty_sampling": "yes"}, {"gate_metric": "auc"}, {"clusters": True}])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"strategy": "psychic"},
+        {"batch_size": -1},
+        {"gate_margin": 3},
+        {"nope": 1},
+        {"uncertainty_sampling": "yes"},
+        {"gate_metric": "auc"},
+        {"clusters": True},
+    ],
+)
 def test_admin_settings_are_validated(bad):
     with pytest.raises(InvalidPayload):
         validated(bad, strict=True)
     assert validated(bad, strict=False) == {}
+
+
+def test_next_due_of_an_interval_and_of_a_cron_string():
+    assert next_due(0, 100.0) is None
+    assert next_due(60, 100.0) == 160.0
+    assert next_due("0 * * * *", 3600 * 5 + 1) == 3600 * 6

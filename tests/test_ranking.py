@@ -8,8 +8,11 @@ from tests.conftest import LABEL_CONFIG, annotation_event, wait_for
 
 
 def pool_event(tweets, start, stop):
-    return {"action": "TASKS_CREATED", "project": {"id": 1, "label_config": LABEL_CONFIG},
-            "tasks": [{"id": 10_000 + i, "data": {"text": tweets.texts[i]}} for i in range(start, stop)]}
+    return {
+        "action": "TASKS_CREATED",
+        "project": {"id": 1, "label_config": LABEL_CONFIG},
+        "tasks": [{"id": 10_000 + i, "data": {"text": tweets.texts[i]}} for i in range(start, stop)],
+    }
 
 
 def queue(client, limit=1000):
@@ -58,7 +61,7 @@ def test_a_new_pool_is_pending_then_ranked_at_once_even_while_a_training_runs(cl
     import threading
     import time
 
-    from backend import job
+    from backend.jobs import entry
 
     client.post("/setup", json={"project": 1, "schema": LABEL_CONFIG})
     fresh = client.get("/queue?project=1")
@@ -68,14 +71,14 @@ def test_a_new_pool_is_pending_then_ranked_at_once_even_while_a_training_runs(cl
 
     release = threading.Event()
     training = threading.Event()
-    real = job.train_project
+    real = entry.train_project
 
     def slow_training(*args, **kwargs):
         training.set()
         release.wait(60)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(job, "train_project", slow_training)
+    monkeypatch.setattr(entry, "train_project", slow_training)
     for i in range(5):
         client.post("/webhook", json=annotation_event(i + 1, i + 1, tweets.texts[i], tweets.labels[i]))
     client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}})
@@ -124,8 +127,14 @@ def test_stopping_signal_is_recorded_per_promotion(client, tweets):
         for i in range(stop - 150, stop):
             client.post("/webhook", json=annotation_event(i + 1, i + 1, tweets.texts[i], tweets.labels[i]))
         client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}})
-        wait_for(lambda: any(h.get("agreement_kappa") is not None for h in client.get("/projects/1/stopping").json["history"])
-                 if stop == 300 else client.get("/projects/1/stopping").json["history"], timeout=60)
+        wait_for(
+            lambda: (
+                any(h.get("agreement_kappa") is not None for h in client.get("/projects/1/stopping").json["history"])
+                if stop == 300
+                else client.get("/projects/1/stopping").json["history"]
+            ),
+            timeout=60,
+        )
     body = client.get("/projects/1/stopping").json
     latest = body["history"][-1]
     assert 0 <= latest["mean_uncertainty"] <= 1 and -1 <= latest["agreement_kappa"] <= 1
@@ -133,11 +142,11 @@ def test_stopping_signal_is_recorded_per_promotion(client, tweets):
 
 
 def test_ranking_with_the_pool_cache_is_the_ranking_without_it(tmp_path, tweets):
-    from backend.estimator import ControlModel
     from backend.families import ModelBundle
+    from backend.families.estimator import ControlModel
+    from backend.families.pool import cache_for, features
     from backend.labelconfig import parse_label_config
     from backend.policy import Policy
-    from backend.pool import cache_for, features
     from backend.ranking import rank
 
     config = parse_label_config(LABEL_CONFIG)
@@ -185,8 +194,8 @@ def test_every_accepted_strategy_is_the_one_the_queue_reports_and_ranks_its_own_
 
 
 def test_a_committee_strategy_without_members_says_it_ranks_by_margin(tweets):
-    from backend.estimator import ControlModel
     from backend.families import ModelBundle
+    from backend.families.estimator import ControlModel
     from backend.labelconfig import parse_label_config
     from backend.policy import Policy
     from backend.ranking import rank
@@ -200,7 +209,7 @@ def test_a_committee_strategy_without_members_says_it_ranks_by_margin(tweets):
     assert lacking.strategy == "margin" and "needs committee members" in lacking.reason
     assert lacking.entries == rank(tasks, config, Policy(), ModelBundle({"sentiment": plain}), "v", True).entries
 
-    from backend.hashing import hash_texts
+    from backend.families.hashing import hash_texts
 
     voted = ControlModel.fit(tweets.texts[:300], targets, labels, False).with_committee(targets, hash_texts(tweets.texts[:300]))
     assert len(voted.members) == 3 and all(set(m.columns) == set(voted.columns) for m in voted.members)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import fakeredis
 
-from backend import trigger
+from backend.jobs import trigger
 from backend.model import Observation
 from backend.runtime import BackgroundWriter
-from backend.store import Store
+from backend.state.store import Store
 from tests.conftest import wait_for
 
 

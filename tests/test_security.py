@@ -18,13 +18,14 @@ import fakeredis
 import pytest
 import requests
 
-from backend.auth import basic_header
-from backend.registry import Registry
+from backend.state import keys
+from backend.state.registry import Registry
+from backend.web.auth import basic_header
 from tests.conftest import LABEL_CONFIG, ROOT, annotation_event, wait_for
-from tests.test_api import train
 from tests.test_hostile import web_with_auth
+from tests.web.test_api import train
 
-MODULES = sorted((ROOT / "backend").glob("*.py"))
+MODULES = sorted((ROOT / "backend").rglob("*.py"))
 
 
 class Recorder:
@@ -83,17 +84,32 @@ USER = "ls-admin"
 
 def forms(secret: str) -> set[str]:
     """The ways a secret could show up in a log line: as is, URL-quoted, in a Basic header, base64."""
-    return {secret, urllib.parse.quote(secret), basic_header(USER, secret).split()[1],
-            base64.b64encode(secret.encode()).decode().rstrip("=")}
+    return {
+        secret,
+        urllib.parse.quote(secret),
+        basic_header(USER, secret).split()[1],
+        base64.b64encode(secret.encode()).decode().rstrip("="),
+    }
 
 
 @pytest.mark.slow
 def test_secrets_never_reach_any_log_at_debug_level(services, monkeypatch, recorder, tweets):
-    ls = {"LABEL_STUDIO_URL": recorder.url, "LABEL_STUDIO_API_KEY": SECRETS["LABEL_STUDIO_API_KEY"], "LOG_LEVEL": "DEBUG",
-          "BASIC_AUTH_USER": USER, "BASIC_AUTH_PASS": SECRETS["BASIC_AUTH_PASS"]}
+    ls = {
+        "LABEL_STUDIO_URL": recorder.url,
+        "LABEL_STUDIO_API_KEY": SECRETS["LABEL_STUDIO_API_KEY"],
+        "LOG_LEVEL": "DEBUG",
+        "BASIC_AUTH_USER": USER,
+        "BASIC_AUTH_PASS": SECRETS["BASIC_AUTH_PASS"],
+    }
     services.worker(**ls)
-    url, _ = web_with_auth(services, monkeypatch, USER, SECRETS["BASIC_AUTH_PASS"], GUNICORN_CMD_ARGS="--log-level debug",
-                           **{k: v for k, v in ls.items() if not k.startswith("BASIC_AUTH")})
+    url, _ = web_with_auth(
+        services,
+        monkeypatch,
+        USER,
+        SECRETS["BASIC_AUTH_PASS"],
+        GUNICORN_CMD_ARGS="--log-level debug",
+        **{k: v for k, v in ls.items() if not k.startswith("BASIC_AUTH")},
+    )
     http = requests.Session()
     http.headers["Authorization"] = basic_header(USER, SECRETS["BASIC_AUTH_PASS"])
     token, password = SECRETS["access_token"], SECRETS["task_data_password"]
@@ -132,7 +148,7 @@ def test_secrets_never_reach_any_log_at_debug_level(services, monkeypatch, recor
     logs = {p.name: p.read_text(errors="replace") for p in services.tmp_path.glob("*.log")}
     web = "".join(text for name, text in logs.items() if name.startswith("web"))
     worker = "".join(text for name, text in logs.items() if name.startswith("worker"))
-    assert " DEBUG backend.app: POST /predict 200" in web and "[DEBUG]" in web  # the app's and gunicorn's debug lines
+    assert " DEBUG backend.web.app: POST /predict 200" in web and "[DEBUG]" in web  # the app's and gunicorn's debug lines
     assert "dequeueing jobs on queues" in worker and "performing job retrain-1-" in worker  # RQ's debug lines
     for name, secret in SECRETS.items():
         for form in forms(secret):
@@ -155,8 +171,10 @@ def test_no_pickle_in_the_backend():
     for path in MODULES:
         assert not imported_modules(path) & unsafe, path.name
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.keyword) and node.arg == "allow_pickle" and not (
-                isinstance(node.value, ast.Constant) and node.value.value is False
+            if (
+                isinstance(node, ast.keyword)
+                and node.arg == "allow_pickle"
+                and not (isinstance(node.value, ast.Constant) and node.value.value is False)
             ):
                 pytest.fail(f"{path.name}: allow_pickle other than False")
 
@@ -167,8 +185,12 @@ def test_every_rq_object_uses_the_json_serializer():
     seen = 0
     for path in MODULES:
         tree = ast.parse(path.read_text())
-        rq_names = {a.asname or a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and (n.module or "").startswith("rq")
-                    for a in n.names} - {"JSONSerializer", "Retry", "JobStatus", "NoSuchJobError", "TimerDeathPenalty"}
+        rq_names = {
+            a.asname or a.name
+            for n in ast.walk(tree)
+            if isinstance(n, ast.ImportFrom) and (n.module or "").startswith("rq")
+            for a in n.names
+        } - {"JSONSerializer", "Retry", "JobStatus", "NoSuchJobError", "TimerDeathPenalty"}
         rq_names |= {n.name for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and {getattr(b, "id", "") for b in n.bases} & rq_names}
         for node in ast.walk(tree):
             if not isinstance(node, ast.Call):
@@ -184,12 +206,12 @@ def test_every_rq_object_uses_the_json_serializer():
 
 
 def test_a_queued_train_job_is_stored_as_json(settings):
-    from backend.trigger import request_retrain
+    from backend.jobs.trigger import request_retrain
 
     redis = fakeredis.FakeRedis()
     job_id = request_retrain(settings, redis, 7, "a reason").job_id
     raw = redis.hget(f"rq:job:{job_id}", "data")
-    assert json.loads(zlib.decompress(raw)) == ["backend.job.retrain", None, [7, "a reason", False], {}]
+    assert json.loads(zlib.decompress(raw)) == [keys.RETRAIN_JOB, None, [7, "a reason", False], {}]
 
 
 def test_no_module_fetches_urls():
@@ -207,8 +229,14 @@ def test_task_data_urls_are_never_fetched(client, runtime, recorder, tweets):
     """Texts that are URLs (loopback ones: the recorder) are classified as strings, in /predict, in
     the task pool and in training; the recorder sees no request."""
     host, port = recorder.url.removeprefix("http://").split(":")
-    urls = [f"{recorder.url}/steal?x=1", f"http://localhost:{port}/latest/meta-data/", f"{recorder.url}/redirect",
-            "file:///etc/passwd", f"http://[::1]:{port}/", f"{recorder.url}/image.png"]
+    urls = [
+        f"{recorder.url}/steal?x=1",
+        f"http://localhost:{port}/latest/meta-data/",
+        f"{recorder.url}/redirect",
+        "file:///etc/passwd",
+        f"http://[::1]:{port}/",
+        f"{recorder.url}/image.png",
+    ]
     train(client, tweets)
     before = len(runtime.registry.history(1))
     tasks = [{"id": 5000 + i, "data": {"text": u, "image": u, "audio": u}} for i, u in enumerate(urls)]

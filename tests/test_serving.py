@@ -1,9 +1,10 @@
+import json
 import threading
 
-from backend.estimator import ControlModel
 from backend.families import ModelBundle
-from backend.registry import Registry
+from backend.families.estimator import ControlModel
 from backend.serving import ModelCache
+from backend.state.registry import Registry
 from tests.conftest import wait_for
 
 
@@ -33,7 +34,7 @@ def test_the_served_version_never_goes_backwards(tmp_path, tweets):
     assert cache.get(1).seq == 2
     pointer = registry.pointer(1)
     (tmp_path / "project-1" / "current.json").write_text(
-        '{"version": "p1-v1", "seq": 1, "sha256": "%s", "watermark": 100}' % registry.record(1, "p1-v1")["sha256"]
+        json.dumps({"version": "p1-v1", "seq": 1, "sha256": registry.record(1, "p1-v1")["sha256"], "watermark": 100})
     )
     assert not cache.refresh(1) and cache.get(1).version == pointer.version
 
@@ -73,10 +74,10 @@ def test_a_web_worker_serves_without_importing_scikit_learn_skops_or_pandas(tmp_
     publish(registry, tweets, 100, 0)
     script = (
         "import sys\n"
-        "from backend.app import create_app\n"
+        "from backend.web.app import create_app\n"
         "from backend.config import Settings\n"
-        "from backend.hashing import hash_texts\n"
-        "from backend.registry import Registry\n"
+        "from backend.families.hashing import hash_texts\n"
+        "from backend.state.registry import Registry\n"
         "from backend.serving import ModelCache\n"
         "create_app(Settings.from_env())\n"
         f"served = ModelCache(Registry({str(tmp_path / 'models')!r}), 0).get(1)\n"
@@ -85,7 +86,13 @@ def test_a_web_worker_serves_without_importing_scikit_learn_skops_or_pandas(tmp_
         "print(sorted(m for m in ('sklearn', 'skops', 'pandas') if m in sys.modules))\n"
     )
     env = {**os.environ, "MODEL_DIR": str(tmp_path / "models"), "REDIS_URL": "redis://127.0.0.1:1/0"}
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120,
-                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "[]"

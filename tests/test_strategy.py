@@ -4,12 +4,14 @@ from scipy import sparse
 
 from backend import strategy as s
 
-P = np.array([
-    [0.98, 0.01, 0.01],   # confident
-    [0.40, 0.35, 0.25],   # small margin, high entropy
-    [0.50, 0.495, 0.005],  # smallest margin
-    [0.34, 0.33, 0.33],   # nearly uniform
-])
+P = np.array(
+    [
+        [0.98, 0.01, 0.01],  # confident
+        [0.40, 0.35, 0.25],  # small margin, high entropy
+        [0.50, 0.495, 0.005],  # smallest margin
+        [0.34, 0.33, 0.33],  # nearly uniform
+    ]
+)
 
 
 def test_least_confidence_margin_and_entropy_orderings():
@@ -49,9 +51,11 @@ def test_committee_disagreement():
 def test_disagreement_ranks_by_the_committee_not_by_the_consensus_margin():
     # task 0: every member unsure the same way (consensus margin 0, no disagreement);
     # task 1: members confidently disagree (the consensus looks sure of class 0)
-    committee = [np.array([[0.5, 0.5, 0.0], [0.9, 0.1, 0.0]]),
-                 np.array([[0.5, 0.5, 0.0], [0.9, 0.1, 0.0]]),
-                 np.array([[0.5, 0.5, 0.0], [0.05, 0.95, 0.0]])]
+    committee = [
+        np.array([[0.5, 0.5, 0.0], [0.9, 0.1, 0.0]]),
+        np.array([[0.5, 0.5, 0.0], [0.9, 0.1, 0.0]]),
+        np.array([[0.5, 0.5, 0.0], [0.05, 0.95, 0.0]]),
+    ]
     consensus = np.mean(committee, axis=0)
     assert s.margin(consensus)[0] > s.margin(consensus)[1]
     for name in s.COMMITTEE_STRATEGIES:
@@ -83,7 +87,7 @@ def test_diversity_interleaves_clusters():
 
 def test_clusters_separate_obvious_groups():
     texts = ["cats purr softly"] * 20 + ["rockets launch into orbit"] * 20
-    from backend.pool import features
+    from backend.families.pool import features
 
     ids = s.clusters(features(texts), 2)
     assert len(set(ids[:20])) == 1 and len(set(ids[20:])) == 1 and ids[0] != ids[-1]

@@ -2,11 +2,11 @@ import numpy as np
 import pytest
 
 from backend import families
-from backend.estimator import ControlModel
 from backend.families import ModelBundle
 from backend.families.base import choose
+from backend.families.estimator import ControlModel
 from backend.labelconfig import parse_label_config
-from backend.store import LabeledTask
+from backend.state.store import LabeledTask
 from backend.training import MIN_HOLDOUT, build_snapshot, holdout_mask, holdout_rate, in_holdout, train_and_judge
 from tests.conftest import LABEL_CONFIG
 
@@ -61,15 +61,21 @@ def test_one_class_is_not_enough():
 
 
 def test_snapshot_sets_aside_what_the_config_does_not_allow():
-    tasks = [LabeledTask(1, {"text": "a"}, {"sentiment": ["Bogus"]}, {}),
-             LabeledTask(2, {"text": "b"}, {"gone": ["x"]}, {}),
-             LabeledTask(3, {}, {"sentiment": ["positive"]}, {}),
-             LabeledTask(4, {"text": "c"}, {"sentiment": ["positive", "negative"]}, {}),
-             LabeledTask(5, {"text": "d"}, {"sentiment": ["positive"]}, {})]
+    tasks = [
+        LabeledTask(1, {"text": "a"}, {"sentiment": ["Bogus"]}, {}),
+        LabeledTask(2, {"text": "b"}, {"gone": ["x"]}, {}),
+        LabeledTask(3, {}, {"sentiment": ["positive"]}, {}),
+        LabeledTask(4, {"text": "c"}, {"sentiment": ["positive", "negative"]}, {}),
+        LabeledTask(5, {"text": "d"}, {"sentiment": ["positive"]}, {}),
+    ]
     snapshot = build_snapshot(1, tasks, CONFIG, 5, 100)
     assert snapshot.size == 1
-    assert snapshot.set_aside == {"label not in config": 1, "control not in config": 1, "no text": 1,
-                                  "several choices for a single-choice control": 1}
+    assert snapshot.set_aside == {
+        "label not in config": 1,
+        "control not in config": 1,
+        "no text": 1,
+        "several choices for a single-choice control": 1,
+    }
     assert snapshot.fingerprint == build_snapshot(1, tasks, CONFIG, 9, 100).fingerprint
 
 

@@ -15,8 +15,18 @@ from ..labelconfig import LabelConfig
 from .base import DEFAULT_FAMILY, ChoicesFamily, Family, ModelBundle, Outcomes, Prediction
 from .text_choices import TextChoices
 
-__all__ = ["ChoicesFamily", "Family", "ModelBundle", "Outcomes", "Prediction", "assign", "family", "from_artifact",
-           "install", "to_artifact"]
+__all__ = [
+    "ChoicesFamily",
+    "Family",
+    "ModelBundle",
+    "Outcomes",
+    "Prediction",
+    "assign",
+    "family",
+    "from_artifact",
+    "install",
+    "to_artifact",
+]
 
 FORMAT = 4  # artifact layout: 4 = per control, its family's name and its `Family.dump`
 BUILT_IN: tuple[Family, ...] = (TextChoices(),)
@@ -75,15 +85,20 @@ def assign(config: LabelConfig) -> dict[str, Family]:
 
 
 def to_artifact(bundle: ModelBundle) -> dict[str, Any]:
-    return {"format": FORMAT, "controls": {
-        name: {"family": bundle.family_of(name), "model": family(bundle.family_of(name)).dump(model)}
-        for name, model in bundle.controls.items()}}
+    return {
+        "format": FORMAT,
+        "controls": {
+            name: {"family": bundle.family_of(name), "model": family(bundle.family_of(name)).dump(model)}
+            for name, model in bundle.controls.items()
+        },
+    }
 
 
 def from_artifact(data: Any) -> ModelBundle:
     """A bundle from an artifact of this layout or an earlier one (all text-choices; ValueError
     for anything else, and for a family that is not installed)."""
-    from ..estimator import FORMAT as CHOICES_FORMAT, LEGACY_FORMAT
+    from .estimator import FORMAT as CHOICES_FORMAT
+    from .estimator import LEGACY_FORMAT
 
     if not isinstance(data, dict) or not isinstance(data.get("controls"), dict):
         raise ValueError("artifact has an unknown layout")

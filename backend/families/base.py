@@ -20,8 +20,9 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -61,10 +62,15 @@ class Outcomes:
     def metrics(self, weights: np.ndarray | None = None) -> dict[str, Any]:
         """Macro-F1 and accuracy, or with `weights` (resamples x examples) one value per resample."""
         if weights is None:
-            return {"macro_f1": float(self._f1(self.tp.sum(0), self.fp.sum(0), self.fn.sum(0))),
-                    "accuracy": float(self.correct.mean()) if self.n else 0.0, "n": self.n}
-        return {"macro_f1": self._f1(weights @ self.tp, weights @ self.fp, weights @ self.fn),
-                "accuracy": weights @ self.correct / max(self.n, 1)}
+            return {
+                "macro_f1": float(self._f1(self.tp.sum(0), self.fp.sum(0), self.fn.sum(0))),
+                "accuracy": float(self.correct.mean()) if self.n else 0.0,
+                "n": self.n,
+            }
+        return {
+            "macro_f1": self._f1(weights @ self.tp, weights @ self.fp, weights @ self.fn),
+            "accuracy": weights @ self.correct / max(self.n, 1),
+        }
 
     def _f1(self, tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> Any:
         denominator = 2 * tp + fp + fn
@@ -93,8 +99,9 @@ class Family(ABC):
         """Why a target cannot train `control` (None when it can)."""
 
     @abstractmethod
-    def fit(self, control: Any, texts: Sequence[str], targets: Sequence[Any], weights: np.ndarray | None = None,
-            committee: int = 0) -> Any | None:
+    def fit(
+        self, control: Any, texts: Sequence[str], targets: Sequence[Any], weights: np.ndarray | None = None, committee: int = 0
+    ) -> Any | None:
         """A fitted model for `control` (None when the targets cannot support one); `weights`: one
         per example (None: all 1); `committee`: members to fit for the committee strategies."""
 
@@ -153,16 +160,28 @@ class ChoicesFamily(Family):
     def predict(self, model: Any, control: ChoicesControl, texts: Sequence[str], threshold: float) -> list[Prediction]:
         return self.predictions(control, self.predict_proba(model, control, texts), threshold)
 
-    def predictions(self, control: ChoicesControl, proba: np.ndarray, threshold: float,
-                    novelty: Sequence[float] | None = None) -> list[Prediction]:
+    def predictions(
+        self, control: ChoicesControl, proba: np.ndarray, threshold: float, novelty: Sequence[float] | None = None
+    ) -> list[Prediction]:
         """Predictions from probabilities over `control.labels`: the argmax, or every label at or above
         `threshold` (multi-label); the score is the confidence (the least certain label's, multi-label)."""
         scores = confidence(proba, control.multiple).tolist()
         novelty = [0.0] * len(scores) if novelty is None else novelty
         out = []
         for score, new, picked in zip(scores, novelty, choose(proba, control.labels, control.multiple, threshold)):
-            regions = [{"from_name": control.from_name, "to_name": control.to_name, "type": "choices",
-                        "value": {"choices": picked}, "score": round(score, 6)}] if picked else []
+            regions = (
+                [
+                    {
+                        "from_name": control.from_name,
+                        "to_name": control.to_name,
+                        "type": "choices",
+                        "value": {"choices": picked},
+                        "score": round(score, 6),
+                    }
+                ]
+                if picked
+                else []
+            )
             out.append(Prediction(regions, round(score, 6), sorted(picked), float(new)))
         return out
 

@@ -4,23 +4,25 @@ cache's precomputed counts for ranking large pools."""
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from .. import faults
 from .. import strategy as strategies
-from ..estimator import FORMAT, ControlModel
-from ..hashing import BLOCKS, hash_texts
 from ..labelconfig import ChoicesControl
 from .base import DEFAULT_FAMILY, ChoicesFamily, Prediction, restrict
+from .estimator import FORMAT, ControlModel
+from .hashing import BLOCKS, hash_texts
 
 
 class TextChoices(ChoicesFamily):
     name = DEFAULT_FAMILY
 
-    def fit(self, control: ChoicesControl, texts: Sequence[str], targets: Sequence[Any], weights: np.ndarray | None = None,
-            committee: int = 0) -> ControlModel | None:
+    def fit(
+        self, control: ChoicesControl, texts: Sequence[str], targets: Sequence[Any], weights: np.ndarray | None = None, committee: int = 0
+    ) -> ControlModel | None:
         """Features are computed even when the targets cannot support a model, so the train job's
         poison search finds texts that break them."""
         faults.poison(texts)
@@ -32,7 +34,9 @@ class TextChoices(ChoicesFamily):
         features = hash_texts(texts) if features is None else features
         return restrict(model.predict_proba(features=features), model.labels, control.labels, control.multiple)
 
-    def uncertainty(self, model: ControlModel, control: ChoicesControl, texts: Sequence[str], strategy: str, pool: Any = None) -> np.ndarray:
+    def uncertainty(
+        self, model: ControlModel, control: ChoicesControl, texts: Sequence[str], strategy: str, pool: Any = None
+    ) -> np.ndarray:
         """`pool`: the pool cache's features of exactly these texts (scored without hashing them again)."""
         features = None if pool is not None else hash_texts(texts)
 

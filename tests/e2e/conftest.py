@@ -7,13 +7,13 @@ import secrets
 import shutil
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import requests
 
-from backend.auth import basic_header
+from backend.web.auth import basic_header
 from tests.conftest import REQUIRE_SERVICES, ROOT, Process, free_port, wait_for
 
 LS_BIN = os.environ.get("LABEL_STUDIO_BIN", "")
@@ -64,9 +64,20 @@ def label_studio() -> Iterator[LabelStudioProcess]:
         "FRONTEND_SENTRY_DSN": "",
     }
     process = Process(
-        [LS_BIN, "start", "--no-browser", "--internal-host", "127.0.0.1", "--port", str(port),
-         "--enable-legacy-api-token", "--log-level", "WARNING"],
-        env, Path(data_dir) / "label-studio.log",
+        [
+            LS_BIN,
+            "start",
+            "--no-browser",
+            "--internal-host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--enable-legacy-api-token",
+            "--log-level",
+            "WARNING",
+        ],
+        env,
+        Path(data_dir) / "label-studio.log",
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -104,15 +115,13 @@ def _serve(tmp_path: Path, basic_auth: tuple[str, str] | None = None, **extra: s
     if given, and any other `extra` settings)."""
     port = free_port()
     model_dir = str(tmp_path / "models")
-    env = {**os.environ, "MODEL_DIR": model_dir, "RETRAIN_THRESHOLD": "5", "RETRAIN_MIN_INTERVAL": "0", "LOG_LEVEL": "INFO",
-           **extra}
+    env = {**os.environ, "MODEL_DIR": model_dir, "RETRAIN_THRESHOLD": "5", "RETRAIN_MIN_INTERVAL": "0", "LOG_LEVEL": "INFO", **extra}
     env.pop("REDIS_URL", None)
     headers: dict[str, str] = {}
     if basic_auth:
         env["BASIC_AUTH_USER"], env["BASIC_AUTH_PASS"] = basic_auth
         headers["Authorization"] = basic_header(*basic_auth)
-    process = Process([sys.executable, "-m", "backend", "serve", "--host", "127.0.0.1", "--port", str(port)], env,
-                      tmp_path / "backend.log")
+    process = Process([sys.executable, "-m", "backend", "serve", "--host", "127.0.0.1", "--port", str(port)], env, tmp_path / "backend.log")
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: process.popen.poll() is not None or _up(f"{url}/health", headers), timeout=60, interval=0.2)

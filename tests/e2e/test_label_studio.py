@@ -203,9 +203,7 @@ def _answered(backend) -> dict[tuple[str, str], float]:
     return counts
 
 
-def test_label_studio_with_basic_auth_and_a_non_ascii_password_connects_predicts_and_trains(
-    label_studio, backend_server_with_basic_auth
-):
+def test_label_studio_with_basic_auth_and_a_non_ascii_password_connects_predicts_and_trains(label_studio, backend_server_with_basic_auth):
     """LS sends its Basic auth latin-1 (`requests.auth.HTTPBasicAuth`) on health, setup, predict, versions and
     START_TRAINING; the webhook sends the README's UTF-8 header: the backend accepts both."""
     backend = backend_server_with_basic_auth
@@ -218,8 +216,16 @@ def test_label_studio_with_basic_auth_and_a_non_ascii_password_connects_predicts
     tasks = sorted(ls.tasks.list(project=project.id, fields="all"), key=lambda t: t.id)
     assert requests.get(f"{backend.url}/health", timeout=5).status_code == 401
 
-    ml = ls.ml.create(url=backend.url, project=project.id, title="active-learning", auto_update=True, is_interactive=True,
-                      auth_method="BASIC_AUTH", basic_auth_user=user, basic_auth_pass=password)
+    ml = ls.ml.create(
+        url=backend.url,
+        project=project.id,
+        title="active-learning",
+        auto_update=True,
+        is_interactive=True,
+        auth_method="BASIC_AUTH",
+        basic_auth_user=user,
+        basic_auth_pass=password,
+    )
     assert ml.state in ("CO", "TR"), (ml.state, ml.error_message)
     assert ml.auth_method == "BASIC_AUTH" and ml.basic_auth_user == user and ml.basic_auth_pass_is_set
 
@@ -227,12 +233,17 @@ def test_label_studio_with_basic_auth_and_a_non_ascii_password_connects_predicts
     hooks = requests.get(f"{label_studio.url}/api/webhooks", params={"project": project.id}, headers=token, timeout=30).json()
     (hook,) = [h for h in hooks if h["url"] == f"{backend.url}/webhook"]
     assert hook["headers"] == {}
-    encoded = subprocess.run(["bash", "-c", """printf '%s' "$BASIC_AUTH_USER:$BASIC_AUTH_PASS" | base64 | tr -d '\\n'"""],
-                             env={"PATH": os.environ["PATH"], "BASIC_AUTH_USER": user, "BASIC_AUTH_PASS": password},
-                             capture_output=True, text=True, check=True).stdout
+    encoded = subprocess.run(
+        ["bash", "-c", """printf '%s' "$BASIC_AUTH_USER:$BASIC_AUTH_PASS" | base64 | tr -d '\\n'"""],
+        env={"PATH": os.environ["PATH"], "BASIC_AUTH_USER": user, "BASIC_AUTH_PASS": password},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert f"Basic {encoded}" == backend.headers["Authorization"]  # UTF-8, unlike what LS's own client sends
-    patched = requests.patch(f"{label_studio.url}/api/webhooks/{hook['id']}", headers=token, timeout=30,
-                             json={"headers": {"Authorization": f"Basic {encoded}"}})
+    patched = requests.patch(
+        f"{label_studio.url}/api/webhooks/{hook['id']}", headers=token, timeout=30, json={"headers": {"Authorization": f"Basic {encoded}"}}
+    )
     assert patched.status_code == 200 and patched.json()["headers"] == {"Authorization": f"Basic {encoded}"}
 
     labeled = tasks[:50]
@@ -241,8 +252,9 @@ def test_label_studio_with_basic_auth_and_a_non_ascii_password_connects_predicts
     version = backend.settled_version(project.id, changes=len(labeled))  # every annotation webhook got through
     assert version != "untrained"
 
-    answer = requests.post(f"{label_studio.url}/api/ml/{ml.id}/interactive-annotating", headers=token, timeout=60,
-                           json={"task": tasks[60].id}).json()
+    answer = requests.post(
+        f"{label_studio.url}/api/ml/{ml.id}/interactive-annotating", headers=token, timeout=60, json={"task": tasks[60].id}
+    ).json()
     assert "errors" not in answer, answer
     assert answer["data"]["model_version"] == version
     (region,) = answer["data"]["result"]
@@ -250,8 +262,9 @@ def test_label_studio_with_basic_auth_and_a_non_ascii_password_connects_predicts
     assert version in ls.ml.list_model_versions(id=ml.id).versions
 
     ls.ml.train(id=ml.id)  # START_TRAINING: LS's latin-1 Basic auth, without the webhook's header
-    triggers = requests.get(f"{backend.url}/projects/{project.id}/audit", params={"kind": "trigger"},
-                            headers=backend.headers, timeout=5).json()["events"]
+    triggers = requests.get(
+        f"{backend.url}/projects/{project.id}/audit", params={"kind": "trigger"}, headers=backend.headers, timeout=5
+    ).json()["events"]
     assert "START_TRAINING" in [event["message"] for event in triggers], triggers
     refused = {key: n for key, n in _answered(backend).items() if key[1] == "401"}
     assert refused == {("/health", "401"): 1}, refused  # only the probe above without credentials

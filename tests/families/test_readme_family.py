@@ -10,9 +10,9 @@ import requests
 
 from backend import families
 from backend.labelconfig import parse_label_config
-from backend.registry import Registry
+from backend.state.registry import Registry
 from tests.conftest import LABEL_CONFIG, ROOT
-from tests.test_job import post_labels, predict, settled, versions_by_worker
+from tests.jobs.test_entry import post_labels, predict, settled, versions_by_worker
 
 FAMILY = "my_family:NaiveBayesChoices"
 
@@ -75,4 +75,3 @@ def test_the_readme_family_is_served_trained_by_a_worker_gated_and_hot_swapped(s
     (region,) = result["result"]
     assert result["model_version"] == versions[1] and region["value"]["choices"][0] in ("positive", "negative", "neutral")
     assert 0 <= region["score"] <= 1
-

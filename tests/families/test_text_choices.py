@@ -2,8 +2,8 @@
 
 import numpy as np
 
+from backend.families.hashing import hash_texts
 from backend.families.text_choices import TextChoices, unseen_share
-from backend.hashing import hash_texts
 from backend.labelconfig import parse_label_config
 from tests.conftest import LABEL_CONFIG
 

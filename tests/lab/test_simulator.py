@@ -6,10 +6,10 @@ import pytest
 from scipy import sparse
 from sklearn.preprocessing import normalize
 
+from backend.families import pool as pool_scoring
+from backend.families.estimator import ALPHA, ControlModel, alpha_for
+from backend.families.hashing import hash_texts
 from lab.__main__ import main
-from backend.estimator import ALPHA, ControlModel, alpha_for
-from backend.hashing import hash_texts
-from backend import pool as pool_scoring
 from lab.simulator import Variant, parse_strategies, pseudo_labeled, representativeness, shifted
 
 
@@ -38,10 +38,32 @@ def test_simulate_writes_curves_a_plot_and_a_summary(tmp_path, tweets, capsys):
 
 def test_a_list_of_variants_runs_in_one_simulation(tmp_path, tweets, capsys):
     path = labeled_csv(tmp_path / "small.csv", tweets, 1000)
-    strategies = ("margin:cold=2/20:spread=2:skip=5,vote_entropy:members=2:cold=2/20,margin:cold=2/20:shift=em,"
-                  "margin:cold=2/20:shift=cold:pseudo=0.5,random:alpha=1e-4,random:shift=cold:pseudo=0.5")
-    assert main(["simulate", "--dataset", str(path), "--strategy", strategies, "--budget", "80", "--batch", "20",
-                 "--seeds", "1", "--jobs", "1", "--out", str(tmp_path / "out")]) == 0
+    strategies = (
+        "margin:cold=2/20:spread=2:skip=5,vote_entropy:members=2:cold=2/20,margin:cold=2/20:shift=em,"
+        "margin:cold=2/20:shift=cold:pseudo=0.5,random:alpha=1e-4,random:shift=cold:pseudo=0.5"
+    )
+    assert (
+        main(
+            [
+                "simulate",
+                "--dataset",
+                str(path),
+                "--strategy",
+                strategies,
+                "--budget",
+                "80",
+                "--batch",
+                "20",
+                "--seeds",
+                "1",
+                "--jobs",
+                "1",
+                "--out",
+                str(tmp_path / "out"),
+            ]
+        )
+        == 0
+    )
     summary = json.loads(capsys.readouterr().out)
     assert list(summary["strategies"]) == strategies.split(",")  # a random variant is listed: none is added
     rows = list(csv.DictReader(open(summary["csv"])))

@@ -1,0 +1,157 @@
+"""What RQ workers (or the embedded worker threads) run: the functions named in `state.keys`.
+
+Each is idempotent and safe to retry: `retrain` snapshots the stored labels under the project's
+train lock, skips work when the champion was trained on the same data, and leaves training,
+judging and promotion to `promotion`, publishing the queue to `publish`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from rq import get_current_job
+from rq.job import Job
+
+from .. import labelstudio, mislabels
+from .. import runtime as runtime_module
+from ..runtime import Runtime
+from ..state import audit, keys
+from ..training import build_snapshot
+from .lock import project_lock
+from .promotion import train_project
+from .publish import publish_queue, rank_pool
+from .sync import ls_client, sync
+from .trigger import retrain_queue, started
+
+log = logging.getLogger(__name__)
+
+BACKOFF = (1.0, 5.0, 15.0)  # seconds before retry 1, 2, 3 (RQ re-enqueues at once)
+
+
+def _current() -> tuple[Job, Runtime]:
+    """The RQ job being run and this worker's runtime."""
+    job = get_current_job()
+    if job is None:
+        raise RuntimeError("RQ entry points run inside an RQ job")
+    return job, runtime_module.for_job(job.connection)
+
+
+def retrain(project: int, reason: str = "", full_sync: bool = False) -> dict[str, Any]:
+    """RQ entry point: train project `project` once, coalescing everything stored so far."""
+    job, runtime = _current()
+    attempt = int(job.meta.get("attempt", 0))  # counted here: the enqueuer's JOB_RETRIES may differ from ours
+    job.meta["attempt"] = attempt + 1
+    job.save_meta()
+    if attempt > 0:
+        time.sleep(BACKOFF[min(attempt, len(BACKOFF)) - 1])
+    with project_lock(runtime.redis, project, wait=max(1.0, runtime.settings.job_timeout - 30), token=job.id):
+        _respect_min_interval(runtime, project)
+        started(runtime.redis, project, job.id, keys.queued_retrain)
+        ls = ls_client(runtime, project)
+        if ls is not None:
+            sync(runtime, ls, project, full_sync)
+        result = train_project(runtime, project, reason, job.id, last_attempt=not job.retries_left)
+        runtime.redis.set(keys.last_trained(project), time.time())
+    if result.get("status") == "unchanged" and reason == "schedule":
+        audit.record(
+            runtime.redis,
+            project,
+            "training",
+            f"train job {job.id}",
+            f"scheduled retrain skipped: the labels are those {result.get('version') or 'the last candidate'} saw",
+            reason="schedule",
+            version=result.get("version"),
+        )
+    if result.get("status") == "promoted":
+        enqueue_mislabels(runtime, project, result["version"])
+    result.update(publish_queue(runtime, ls, project))
+    return result
+
+
+def enqueue_mislabels(runtime: Runtime, project: int, version: str) -> None:
+    """Look for suspected label errors with the new version's data, in a job of its own."""
+    retrain_queue(runtime.settings, runtime.redis).enqueue(
+        keys.MISLABELS_JOB,
+        int(project),
+        version,
+        job_id=f"mislabels-{int(project)}-{version}",
+        job_timeout=runtime.settings.job_timeout,
+        result_ttl=keys.JOB_RESULT_TTL,
+        failure_ttl=keys.JOB_FAILURE_TTL,
+        description=f"suspected label errors of project {int(project)} ({version})",
+    )
+
+
+def find_mislabels(project: int, version: str) -> dict[str, Any]:
+    """RQ entry point: cleanlab over the stored labels; store the suspects, push their `mislabeling`
+    scores to LS (as predictions of `version` on the labeled tasks) and record it in the audit trail."""
+    job, runtime = _current()
+    store = runtime.store
+    pointer = runtime.registry.pointer(project)
+    if pointer is None or pointer.version != version:  # a newer version's own job follows: skip the stale one
+        return {"suspects": 0, "skipped": f"{version} is no longer current"}
+    config = store.label_config(project)
+    if config is None:
+        return {"suspects": 0}
+    labeled = store.labeled_tasks(project)
+    snapshot = build_snapshot(
+        project, labeled, config, store.change_seq(project), runtime.settings.max_text_chars, store.quarantined(project)
+    )
+    started = time.perf_counter()
+    suspects = mislabels.find(snapshot)
+    store.save_mislabels(
+        project,
+        {
+            "version": version,
+            "checked": snapshot.size,
+            "suspects": mislabels.to_json(suspects),
+            "seconds": round(time.perf_counter() - started, 3),
+        },
+    )
+    pushed = 0
+    ls = ls_client(runtime, project)
+    if ls is not None and suspects:
+        by_task = {t.task: t for t in labeled}
+        tasks = [{"id": s.task, "data": by_task[s.task].data} for s in suspects if s.task in by_task]
+        results = runtime.model.predict(tasks, project=project, config=config)
+        worst = {}
+        for s in suspects:
+            worst[s.task] = max(worst.get(s.task, 0.0), s.mislabeling)
+        predictions = [
+            {"task": t["id"], "result": r["result"], "score": r["score"], "model_version": version, "mislabeling": worst[t["id"]]}
+            for t, r in zip(tasks, results)
+            if isinstance(r, dict)
+        ]
+        try:
+            pushed = labelstudio.push_mislabeling(ls, predictions)
+        except Exception as exc:
+            log.warning("project %s: could not push mislabeling scores to Label Studio (%s)", project, type(exc).__name__)
+    audit.record(
+        runtime.redis,
+        project,
+        "label_errors",
+        f"label-error job {job.id}",
+        f"{len(suspects)} suspected label errors among {snapshot.size} labeled tasks",
+        version=version,
+        pushed=pushed,
+    )
+    return {"suspects": len(suspects), "pushed": pushed}
+
+
+def rank_job(project: int) -> dict[str, Any]:
+    """RQ entry point: rank the project's stored pool (tasks seen through TASKS_CREATED, /predict
+    and earlier listings) with the served model, without waiting for any training and without
+    calling LS, so a new pool is in `GET /queue` at once. The next retrain pushes it to LS."""
+    job, runtime = _current()
+    started(runtime.redis, project, job.id, keys.queued_ranking)
+    ranked = rank_pool(runtime, project, None, stability=False)
+    return {"queue": len(ranked.queue.entries) if ranked else 0}
+
+
+def _respect_min_interval(runtime: Runtime, project: int) -> None:
+    last = float(runtime.redis.get(keys.last_trained(project)) or 0)
+    wait = last + runtime.settings.retrain_min_interval - time.time()
+    if wait > 0:
+        time.sleep(min(wait, runtime.settings.retrain_min_interval))

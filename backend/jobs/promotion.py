@@ -1,0 +1,145 @@
+"""Train, judge, record and promote: one candidate version of a project per call.
+
+The invariant: the project's pointer moves only through `Registry.promote`'s compare-and-set, and
+only to a challenger the gate judged not worse than the champion; every candidate is recorded
+(promoted, rejected or superseded) with its lineage, and the decision is in the audit trail.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from .. import faults
+from ..policy import policy_for
+from ..runtime import Runtime
+from ..state import audit, keys
+from ..state.registry import RegistryError
+from ..training import Snapshot, build_snapshot, example_digest, poisoned_tasks
+
+log = logging.getLogger(__name__)
+
+
+def train_project(runtime: Runtime, project: int, reason: str, job_id: str = "", last_attempt: bool = False) -> dict[str, Any]:
+    """Snapshot, train, judge, record and (maybe) promote. Returns a summary of what happened.
+
+    When the last attempt fails in `fit`, the tasks whose examples make it fail are quarantined,
+    so the project's next job trains without them.
+    """
+    store, registry = runtime.store, runtime.registry
+    config = store.label_config(project)
+    if config is None:
+        return {"status": "skipped", "reason": "no usable label config stored for the project yet"}
+    pointer = registry.pointer(project)
+    if pointer and store.raise_change_seq(project, pointer.watermark):
+        trained_on = int((registry.record(project, pointer.version) or {}).get("examples", 0))
+        store.redis.set(keys.lost_labels(project), trained_on)
+        log.error("project %s: Redis lost labels %s was trained on (%s labeled tasks)", project, pointer.version, trained_on)
+    watermark = store.change_seq(project)
+    labeled = store.labeled_tasks(project)
+    snapshot = build_snapshot(project, labeled, config, watermark, runtime.settings.max_text_chars, store.quarantined(project))
+    policy = policy_for(runtime.settings, store.meta(project))
+    history = registry.history(project)
+    if (
+        history
+        and history[-1].get("fingerprint") == snapshot.fingerprint
+        and history[-1].get("decision") != "promoting"
+        and history[-1].get("committee", 0) == policy.committee
+    ):
+        return {"status": "unchanged", "version": pointer.version if pointer else None}
+    champion = None
+    if pointer:
+        try:
+            champion = registry.load(project, pointer.version, pointer.sha256)
+        except RegistryError as exc:
+            log.error("project %s: champion %s unusable, judging without it: %s", project, pointer.version, exc)
+    faults.point("fit")
+    try:
+        result = runtime.model.fit(
+            reason, snapshot, champion, metric=policy.gate_metric, margin=policy.gate_margin, committee=policy.committee
+        )
+    except Exception:
+        if last_attempt:
+            quarantine_poison(runtime, project, snapshot, labeled, job_id)
+        raise
+    version = registry.next_version(project)
+    record: dict[str, Any] = {
+        "version": version,
+        "project": project,
+        "parent": pointer.version if pointer else None,
+        "created_at": time.time(),
+        "job_id": job_id,
+        "trigger": result.event or reason,
+        "fingerprint": snapshot.fingerprint,
+        "committee": policy.committee,
+        "watermark": snapshot.watermark,
+        "label_config": config.digest,
+        "examples": snapshot.size,
+        "label_counts": {name: data.counts() for name, data in snapshot.controls.items()},
+        "families": {name: data.family.name for name, data in snapshot.controls.items()},
+        "set_aside": snapshot.set_aside,
+        "train_seconds": round(result.seconds, 3),
+        "evaluation": result.judgement.to_json(),
+        "sha256": None,
+        "reference": result.reference,
+        "decision": "rejected",
+        "reason": result.judgement.reason,
+    }
+    promote = result.bundle is not None and result.judgement.promote
+    lost = int(store.redis.get(keys.lost_labels(project)) or 0)
+    if promote and not result.judgement.champion and snapshot.size < lost:
+        # judged without the champion (too few held-out labels): a model of the few labels stored
+        # since Redis lost its data must not replace one trained on many
+        promote = False
+        record["reason"] = (
+            f"{result.judgement.reason}; kept the champion: Redis lost the labels it was trained on "
+            f"({lost} labeled tasks), {snapshot.size} stored since"
+        )
+    if result.bundle is not None:
+        record["sha256"] = registry.save_artifact(project, version, result.bundle)
+    if promote:
+        record["decision"] = "promoting"
+        registry.save_record(project, record)
+        try:
+            registry.promote(project, version, record["sha256"], snapshot.watermark, pointer.seq if pointer else 0)
+            record["decision"] = "promoted"
+            store.redis.delete(keys.lost_labels(project))
+        except RegistryError as exc:
+            record["decision"] = "superseded"
+            record["reason"] = f"{result.judgement.reason}; not promoted: {exc}"
+    registry.save_record(project, record)
+    log.info("project %s: %s %s (%s)", project, version, record["decision"], record["reason"])
+    promoted = record["decision"] == "promoted"
+    audit.record(
+        runtime.redis,
+        project,
+        "promotion" if promoted else "rejection",
+        f"train job {job_id}" if job_id else "train job",
+        f"{version} {record['decision']}: {record['reason']}",
+        version=version,
+        parent=record["parent"],
+        trigger=reason,
+        examples=snapshot.size,
+        metrics=record["evaluation"].get("challenger"),
+    )
+    return {"status": record["decision"], "version": version, "reason": record["reason"]}
+
+
+def quarantine_poison(runtime: Runtime, project: int, snapshot: Snapshot, labeled: list[Any], job_id: str) -> None:
+    """Set aside the labeled tasks whose examples make fitting raise (they stay stored, and are
+    tried again once edited), and say so in the log and the audit trail."""
+    poisoned = sorted(poisoned_tasks(snapshot))
+    if not poisoned:
+        return
+    by_task = {t.task: t for t in labeled}
+    runtime.store.quarantine(project, {t: example_digest(by_task[t]) for t in poisoned})
+    log.error("project %s: quarantined %s labeled tasks whose examples make training fail: %s", project, len(poisoned), poisoned[:20])
+    audit.record(
+        runtime.redis,
+        project,
+        "training",
+        f"train job {job_id}",
+        f"quarantined {len(poisoned)} labeled tasks whose examples make training fail",
+        tasks=poisoned[:100],
+    )

@@ -1,0 +1,424 @@
+"""Durable per-project state in Redis: annotations (latest usable label set per task and control),
+the task texts they need, tombstones of deleted annotations, and project metadata.
+
+Every write is one Lua script, so duplicate deliveries are idempotent, an older update never wins
+over a newer one, and a deletion beats a late update of the same annotation. Texts are stored with
+the labels so training never depends on Label Studio being up.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from redis import Redis
+
+from ..labelconfig import LabelConfig, LabelConfigError, parse_label_config
+from . import keys
+
+log = logging.getLogger(__name__)
+MAX_DATA_FIELDS = 32
+QUEUE_ENTRY = np.dtype([("task", "<i8"), ("uncertainty", "<f4"), ("cluster", "<i4")])  # 16 bytes a ranked task
+
+# KEYS: annotations, annotation labels, annotation times, tombstones, texts, change sequence
+# ARGV: annotation id, updated_at, record json, labels json, task id, task data json
+# Returns the new change sequence, or 0 when nothing changed.
+_UPSERT = """
+if redis.call('HEXISTS', KEYS[4], ARGV[1]) == 1 then return 0 end
+local old = redis.call('HGET', KEYS[3], ARGV[1])
+if old and tonumber(old) > tonumber(ARGV[2]) then return 0 end
+local old_labels = redis.call('HGET', KEYS[2], ARGV[1]) or '{}'
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[4])
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
+if ARGV[6] ~= '' then redis.call('HSET', KEYS[5], ARGV[5], ARGV[6]) end
+if old_labels == ARGV[4] then return 0 end
+return redis.call('INCR', KEYS[6])
+"""
+
+# KEYS: annotations, annotation labels, annotation times, tombstones, change sequence; ARGV: ids..., now
+_DELETE = """
+local changed = 0
+local now = ARGV[#ARGV]
+for i = 1, #ARGV - 1 do
+  local id = ARGV[i]
+  redis.call('HSET', KEYS[4], id, now)
+  local labels = redis.call('HGET', KEYS[2], id)
+  if redis.call('HDEL', KEYS[1], id) == 1 and labels and labels ~= '{}' then changed = changed + 1 end
+  redis.call('HDEL', KEYS[2], id)
+  redis.call('HDEL', KEYS[3], id)
+end
+if changed > 0 then return redis.call('INCRBY', KEYS[5], changed) end
+return 0
+"""
+
+
+# KEYS: last requested sequence; ARGV: new sequence, threshold. Returns 1 when a retrain is due.
+_DUE = """
+local last = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tonumber(ARGV[1]) - last < tonumber(ARGV[2]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[1])
+return 1
+"""
+
+
+# KEYS: the LS id's instances (hash: creation stamp -> backend project), the counter of extra numbers
+# ARGV: LS project id, creation stamp, first extra number. Returns the backend project number.
+_RESOLVE = """
+local found = redis.call('HGET', KEYS[1], ARGV[2])
+if found then return tonumber(found) end
+if redis.call('HLEN', KEYS[1]) == 0 then
+  redis.call('HSET', KEYS[1], ARGV[2], ARGV[1])
+  return tonumber(ARGV[1])
+end
+local number = tonumber(ARGV[3]) + redis.call('INCR', KEYS[2]) - 1
+redis.call('HSET', KEYS[1], ARGV[2], number)
+return number
+"""
+EXTRA_PROJECTS = 10**12 + 1  # the first backend project number of another LS's project with a taken id
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=True, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class Annotation:
+    """One annotation as the backend keeps it: labels per control (`from_name` -> choices)."""
+
+    id: int
+    task: int
+    updated_at: float
+    labels: dict[str, list[str]]
+    author: Any = None
+    data: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LabeledTask:
+    """A task's training example: its texts and, per control, the choices of its latest annotation."""
+
+    task: int
+    data: dict[str, str]
+    labels: dict[str, list[str]]
+    annotations: dict[str, int]
+
+
+class Store:
+    """Redis-backed state of every project. Safe to share between threads and processes."""
+
+    def __init__(self, redis: Redis):
+        self.redis = redis
+        self._upsert = redis.register_script(_UPSERT)
+        self._delete = redis.register_script(_DELETE)
+        self._due = redis.register_script(_DUE)
+        self._resolve = redis.register_script(_RESOLVE)
+        self._resolved: dict[tuple[int, int], int] = {}  # never changes once given: asked again only after a restart
+
+    # -- projects of several Label Studio instances ------------------------------------------------
+    def resolve_project(self, ls_project: int, created: int | None) -> int:
+        """The backend's number for LS project `ls_project` created at `created` (epoch seconds).
+
+        State is kept per backend project. The first LS project seen with an id keeps that id as its
+        number; a project with the same id and another creation time (a second or re-created LS)
+        gets a number of its own from EXTRA_PROJECTS on, so it never sees the first one's labels or
+        models. A call without a creation time (a bare id) is the id's first project."""
+        if created is None:
+            return ls_project
+        known = self._resolved.get((ls_project, created))
+        if known is not None:
+            return known
+        number = int(
+            self._resolve(keys=[keys.instances(ls_project), keys.EXTRA_PROJECTS], args=[int(ls_project), int(created), EXTRA_PROJECTS])
+        )
+        if number != ls_project and self.redis.hsetnx(keys.meta(number), "ls_project", int(ls_project)):
+            log.warning(
+                "Label Studio project %s created at %s is not the project %s this backend knows (another or a "
+                "re-created Label Studio): kept apart as backend project %s",
+                ls_project,
+                created,
+                ls_project,
+                number,
+            )
+        if len(self._resolved) < 100_000:
+            self._resolved[(ls_project, created)] = number
+        return number
+
+    def ls_project(self, project: int) -> int:
+        """The LS project id of a backend project (they differ only for `resolve_project`'s extras)."""
+        raw = self.redis.hget(keys.meta(project), "ls_project")
+        return int(raw) if raw else int(project)
+
+    # -- annotations ---------------------------------------------------------------------------
+    def upsert(self, project: int, annotation: Annotation) -> int:
+        """Store an annotation; return the project's new change sequence, or 0 when nothing changed."""
+        return self.upsert_many(project, [annotation])[0]
+
+    def upsert_many(self, project: int, annotations: Sequence[Annotation]) -> list[int]:
+        """`upsert` of each annotation in order, in one round trip (a bulk webhook carries thousands)."""
+        names = [
+            keys.annotations(project),
+            keys.annotation_labels(project),
+            keys.annotation_times(project),
+            keys.tombstones(project),
+            keys.texts(project),
+            keys.change_seq(project),
+        ]
+        pipe = self.redis.pipeline(transaction=False)
+        for annotation in annotations:
+            record = {"task": annotation.task, "author": annotation.author, "updated_at": annotation.updated_at}
+            args = [
+                str(annotation.id),
+                repr(float(annotation.updated_at)),
+                _dumps(record),
+                _dumps(annotation.labels),
+                str(annotation.task),
+                _dumps(annotation.data) if annotation.data else "",
+            ]
+            self._upsert(keys=names, args=args, client=pipe)
+        return [int(changed) for changed in pipe.execute()] if annotations else []
+
+    def delete(self, project: int, annotation_ids: Iterable[int]) -> int:
+        ids = [str(int(i)) for i in annotation_ids]
+        if not ids:
+            return 0
+        return int(
+            self._delete(
+                keys=[
+                    keys.annotations(project),
+                    keys.annotation_labels(project),
+                    keys.annotation_times(project),
+                    keys.tombstones(project),
+                    keys.change_seq(project),
+                ],
+                args=[*ids, repr(time.time())],
+            )
+        )
+
+    def annotation_ids(self, project: int) -> set[int]:
+        """The ids of every stored annotation of the project."""
+        return {int(a) for a in self.redis.hkeys(keys.annotations(project))}
+
+    def synced_at(self, project: int) -> float:
+        """When the project's annotations were last reconciled with Label Studio (0: never)."""
+        return float(self.redis.get(keys.synced_at(project)) or 0)
+
+    def mark_synced(self, project: int, started: float) -> None:
+        self.redis.set(keys.synced_at(project), started)
+
+    def due(self, project: int, seq: int, threshold: int) -> bool:
+        """True (once) when `seq` is `threshold` changes past the last retrain request."""
+        return bool(self._due(keys=[keys.requested_seq(project)], args=[seq, max(1, threshold)]))
+
+    def change_seq(self, project: int) -> int:
+        return int(self.redis.get(keys.change_seq(project)) or 0)
+
+    def raise_change_seq(self, project: int, floor: int) -> bool:
+        """After Redis lost its data, keep the sequence above what the registry already trained on;
+        True when it was below (Redis lost labels a model was trained on)."""
+        if self.change_seq(project) < floor:
+            self.redis.set(keys.change_seq(project), floor)
+            return True
+        return False
+
+    def annotation_count(self, project: int) -> int:
+        return int(self.redis.hlen(keys.annotations(project)))
+
+    def labeled_tasks(self, project: int) -> list[LabeledTask]:
+        """Per task and control, the choices of the most recently updated annotation that has them."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hgetall(keys.annotations(project))
+        pipe.hgetall(keys.annotation_labels(project))
+        pipe.hgetall(keys.texts(project))
+        records, labels, texts = pipe.execute()
+        best: dict[int, dict[str, tuple[float, int, list[str]]]] = {}
+        for raw_id, raw in records.items():
+            ann_id = int(raw_id)
+            record = json.loads(raw)
+            per_control = json.loads(labels.get(raw_id, b"{}"))
+            stamp = float(record["updated_at"])
+            slots = best.setdefault(int(record["task"]), {})
+            for control, choices in per_control.items():
+                if choices and (control not in slots or (stamp, ann_id) > slots[control][:2]):
+                    slots[control] = (stamp, ann_id, choices)
+        out = []
+        for task, slots in sorted(best.items()):
+            if not slots:
+                continue
+            data = json.loads(texts.get(str(task).encode(), b"{}"))
+            out.append(
+                LabeledTask(
+                    task=task,
+                    data=data,
+                    labels={c: v[2] for c, v in slots.items()},
+                    annotations={c: v[1] for c, v in slots.items()},
+                )
+            )
+        return out
+
+    # -- quarantine: labeled tasks whose examples make training fail (`training.poisoned_tasks`) --
+    def quarantine(self, project: int, digests: Mapping[int, str]) -> None:
+        """Set tasks aside from training while their `training.example_digest` stays the same."""
+        if digests:
+            self.redis.hset(keys.quarantine(project), mapping={str(t): d for t, d in digests.items()})
+
+    def quarantined(self, project: int) -> dict[int, str]:
+        return {int(t): d.decode() for t, d in self.redis.hgetall(keys.quarantine(project)).items()}
+
+    # -- tasks (the unlabeled pool seen through /predict and TASKS_CREATED) ---------------------
+    def remember_tasks(self, project: int, tasks: Mapping[int, dict[str, str]]) -> None:
+        if tasks:
+            self.redis.hset(keys.pool(project), mapping={str(t): _dumps(d) for t, d in tasks.items()})
+
+    def forget_tasks(self, project: int, task_ids: Iterable[int]) -> None:
+        ids = [str(int(t)) for t in task_ids]
+        if ids:
+            self.redis.hdel(keys.pool(project), *ids)
+
+    def pool(self, project: int) -> dict[int, dict[str, str]]:
+        return {int(t): json.loads(d) for t, d in self.redis.hgetall(keys.pool(project)).items()}
+
+    def unlabeled_pool(self, project: int) -> list[dict[str, Any]]:
+        """Tasks seen through /predict and TASKS_CREATED that have no stored annotation."""
+        annotated = {int(t) for t in self.redis.hkeys(keys.texts(project))}
+        return [{"id": t, "data": d} for t, d in sorted(self.pool(project).items()) if t not in annotated]
+
+    def annotated(self, project: int, task_ids: list[int]) -> set[int]:
+        if not task_ids:
+            return set()
+        found = self.redis.hmget(keys.texts(project), [str(t) for t in task_ids])
+        return {t for t, value in zip(task_ids, found) if value is not None}
+
+    # -- predictions handed to LS, for live accuracy (see `monitor`) ----------------------------
+    def remember_predictions(self, project: int, version: str, predicted: Mapping[int, Mapping[str, list[str]]]) -> None:
+        """What we predicted for each task (control -> choices), to compare with its first annotation."""
+        if predicted:
+            value = {str(task): _dumps({"v": version, "c": choices}) for task, choices in predicted.items()}
+            self.redis.hset(keys.predicted(project), mapping=value)
+
+    # -- the queue: its summary (JSON) and every ranked task in order, packed (`QUEUE_ENTRY`) ----------
+    def request_ranking(self, project: int) -> int:
+        """Count one more reason to rank the project again; a ranking that read this count (or a
+        later one) before it started covers it (`save_queue`)."""
+        return int(self.redis.incr(keys.rank_requested(project)))
+
+    def ranking_requests(self, project: int) -> int:
+        return int(self.redis.get(keys.rank_requested(project)) or 0)
+
+    def save_queue(
+        self,
+        project: int,
+        summary: dict[str, Any],
+        order: Sequence[Sequence[Any]],
+        stability: dict[str, Any] | None,
+        covers: int,
+    ) -> None:
+        """Store a ranking: `summary` (version, strategy, reason, size...) and `order`, every task
+        as (task, uncertainty, cluster) from first to last; `covers`: the `ranking_requests` count
+        read before ranking started."""
+        packed = np.array([tuple(e) for e in order], dtype=QUEUE_ENTRY).tobytes() if len(order) else b""
+        pipe = self.redis.pipeline()
+        pipe.set(keys.queue(project), _dumps({**summary, "size": len(order), "covers": covers, "generated_at": time.time()}))
+        pipe.set(keys.queue_order(project), packed)
+        if stability:
+            pipe.rpush(keys.stability(project), _dumps(stability))
+            pipe.ltrim(keys.stability(project), -keys.STABILITY_KEPT, -1)
+        pipe.execute()
+
+    def queue(self, project: int) -> dict[str, Any] | None:
+        """The summary of the latest ranking (None before the first)."""
+        raw = self.redis.get(keys.queue(project))
+        return json.loads(raw) if raw else None
+
+    def queue_entries(self, project: int, start: int, count: int) -> list[dict[str, Any]]:
+        """Ranked tasks `start` to `start + count` (fewer at the end) of the latest ranking, with
+        their position and LS `score` (position / size: ascending = served first)."""
+        size = QUEUE_ENTRY.itemsize
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.strlen(keys.queue_order(project))
+        pipe.getrange(keys.queue_order(project), start * size, (start + count) * size - 1)
+        total, raw = pipe.execute()
+        n = total // size
+        rows = np.frombuffer(raw[: len(raw) // size * size], dtype=QUEUE_ENTRY)
+        return [
+            {
+                "task": int(task),
+                "position": start + i,
+                "score": round((start + i) / n, 6),
+                "uncertainty": round(float(uncertainty), 6),
+                "cluster": int(cluster),
+            }
+            for i, (task, uncertainty, cluster) in enumerate(rows.tolist())
+        ]
+
+    def stability(self, project: int) -> list[dict[str, Any]]:
+        return [json.loads(x) for x in self.redis.lrange(keys.stability(project), 0, -1)]
+
+    # -- suspected label errors (see `mislabels`) ------------------------------------------------
+    def save_mislabels(self, project: int, found: dict[str, Any]) -> None:
+        self.redis.set(keys.mislabels(project), _dumps({**found, "generated_at": time.time()}))
+
+    def mislabels(self, project: int) -> dict[str, Any] | None:
+        raw = self.redis.get(keys.mislabels(project))
+        return json.loads(raw) if raw else None
+
+    # -- project metadata ----------------------------------------------------------------------
+    def set_meta(self, project: int, **values: Any) -> None:
+        mapping = {k: (v if isinstance(v, str) else _dumps(v)) for k, v in values.items() if v is not None}
+        if mapping:
+            self.redis.hset(keys.meta(project), mapping=mapping)
+            self.redis.sadd(keys.PROJECTS, int(project))
+
+    def label_config(self, project: int) -> LabelConfig | None:
+        """The project's stored label config, parsed; None while none usable is stored (every job
+        that needs it gives up on None)."""
+        try:
+            return parse_label_config(self.meta(project).get("label_config", ""))
+        except LabelConfigError:
+            return None
+
+    def input_keys(self, project: int, label_config: str | None = None) -> tuple[str, ...] | None:
+        """The data keys the project's config reads (None when no config is known yet)."""
+        if label_config is None:
+            label_config = self.meta(project).get("label_config", "")
+        try:
+            return parse_label_config(label_config).data_keys or None
+        except LabelConfigError:
+            return None
+
+    def meta(self, project: int) -> dict[str, str]:
+        return {k.decode(): v.decode() for k, v in self.redis.hgetall(keys.meta(project)).items()}
+
+    def known(self, project: int) -> bool:
+        """Has the backend ever heard of this project (a /setup, a config, tasks or a ranking)?"""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.sismember(keys.PROJECTS, int(project))
+        pipe.exists(keys.pool(project), keys.queue(project), keys.annotations(project))
+        member, found = pipe.execute()
+        return bool(member) or bool(found)
+
+    def projects(self) -> list[int]:
+        return sorted(int(p) for p in self.redis.smembers(keys.PROJECTS))
+
+
+def texts_of(task: Mapping[str, Any], data_keys: tuple[str, ...] | None, limit: int) -> dict[str, str]:
+    """The task's input fields training needs (all short string fields when no config is known)."""
+    data = task.get("data")
+    if not isinstance(data, dict):
+        return {}
+    picked = {}
+    for name, value in data.items():
+        if data_keys is not None and name not in data_keys:
+            continue
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = str(value)
+        if isinstance(value, str):
+            picked[str(name)[:200]] = value[:limit]
+        if len(picked) >= MAX_DATA_FIELDS:
+            break
+    return picked

@@ -1,0 +1,97 @@
+"""The annotation store, on fakeredis and on a real redis-server (same Lua scripts)."""
+
+import fakeredis
+import pytest
+import redis
+
+from backend.state.store import Annotation, Store, texts_of
+
+
+@pytest.fixture(params=["fakeredis", "redis-server"])
+def store(request):
+    if request.param == "fakeredis":
+        return Store(fakeredis.FakeRedis())
+    client = redis.Redis.from_url(request.getfixturevalue("redis_server"))
+    client.flushall()
+    return Store(client)
+
+
+def ann(id_, task, label, ts=1.0, data=None, author=1):
+    return Annotation(
+        id=id_,
+        task=task,
+        updated_at=ts,
+        labels={"sentiment": [label]} if label else {},
+        author=author,
+        data=data if data is not None else {"text": f"text {task}"},
+    )
+
+
+def test_duplicate_deliveries_are_idempotent(store):
+    assert store.upsert(1, ann(1, 1, "positive")) == 1
+    assert store.upsert(1, ann(1, 1, "positive")) == 0
+    assert store.change_seq(1) == 1
+    assert [t.labels for t in store.labeled_tasks(1)] == [{"sentiment": ["positive"]}]
+
+
+def test_an_older_update_never_wins(store):
+    store.upsert(1, ann(1, 1, "positive", ts=10))
+    assert store.upsert(1, ann(1, 1, "negative", ts=5)) == 0
+    assert store.labeled_tasks(1)[0].labels == {"sentiment": ["positive"]}
+    assert store.upsert(1, ann(1, 1, "negative", ts=20)) == 2
+    assert store.labeled_tasks(1)[0].labels == {"sentiment": ["negative"]}
+
+
+def test_deletions_remove_labels_and_beat_late_updates(store):
+    store.upsert(1, ann(1, 1, "positive"))
+    store.upsert(1, ann(2, 2, "negative"))
+    assert store.delete(1, [1, 99]) == 3  # the new change sequence: one real removal; 99 was never seen
+    assert [t.task for t in store.labeled_tasks(1)] == [2]
+    assert store.upsert(1, ann(1, 1, "neutral", ts=100)) == 0  # the tombstone wins
+    assert store.delete(1, [12345]) == 0
+    assert [t.task for t in store.labeled_tasks(1)] == [2]
+
+
+def test_skips_are_not_labels_and_a_skip_after_a_label_removes_it(store):
+    assert store.upsert(1, ann(1, 1, None)) == 0
+    assert store.labeled_tasks(1) == []
+    store.upsert(1, ann(2, 2, "positive", ts=1))
+    assert store.upsert(1, ann(2, 2, None, ts=2)) > 0
+    assert store.labeled_tasks(1) == []
+
+
+def test_latest_annotation_per_task_and_control_wins_and_projects_are_separate(store):
+    store.upsert(1, ann(1, 7, "positive", ts=1, author=1))
+    store.upsert(1, ann(2, 7, "negative", ts=2, author=2))
+    (task,) = store.labeled_tasks(1)
+    assert task.labels == {"sentiment": ["negative"]} and task.annotations == {"sentiment": 2}
+    assert task.data == {"text": "text 7"}
+    assert store.labeled_tasks(2) == []
+
+
+def test_odd_text_survives_the_round_trip(store):
+    store.upsert(1, ann(1, 1, "positive", data={"text": "lone \ud800 surrogate and ünïcode 😀"}))
+    assert store.labeled_tasks(1)[0].data["text"] == "lone \ud800 surrogate and ünïcode 😀"
+
+
+def test_meta_and_pool(store):
+    store.set_meta(3, label_config="<View/>", access_token="t", hostname=None)
+    assert store.meta(3) == {"label_config": "<View/>", "access_token": "t"}
+    assert 3 in store.projects()
+    store.remember_tasks(3, {5: {"text": "a"}, 6: {"text": "b"}})
+    store.forget_tasks(3, [5])
+    assert store.pool(3) == {6: {"text": "b"}}
+
+
+def test_texts_of_keeps_only_what_the_config_reads():
+    task = {"data": {"text": "x" * 50, "other": "y", "n": 5, "flag": True, "nested": {"a": 1}}}
+    assert texts_of(task, ("text",), 10) == {"text": "x" * 10}
+    assert texts_of(task, None, 100) == {"text": "x" * 50, "other": "y", "n": "5"}
+    assert texts_of({"data": "nope"}, None, 10) == {}
+
+
+def test_quarantine_and_the_lost_labels_signal(store):
+    store.quarantine(1, {7: "abc", 9: "def"})
+    assert store.quarantined(1) == {7: "abc", 9: "def"} and store.quarantined(2) == {}
+    assert store.raise_change_seq(1, 40) and store.change_seq(1) == 40  # Redis had lost labels
+    assert not store.raise_change_seq(1, 40) and not store.raise_change_seq(1, 10)
