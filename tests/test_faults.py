@@ -33,6 +33,7 @@ from rq.job import Job
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
 
+from backend import families
 from backend.config import Settings
 from backend.jobs.trigger import retrain_queue
 from backend.state import keys
@@ -350,7 +351,7 @@ def test_f6_a_corrupt_or_hostile_artifact_is_refused_and_the_previous_model_serv
     flipped = bytearray(good)
     flipped[len(good) // 2] ^= 0xFF
     ran = tmp_path / "hostile-code-ran"
-    artifact = registry.load(1, champion["version"], champion["sha256"]).to_artifact()
+    artifact = families.to_artifact(registry.load(1, champion["version"], champion["sha256"]))
     hostile = {
         "truncated": (good[: len(good) // 2], champion["sha256"], "fails its checksum"),
         "flipped": (bytes(flipped), champion["sha256"], "fails its checksum"),

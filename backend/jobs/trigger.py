@@ -34,6 +34,7 @@ from typing import Any
 
 from redis import Redis
 from rq import Queue, Retry
+from rq.intermediate_queue import IntermediateQueue
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
@@ -55,7 +56,7 @@ return 0
 """
 _CLEAR = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 log = logging.getLogger(__name__)
-WAITING = {JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED, JobStatus.STARTED}
+WAITING_STATUSES = {s.value for s in (JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED, JobStatus.STARTED)}
 
 
 @dataclass(frozen=True)
@@ -151,10 +152,20 @@ def request_ranking(settings: Settings, redis: Redis, project: int) -> Request:
 
 
 def _still_waiting(redis: Redis, job_id: str) -> bool:
-    """Reads only the job's status: every webhook due for a retrain asks, and `Job.fetch` would load
-    and parse the whole job hash."""
-    status = redis.hget(Job.key_for(job_id), "status")
-    return status is not None and status.decode() in {s.value for s in WAITING}
+    """Will job `job_id` still run? Reads only the job's status (every webhook due for a retrain
+    asks, and `Job.fetch` would load and parse the whole job hash), and for a queued job whether it
+    is still in its queue (or a worker's intermediate queue): a worker stopped or killed just as it
+    popped the job takes it nowhere, and a request must not join a job that will never start."""
+    status, origin = redis.hmget(Job.key_for(job_id), ["status", "origin"])
+    if status is None or status.decode() not in WAITING_STATUSES:
+        return False
+    if status.decode() != JobStatus.QUEUED.value or not origin:
+        return True
+    queue_key = Queue.redis_queue_namespace_prefix + origin.decode()
+    pipe = redis.pipeline(transaction=False)
+    pipe.lpos(queue_key, job_id)
+    pipe.lpos(IntermediateQueue.get_intermediate_queue_key(queue_key), job_id)
+    return any(position is not None for position in pipe.execute())
 
 
 # -- the decisions on what happened ---------------------------------------------------------------

@@ -1,7 +1,9 @@
-"""Workers that run the train jobs: RQ worker processes, or one thread in embedded mode.
+"""Workers that run the jobs: RQ worker processes, or threads in embedded mode.
 
-Both run the same job code from the same RQ queue; the thread exists so a new user needs no Redis
-and no second process. Both train at a lower CPU priority (WORKER_NICE) than the web workers, so on
+A worker works the retrain queue and runs a ranker beside it on the rank queue (a child process
+that dies with it; `--ranker` is that child) and the schedule ticker (`trigger.start_ticker`).
+Embedded mode runs the same three as threads of the web process, from the same RQ queues, so a
+new user needs no Redis and no second process. Both train at a lower CPU priority (WORKER_NICE) than the web workers, so on
 a shared host a retrain takes the CPU time requests leave over instead of delaying them.
 """
 
@@ -216,8 +218,12 @@ def start_ranker(settings: Settings) -> subprocess.Popen[bytes]:
 
 def run_worker(settings: Settings, burst: bool = False, ranker: bool = False) -> None:
     """A forking RQ worker with a reaper thread for abandoned train jobs, at nice WORKER_NICE.
-    It works the retrain queue, then the rank queue; unless `burst`, it starts a ranking worker
-    beside it (`ranker`: be that worker, on the rank queue only).
+    It works the retrain queue and starts a ranking worker beside it (`ranker`: be that worker, on
+    the rank queue only); with `burst` it works both queues itself and starts nothing.
+
+    One queue per worker is also what makes RQ dequeue reliably: it moves the job into an
+    intermediate queue (BLMOVE) that its maintenance recovers, where a pop from several queues
+    (BLPOP) loses a job popped by a worker killed or stopped at that moment.
 
     RQ's worker quits when Redis fails anywhere but in its wait for the next job (a Redis restart
     while a job runs); then the job's work-horse may finish, and a new worker (with a new name)
@@ -228,7 +234,7 @@ def run_worker(settings: Settings, burst: bool = False, ranker: bool = False) ->
     runtime = Runtime.build(settings, redis=redis_for(settings, blocking=True), poll=False)
     queues = [rank_queue(settings, runtime.redis)]
     if not ranker:
-        queues.insert(0, retrain_queue(settings, runtime.redis))
+        queues = [retrain_queue(settings, runtime.redis)] + (queues if burst else [])
         runtime.registry.sweep_temp_files()
         start_reaper(settings)
         if not burst:

@@ -62,41 +62,15 @@ def test_label_studio_connects_trains_and_holds_our_predictions(label_studio, ba
     assert backend_server.version(project.id) == version
 
 
-def test_promoted_version_is_pushed_to_label_studio_for_unlabeled_tasks(label_studio, backend_server, tweets):
-    """After a promotion LS holds predictions of that version and `project.model_version` is it."""
-    ls = label_studio.client()
-    project = ls.projects.create(title="e2e loop", label_config=LABEL_CONFIG)
-    ls.projects.import_tasks(id=project.id, request=[{"text": tweets.texts[i], "ref": i} for i in range(100, 170)])
+def _labels_then_pushed(ls, backend, title: str, first: int, tweets) -> tuple[int, str, list]:
+    """A project of 80 tweets from `first` connected to `backend`, 50 of them labeled in LS; waits
+    until LS's model version is the backend's promoted one; returns the project id, that version and
+    the unlabeled tasks."""
+    project = ls.projects.create(title=title, label_config=LABEL_CONFIG)
+    ls.projects.import_tasks(id=project.id, request=[{"text": tweets.texts[i], "ref": i} for i in range(first, first + 80)])
     tasks = sorted(ls.tasks.list(project=project.id, fields="all"), key=lambda t: t.id)
-    ls.ml.create(url=backend_server.url, project=project.id, title="active-learning", auto_update=True)
-    labeled = tasks[:50]
-    for task in labeled:
-        ls.annotations.create(id=task.id, result=_choice(tweets.labels[task.data["ref"]]), was_cancelled=False)
-
-    def pushed() -> str | None:
-        version = backend_server.version(project.id)
-        current = ls.projects.get(project.id).model_version
-        return version if version != "untrained" and current == version else None
-
-    version = wait_for(pushed, timeout=120, interval=1)
-    labeled_ids = {t.id for t in labeled}
-    for task in ls.tasks.list(project=project.id, fields="all"):
-        if task.id in labeled_ids:
-            continue
-        versions = {p.get("model_version") for p in _predictions(task)}
-        assert version in versions, (task.id, versions)
-
-
-def test_the_readme_model_family_is_trained_and_pushed_to_label_studio(label_studio, backend_server_with_readme_family, tweets):
-    """MODEL_FAMILIES with the README's family: LS's labels train it, and LS holds its predictions."""
-    backend = backend_server_with_readme_family
-    ls = label_studio.client()
-    project = ls.projects.create(title="e2e own family", label_config=LABEL_CONFIG)
-    ls.projects.import_tasks(id=project.id, request=[{"text": tweets.texts[i], "ref": i} for i in range(600, 680)])
-    tasks = sorted(ls.tasks.list(project=project.id, fields="all"), key=lambda t: t.id)
-    ls.ml.create(url=backend.url, project=project.id, title="own family", auto_update=True)
-    labeled = tasks[:50]
-    for task in labeled:
+    ls.ml.create(url=backend.url, project=project.id, title=title, auto_update=True)
+    for task in tasks[:50]:
         ls.annotations.create(id=task.id, result=_choice(tweets.labels[task.data["ref"]]), was_cancelled=False)
 
     def pushed() -> str | None:
@@ -104,14 +78,28 @@ def test_the_readme_model_family_is_trained_and_pushed_to_label_studio(label_stu
         return version if version != "untrained" and ls.projects.get(project.id).model_version == version else None
 
     version = wait_for(pushed, timeout=120, interval=1)
+    labeled = {t.id for t in tasks[:50]}
+    return project.id, version, [t for t in ls.tasks.list(project=project.id, fields="all") if t.id not in labeled]
+
+
+def test_promoted_version_is_pushed_to_label_studio_for_unlabeled_tasks(label_studio, backend_server, tweets):
+    """After a promotion LS holds predictions of that version and `project.model_version` is it."""
+    _, version, unlabeled = _labels_then_pushed(label_studio.client(), backend_server, "e2e loop", 100, tweets)
+    for task in unlabeled:
+        versions = {p.get("model_version") for p in _predictions(task)}
+        assert version in versions, (task.id, versions)
+
+
+def test_the_readme_model_family_is_trained_and_pushed_to_label_studio(label_studio, backend_server_with_readme_family, tweets):
+    """MODEL_FAMILIES with the README's family: LS's labels train it, and LS holds its predictions."""
     import requests
 
-    history = requests.get(f"{backend.url}/projects/{project.id}/models", timeout=5).json()["history"]
+    backend = backend_server_with_readme_family
+    project_id, version, unlabeled = _labels_then_pushed(label_studio.client(), backend, "e2e own family", 600, tweets)
+    history = requests.get(f"{backend.url}/projects/{project_id}/models", timeout=5).json()["history"]
     assert {r["version"]: r["families"] for r in history}[version] == {"sentiment": "complement-nb"}
-    labeled_ids = {t.id for t in labeled}
-    for task in ls.tasks.list(project=project.id, fields="all"):
-        if task.id not in labeled_ids:
-            assert version in {p.get("model_version") for p in _predictions(task)}, task.id
+    for task in unlabeled:
+        assert version in {p.get("model_version") for p in _predictions(task)}, task.id
 
 
 def test_imported_annotations_without_webhooks_are_reconciled_on_start_training(label_studio, backend_server, tweets):

@@ -50,6 +50,21 @@ def test_label_changes_request_a_retrain_once_per_threshold(redis):
     assert [e["message"] for e in audit.events(redis, 1, 10, "trigger")] == ["ANNOTATION_CREATED: labels changed"]
 
 
+def test_a_request_joins_a_waiting_job_but_not_one_a_dying_worker_popped(redis):
+    """A queued job that is in no queue (popped by a worker killed or stopped at that moment) will
+    never start: the next request enqueues a job of its own instead of joining it (seen in the fault
+    tests: START_TRAINING and the schedule joined such a job and nothing trained)."""
+    settings = Settings.from_env({})
+    first = trigger.request_retrain(settings, redis, 1, "START_TRAINING")
+    assert first.enqueued and trigger.request_retrain(settings, redis, 1, "START_TRAINING") == trigger.Request(first.job_id, False)
+    queue = trigger.retrain_queue(settings, redis)
+    redis.lmove(queue.key, queue.intermediate_queue_key)  # a live worker's reliable dequeue: still waiting
+    assert not trigger.request_retrain(settings, redis, 1, "START_TRAINING").enqueued
+    redis.delete(queue.intermediate_queue_key)  # popped and lost
+    again = trigger.request_retrain(settings, redis, 1, "START_TRAINING")
+    assert again.enqueued and again.job_id != first.job_id and queue.get_job_ids() == [again.job_id]
+
+
 def test_quality_of_an_untrained_project_never_triggers(redis, tmp_path):
     settings = Settings.from_env({}, trigger_check_interval=0)
     redis.set(keys.change_seq(1), 10_000)
