@@ -64,8 +64,8 @@ class Model:
             readable = [any(texts[i] is not None for texts in texts_of.values()) for i in range(len(tasks))]
             return Predictions(dict(untrained) if r else [] for r in readable)
         observation = Observation(served.version)
-        regions: list[list[dict[str, Any]]] = [[] for _ in tasks]
-        scores: list[list[float]] = [[] for _ in tasks]
+        regions: dict[int, list[dict[str, Any]]] = {}  # tasks with a region only: a request is mostly one control
+        scores: dict[int, float] = {}
         for control in config.controls:
             model = served.bundle.controls.get(control.from_name)
             if model is None:
@@ -81,17 +81,24 @@ class Model:
             predicted = family.predict(model, control, texts, self.settings.multilabel_threshold)
             if not observation.traffic:
                 observation.traffic = [(p.score, float(len(t)), p.novelty) for p, t in zip(predicted, texts)]
+            name, targets = control.from_name, observation.predicted
             for i, prediction in zip(rows, predicted):
                 task_id = tasks[i].get("id")
                 if isinstance(task_id, int) and not isinstance(task_id, bool):
-                    observation.predicted.setdefault(task_id, {})[control.from_name] = prediction.target
-                if prediction.regions:
-                    regions[i] += [
-                        {"id": f"{control.from_name}-{i}-{n}" if n else f"{control.from_name}-{i}", **region}
-                        for n, region in enumerate(prediction.regions)
-                    ]
-                    scores[i].append(prediction.score)
-        results = Predictions({"result": r, "score": min(s), "model_version": served.version} if r else [] for r, s in zip(regions, scores))
+                    targets.setdefault(task_id, {})[name] = prediction.target
+                if not prediction.regions:
+                    continue
+                for n, region in enumerate(prediction.regions):  # the family's own fresh dicts: given an id in place
+                    region["id"] = f"{name}-{i}-{n}" if n else f"{name}-{i}"
+                if i in regions:
+                    regions[i] += prediction.regions
+                    scores[i] = min(scores[i], prediction.score)
+                else:
+                    regions[i], scores[i] = prediction.regions, prediction.score
+        version = served.version
+        results = Predictions(
+            {"result": regions[i], "score": scores[i], "model_version": version} if i in regions else [] for i in range(len(tasks))
+        )
         results.observation = observation
         return results
 

@@ -1,4 +1,4 @@
-"""Faults F1-F20 of the reliability plan (section 7; F16 is in test_deploy), against real processes
+"""Faults F1-F20 of the reliability plan (section 7; F14, a burst of retrains, is in tests/jobs/test_entry.py), against real processes
 on loopback: redis-server, gunicorn and RQ worker processes.
 
 Every test starts from the same trained deployment: project 1 trained on 150 and then 200 labels

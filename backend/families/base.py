@@ -32,7 +32,8 @@ from ..labelconfig import ChoicesControl
 
 @dataclass(frozen=True)
 class Prediction:
-    """One task's prediction for one control: LS result regions (without `id`), the task-level
+    """One task's prediction for one control: LS result regions (without `id`, which `Model.predict`
+    adds in place: each prediction's regions are dicts of its own), the task-level
     score in [0, 1] (higher = surer; drift monitoring reads it as the model's confidence), the
     target it amounts to, and the share of the text the model never saw in training (drift; 0
     when the family cannot tell)."""
@@ -107,7 +108,7 @@ class Family(ABC):
 
     @abstractmethod
     def predict(self, model: Any, control: Any, texts: Sequence[str], threshold: float) -> list[Prediction]:
-        """One prediction per text."""
+        """One prediction per text, each with region dicts of its own (the caller adds their `id`)."""
 
     def uncertainty(self, model: Any, control: Any, texts: Sequence[str], strategy: str, pool: Any = None) -> np.ndarray:
         """Per text, how much labeling it would teach (higher first); `strategy` is a name of
