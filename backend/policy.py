@@ -4,6 +4,9 @@ The cold-start rule lives here: a project is ordered by diversity (cluster round
 every class of every control has `cold_start_per_class` labels and the project has
 `cold_start_total` labeled tasks; from then on by the uncertainty strategy. Our measurements on
 tweets showed uncertainty sampling losing to random order while the model is that weak.
+
+So does what a `retrain_every` value may be and when it next comes due (`schedule_problem`,
+`next_due`); `jobs.trigger` keeps the schedule and fires it.
 """
 
 from __future__ import annotations

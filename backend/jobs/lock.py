@@ -55,9 +55,15 @@ def project_lock(redis: Redis, project: int, wait: float, token: str, lock: Call
         yield
     finally:
         stop.set()
-        redis.register_script(_RELEASE)(keys=[name], args=[token])
+        release(redis, name, token)
+
+
+def release(redis: Redis, key: str, token: str) -> bool:
+    """Delete `key` if it still holds `token` (compare-and-delete): a lock or flag is cleared only
+    by the one it names, never after someone else took it."""
+    return bool(redis.register_script(_RELEASE)(keys=[key], args=[token]))
 
 
 def release_lock_of(redis: Redis, project: int, job_id: str) -> bool:
     """Release a project's train lock held by `job_id` (whose process is known to be dead)."""
-    return bool(redis.register_script(_RELEASE)(keys=[keys.train_lock(project)], args=[job_id]))
+    return release(redis, keys.train_lock(project), job_id)

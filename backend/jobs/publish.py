@@ -172,9 +172,9 @@ def stopping_signal(
         for control in config.controls:
             texts = [t for t in (control.text_of(task.get("data") or {}, runtime.settings.max_text_chars) for task in sample) if t]
             name = served.bundle.family_of(control.from_name)
-            if not texts or control.from_name not in served.bundle.controls or not families.family(name).claims(control):
-                continue
             family = families.family(name)
+            if not texts or control.from_name not in served.bundle.controls or not family.claims(control):
+                continue
             same = old.family_of(control.from_name) == name
             new = [json.dumps(t) for t in predicted_targets(family, served.bundle.controls[control.from_name], control, texts, 0.5)]
             before = [

@@ -44,6 +44,7 @@ from ..policy import QUEUE_SETTINGS, Policy, next_due, policy_for
 from ..state import audit, keys
 from ..state.registry import Registry
 from ..state.store import Store
+from .lock import release
 
 # Replace the queued-job flag only if it still holds what we read (nothing, or a job that ended).
 _CLAIM = """
@@ -54,7 +55,6 @@ if (value == false and ARGV[1] == '') or value == ARGV[1] then
 end
 return 0
 """
-_CLEAR = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 log = logging.getLogger(__name__)
 WAITING_STATUSES = {s.value for s in (JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED, JobStatus.STARTED)}
 
@@ -90,7 +90,7 @@ def queued_job(redis: Redis, project: int, flag: Callable[[int], str] = keys.que
 def started(redis: Redis, project: int, job_id: str, flag: Callable[[int], str]) -> None:
     """Job `job_id` started: clear `flag` if it still names it, so a request from now on queues a
     job of its own instead of joining one that no longer waits."""
-    redis.register_script(_CLEAR)(keys=[flag(project)], args=[job_id])
+    release(redis, flag(project), job_id)
 
 
 def _claim(settings: Settings, redis: Redis, project: int, flag: Callable[[int], str], prefix: str) -> Request:

@@ -41,7 +41,7 @@ if old_labels == ARGV[4] then return 0 end
 return redis.call('INCR', KEYS[6])
 """
 
-# KEYS: annotations, annotation labels, annotation times, tombstones, change sequence; ARGV: ids..., now
+# KEYS: as _UPSERT's (texts unused); ARGV: ids..., now
 _DELETE = """
 local changed = 0
 local now = ARGV[#ARGV]
@@ -53,7 +53,7 @@ for i = 1, #ARGV - 1 do
   redis.call('HDEL', KEYS[2], id)
   redis.call('HDEL', KEYS[3], id)
 end
-if changed > 0 then return redis.call('INCRBY', KEYS[5], changed) end
+if changed > 0 then return redis.call('INCRBY', KEYS[6], changed) end
 return 0
 """
 
@@ -81,6 +81,18 @@ redis.call('HSET', KEYS[1], ARGV[2], number)
 return number
 """
 EXTRA_PROJECTS = 10**12 + 1  # the first backend project number of another LS's project with a taken id
+
+
+def _annotation_keys(project: int) -> list[str]:
+    """The KEYS of the annotation scripts (`_UPSERT`, `_DELETE`), in their order."""
+    return [
+        keys.annotations(project),
+        keys.annotation_labels(project),
+        keys.annotation_times(project),
+        keys.tombstones(project),
+        keys.texts(project),
+        keys.change_seq(project),
+    ]
 
 
 def _dumps(value: Any) -> str:
@@ -161,14 +173,7 @@ class Store:
 
     def upsert_many(self, project: int, annotations: Sequence[Annotation]) -> list[int]:
         """`upsert` of each annotation in order, in one round trip (a bulk webhook carries thousands)."""
-        names = [
-            keys.annotations(project),
-            keys.annotation_labels(project),
-            keys.annotation_times(project),
-            keys.tombstones(project),
-            keys.texts(project),
-            keys.change_seq(project),
-        ]
+        names = _annotation_keys(project)
         pipe = self.redis.pipeline(transaction=False)
         for annotation in annotations:
             record = {"task": annotation.task, "author": annotation.author, "updated_at": annotation.updated_at}
@@ -187,18 +192,7 @@ class Store:
         ids = [str(int(i)) for i in annotation_ids]
         if not ids:
             return 0
-        return int(
-            self._delete(
-                keys=[
-                    keys.annotations(project),
-                    keys.annotation_labels(project),
-                    keys.annotation_times(project),
-                    keys.tombstones(project),
-                    keys.change_seq(project),
-                ],
-                args=[*ids, repr(time.time())],
-            )
-        )
+        return int(self._delete(keys=_annotation_keys(project), args=[*ids, repr(time.time())]))
 
     def annotation_ids(self, project: int) -> set[int]:
         """The ids of every stored annotation of the project."""
