@@ -1,9 +1,16 @@
-"""Talking back to Label Studio with `label-studio-sdk`: reconcile annotations, push predictions.
+"""Talking back to Label Studio: reconcile annotations, list the task pool, push the queue's head.
 
 LS sends each webhook once and none for imported annotations, so a train job first pulls the
-project's labeled tasks (incrementally by task `updated_at`, fully on demand) into the store.
-After a promotion it pushes the new version's predictions for the unlabeled tasks and then sets
-the project's `model_version`, because LS never re-predicts by itself. Credentials come from
+project's labeled tasks (incrementally by task `updated_at`, fully on demand) into the store. The
+publish job lists new tasks (past the highest id listed, fully once an hour) and pushes the head of
+the queue as predictions of the served version, then sets the project's `model_version`, because LS
+never re-predicts by itself, and removes the predictions our older versions left. Every write is
+followed by a pause as long as it took, so LS on SQLite (one writer at a time, 5 s until a waiting
+request fails) keeps serving its annotators in between.
+
+Requests go through `label-studio-sdk`'s HTTP client (its base URL, auth and timeouts), with JSON
+read as it comes: a 100,000-task listing parsed into the SDK's models costs more than the listing.
+Listings stop at the last page instead of asking for one past it. Credentials come from
 LABEL_STUDIO_URL + LABEL_STUDIO_API_KEY, else from the `hostname`/`access_token` of `/setup`.
 Tokens are never logged.
 """
@@ -12,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -23,10 +31,16 @@ from .state.store import Annotation, Store
 log = logging.getLogger(__name__)
 
 PAGE_SIZE = 500
-PUSH_BATCH = 500
+PUSH_BATCH = 20  # predictions stored between two checks that their version is still served
+PUSH_DUTY = 0.5  # the share of time a push keeps LS writing; the rest is left to its annotators
 SYNC_BATCH = 500  # annotations written to Redis per round trip
 SINGLE_PUSH_LIMIT = 300
 SYNC_OVERLAP = 300.0  # seconds re-read before the last sync, for clock skew and slow commits
+OUR_VERSION = re.compile(r"^(untrained|p\d+-v\d+)$")  # the version names this backend gives
+
+
+class LabelStudioError(Exception):
+    """LS answered a request with an error status."""
 
 
 @dataclass(frozen=True)
@@ -58,27 +72,53 @@ def connect(creds: Credentials, project: int, timeout: float = 30.0) -> Connecti
     return Connection(LabelStudio(base_url=creds.url, api_key=creds.token, timeout=timeout), project)
 
 
+def call(ls: Connection, method: str, path: str, *, params: dict[str, Any] | None = None, body: Any = None) -> Any:
+    """One request to LS's API through the SDK's client; the decoded JSON answer (None when empty)."""
+    wrapper = ls.client._client_wrapper  # the SDK's own HTTP client: base URL, auth and timeouts
+    response = wrapper.httpx_client.request(path, method=method, params=params, json=body)
+    if response.status_code >= 300:
+        raise LabelStudioError(f"{method} {path}: {response.status_code}")
+    return response.json() if response.content else None
+
+
 def _query(*items: dict[str, Any]) -> str:
-    return json.dumps({"filters": {"conjunction": "and", "items": list(items)}})
+    return json.dumps({"filters": {"conjunction": "and", "items": list(items)}, "ordering": ["tasks:id"]})
 
 
-def labeled_tasks(ls: Connection, since: float | None) -> Iterator[Any]:
+def list_tasks(ls: Connection, query: str, fields: str = "task_only", page_size: int = PAGE_SIZE) -> Iterator[dict[str, Any]]:
+    """Every task of the project the Data Manager `query` selects, page by page, without asking
+    for the page past the last (LS answers that with an error it logs as a traceback)."""
+    page, seen = 1, 0
+    while True:
+        answer = call(
+            ls,
+            "GET",
+            "api/tasks/",
+            params={"project": ls.project, "page": page, "page_size": page_size, "fields": fields, "query": query},
+        )
+        tasks = answer.get("tasks") or [] if isinstance(answer, dict) else []
+        yield from tasks
+        seen += len(tasks)
+        total = answer.get("total") if isinstance(answer, dict) else None
+        if len(tasks) < page_size or (isinstance(total, int) and seen >= total):
+            return
+        page += 1
+
+
+def labeled_tasks(ls: Connection, since: float | None) -> Iterator[dict[str, Any]]:
     items = [{"filter": "filter:tasks:total_annotations", "operator": "greater", "type": "Number", "value": 0}]
     if since:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(since))
         items.append({"filter": "filter:tasks:updated_at", "operator": "greater", "type": "Datetime", "value": stamp})
-    yield from ls.client.tasks.list(project=ls.project, query=_query(*items), fields="all", page_size=PAGE_SIZE)
+    yield from list_tasks(ls, _query(*items), fields="all")
 
 
-def unlabeled_tasks(ls: Connection) -> Iterator[Any]:
-    item = {"filter": "filter:tasks:total_annotations", "operator": "equal", "type": "Number", "value": 0}
-    yield from ls.client.tasks.list(project=ls.project, query=_query(item), fields="all", page_size=PAGE_SIZE)
-
-
-def _as_dict(value: Any) -> dict[str, Any]:
-    if isinstance(value, dict):
-        return value
-    return value.dict() if hasattr(value, "dict") else {}
+def unlabeled_tasks(ls: Connection, after: int = 0) -> Iterator[dict[str, Any]]:
+    """The project's tasks without annotations, in id order; only those past task id `after`."""
+    items = [{"filter": "filter:tasks:total_annotations", "operator": "equal", "type": "Number", "value": 0}]
+    if after:
+        items.append({"filter": "filter:tasks:id", "operator": "greater", "type": "Number", "value": int(after)})
+    yield from list_tasks(ls, _query(*items))
 
 
 def sync_annotations(
@@ -93,11 +133,10 @@ def sync_annotations(
     changed = 0
     batch: list[Annotation] = []
     for task in labeled_tasks(ls, since):
-        data = {"id": task.id, "data": task.data or {}}
-        for raw in task.annotations or []:
-            raw = _as_dict(raw)
+        data = {"id": task.get("id"), "data": task.get("data") or {}}
+        for raw in task.get("annotations") or []:
             try:
-                annotation = parse_annotation(raw, task.id, texts_of(data))
+                annotation = parse_annotation(raw, task.get("id"), texts_of(data))
             except InvalidPayload:
                 continue
             seen.add(annotation.id)
@@ -115,35 +154,53 @@ def sync_annotations(
     return {"changed": changed, "seen": len(seen), "removed": removed, "full": int(full)}
 
 
-def unlabeled(ls: Connection) -> list[dict[str, Any]]:
-    return [{"id": t.id, "data": t.data or {}} for t in unlabeled_tasks(ls)]
+def paced(write: Callable[[], Any]) -> Any:
+    """Run one write, then pause so that writes take at most PUSH_DUTY of the time: LS on SQLite
+    has one writer, and an annotator's submit waiting behind a long run of ours would fail."""
+    started = time.perf_counter()
+    result = write()
+    time.sleep((time.perf_counter() - started) * (1 - PUSH_DUTY) / PUSH_DUTY)
+    return result
 
 
-def push_predictions(ls: Connection, version: str, predictions: list[dict[str, Any]], uncertainty_sampling: bool) -> int:
-    """Store predictions in LS, then make `version` the project's model version.
-
-    LS 1.23.2 drops `cluster` on bulk import (observed) but keeps it on single creates, so
-    clustered predictions of small pools go one by one and everything else in bulk batches.
-    """
-    clustered = any(p.get("cluster") is not None for p in predictions)
-    if clustered and len(predictions) <= SINGLE_PUSH_LIMIT:
-        for prediction in predictions:
-            ls.client.predictions.create(**prediction)
-    else:
-        for start in range(0, len(predictions), PUSH_BATCH):
-            batch = [{k: v for k, v in p.items() if k != "cluster"} for p in predictions[start : start + PUSH_BATCH]]
-            ls.client.projects.import_predictions(id=ls.project, request=batch)
-    if predictions:
-        if uncertainty_sampling:
-            ls.client.projects.update(id=ls.project, model_version=version, sampling="Uncertainty sampling")
-        else:
-            ls.client.projects.update(id=ls.project, model_version=version)
+def push_predictions(ls: Connection, predictions: list[dict[str, Any]]) -> int:
+    """Store predictions one by one, paced. LS 1.23.2's bulk import recomputes the counters of
+    every task of the project on each call (seconds per call at 10,000 tasks, whatever the batch)
+    and drops `cluster`; a single create touches its own task only (about 0.06 s on SQLite)."""
+    for prediction in predictions:
+        body = {k: v for k, v in prediction.items() if v is not None}
+        paced(lambda body=body: call(ls, "POST", "api/predictions/", body={**body, "project": ls.project}))
     return len(predictions)
 
 
+def set_model_version(ls: Connection, version: str, uncertainty_sampling: bool) -> None:
+    """Make `version` the project's model version (LS accepts it once a prediction of it is stored)."""
+    body: dict[str, Any] = {"model_version": version}
+    if uncertainty_sampling:
+        body["sampling"] = "Uncertainty sampling"
+    paced(lambda: call(ls, "PATCH", f"api/projects/{ls.project}", body=body))
+
+
+def model_versions(ls: Connection) -> dict[str, int]:
+    """The model versions of the project's stored predictions, with their counts."""
+    answer = call(ls, "GET", f"api/projects/{ls.project}/model-versions/")
+    return {str(v): int(n or 0) for v, n in answer.items()} if isinstance(answer, dict) else {}
+
+
+def remove_old_versions(ls: Connection, current: str) -> dict[str, int]:
+    """Delete the stored predictions of our versions other than `current` (by our version names:
+    other backends' and imported predictions stay); returns the rows removed per version. Call it
+    only once the project's model version is `current`: LS resets the model version of a project
+    whose version is deleted, and then serves in random order."""
+    removed = {}
+    for version, count in model_versions(ls).items():
+        if version != current and OUR_VERSION.match(version):
+            paced(lambda version=version: call(ls, "DELETE", f"api/projects/{ls.project}/model-versions/", body={"model_version": version}))
+            removed[version] = count
+    return removed
+
+
 def push_mislabeling(ls: Connection, predictions: list[dict[str, Any]]) -> int:
-    """Store predictions carrying `mislabeling` on labeled tasks (one by one: only single creates
-    are known to keep the extra fields); leaves the project's model version alone."""
-    for prediction in predictions[:SINGLE_PUSH_LIMIT]:
-        ls.client.predictions.create(**prediction)
-    return min(len(predictions), SINGLE_PUSH_LIMIT)
+    """Store predictions carrying `mislabeling` on labeled tasks (at most SINGLE_PUSH_LIMIT); leaves
+    the project's model version alone."""
+    return push_predictions(ls, predictions[:SINGLE_PUSH_LIMIT])

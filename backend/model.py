@@ -5,6 +5,11 @@ inside a web request). Both work through the model families (`families`): each c
 request's label config is served by the family that claims it (the built-in text-choices family,
 or a family named in MODEL_FAMILIES), and one prediction carries the regions of every control.
 To change the model, write a family; this class wires families to the served versions.
+
+A prediction's `score` is the task's place in the project's stored queue (0 first, 1 last or not
+ranked), the same number the publish job pushes with the queue's head: LS's uncertainty sampling
+sorts pushed and fetched predictions together. Each region keeps the model's confidence as its own
+`score`.
 """
 
 from __future__ import annotations
@@ -60,12 +65,13 @@ class Model:
         datas = [_data(t) for t in tasks]
         texts_of = {c.from_name: [c.text_of(data, limit) for data in datas] for c in config.controls}
         if served is None:
-            untrained = {"result": [], "score": 0.0, "model_version": UNTRAINED}
             readable = [any(texts[i] is not None for texts in texts_of.values()) for i in range(len(tasks))]
-            return Predictions(dict(untrained) if r else [] for r in readable)
+            untrained = self.scores(project, tasks, readable)
+            return Predictions(
+                {"result": [], "score": untrained[i], "model_version": UNTRAINED} if r else [] for i, r in enumerate(readable)
+            )
         observation = Observation(served.version)
         regions: dict[int, list[dict[str, Any]]] = {}  # tasks with a region only: a request is mostly one control
-        scores: dict[int, float] = {}
         for control in config.controls:
             model = served.bundle.controls.get(control.from_name)
             if model is None:
@@ -92,15 +98,25 @@ class Model:
                     region["id"] = f"{name}-{i}-{n}" if n else f"{name}-{i}"
                 if i in regions:
                     regions[i] += prediction.regions
-                    scores[i] = min(scores[i], prediction.score)
                 else:
-                    regions[i], scores[i] = prediction.regions, prediction.score
+                    regions[i] = prediction.regions
         version = served.version
+        placed = self.scores(project, tasks, [i in regions for i in range(len(tasks))])
         results = Predictions(
-            {"result": regions[i], "score": scores[i], "model_version": version} if i in regions else [] for i in range(len(tasks))
+            {"result": regions[i], "score": placed[i], "model_version": version} if i in regions else [] for i in range(len(tasks))
         )
         results.observation = observation
         return results
+
+    def scores(self, project: int, tasks: Sequence[dict[str, Any]], wanted: Sequence[bool]) -> list[float]:
+        """Each wanted task's place in the project's stored queue (`ModelCache.queue_scores`, read
+        from disk: `/predict` needs no Redis); 1.0 for a task the queue does not hold (labeled, or
+        new since the ranking)."""
+        ids = [t.get("id") if w and type(t.get("id")) is int else None for t, w in zip(tasks, wanted)]
+        asked = [i for i in ids if i is not None]
+        held = self.cache.queue_scores(project) if asked else None
+        found = dict(zip(asked, held.lookup(asked))) if held is not None else {}
+        return [1.0 if (score := found.get(i)) is None else score for i in ids]
 
     def fit(
         self,

@@ -47,6 +47,7 @@ class Policy:
     drift_threshold: float = 0.25  # retrain when the confidence PSI of recent traffic reaches this
     drift_min_samples: int = 200  # ... over at least this many predictions of the serving version
     retrain_every: int | str = 0  # also retrain on a schedule: seconds, or a cron string (UTC); 0 = off
+    push_top: int = 0  # tasks of the queue's head pushed to LS as predictions; 0 = adapt to the labeling rate (`head`)
 
     def warm(self, counts: Mapping[str, Mapping[str, int]], labels: Mapping[str, tuple[str, ...]], total: int) -> bool:
         """True once uncertainty may replace diversity (the cold-start rule in the module doc)."""

@@ -13,7 +13,10 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 from .families import ModelBundle
 from .metrics import MODEL_SEQ
@@ -55,14 +58,33 @@ class Served:
     loaded_at: float
 
 
+@dataclass(frozen=True)
+class QueueScores:
+    """The stored ranking's LS score of each task (`Registry.save_queue_scores`), as the file was."""
+
+    entries: np.ndarray
+    stamp: tuple[int, int]  # the file's mtime (ns) and size when read
+
+    def lookup(self, task_ids: Sequence[int]) -> list[float | None]:
+        tasks = self.entries["task"]
+        wanted = np.asarray(task_ids, dtype=np.int64)
+        at = np.minimum(np.searchsorted(tasks, wanted), max(len(tasks) - 1, 0))
+        if not len(tasks):
+            return [None] * len(wanted)
+        found = tasks[at] == wanted
+        scores = self.entries["score"][at].tolist()
+        return [score if hit else None for score, hit in zip(scores, found.tolist())]
+
+
 class ModelCache:
-    """Per-process cache of the current model of each project."""
+    """Per-process cache of the current model of each project, and of its queue's scores."""
 
     def __init__(self, registry: Registry, poll_interval: float = 0.25):
         limit_malloc_arenas()  # before the request threads of a web worker allocate
         self.registry = registry
         self.poll_interval = poll_interval
         self._served: dict[int, Served] = {}
+        self._scores: dict[int, QueueScores] = {}
         self._known: set[int] = set()
         self._errors: dict[int, str] = {}
         self._lock = threading.Lock()
@@ -80,6 +102,30 @@ class ModelCache:
             self.refresh(project)  # waits for a load the poller may have started
             served = self._served.get(project)
         return served
+
+    def queue_scores(self, project: int) -> QueueScores | None:
+        """The project's queue scores as of the last poll (read now when this process never
+        looked, or polls nothing)."""
+        if project not in self._scores or self.poll_interval <= 0:
+            self._ensure_poller()
+            with self._lock:
+                self._known.add(project)
+            self.refresh_scores(project)
+        return self._scores.get(project)
+
+    def refresh_scores(self, project: int) -> None:
+        """Read the project's queue scores again if the file changed."""
+        path = self.registry.queue_scores_path(project)
+        try:
+            stat = path.stat()
+            stamp = (stat.st_mtime_ns, stat.st_size)
+            held = self._scores.get(project)
+            if held is None or held.stamp != stamp:
+                self._scores[project] = QueueScores(np.load(path, allow_pickle=False), stamp)
+        except FileNotFoundError:
+            self._scores.pop(project, None)
+        except (OSError, ValueError) as exc:
+            log.warning("project %s: queue scores unreadable (%s); scoring tasks as unranked", project, exc)
 
     def pointer(self, project: int) -> Pointer | None:
         return self.registry.pointer(project)
@@ -129,6 +175,7 @@ class ModelCache:
                 try:
                     self._known.add(project)
                     self.refresh(project)
+                    self.refresh_scores(project)
                 except Exception:  # the poller must survive anything a broken file throws at it
                     log.exception("project %s: model refresh failed", project)
 

@@ -100,6 +100,6 @@ def test_the_job_names_stored_in_redis_name_functions_that_exist():
 
     from backend.state import keys
 
-    for name in (keys.RETRAIN_JOB, keys.MISLABELS_JOB, keys.RANK_JOB):
+    for name in (keys.RETRAIN_JOB, keys.MISLABELS_JOB, keys.PUBLISH_JOB):
         module, function = name.rsplit(".", 1)
         assert callable(getattr(importlib.import_module(module), function)), name

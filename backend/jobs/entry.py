@@ -2,7 +2,8 @@
 
 Each is idempotent and safe to retry: `retrain` snapshots the stored labels under the project's
 train lock, skips work when the champion was trained on the same data, and leaves training,
-judging and promotion to `promotion`, publishing the queue to `publish`.
+judging and promotion to `promotion`; `publish` (on the rank queue) lists new tasks, ranks and
+pushes the head to Label Studio, so a training never waits for LS.
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ from ..state import audit, keys
 from ..training import build_snapshot
 from .lock import project_lock
 from .promotion import train_project
-from .publish import publish_queue, rank_pool
+from .publish import publish as publish_project
 from .sync import ls_client, sync
-from .trigger import retrain_queue, started
+from .trigger import request_publish, retrain_queue, started
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,9 @@ def retrain(project: int, reason: str = "", full_sync: bool = False) -> dict[str
         )
     if result.get("status") == "promoted":
         enqueue_mislabels(runtime, project, result["version"])
-    result.update(publish_queue(runtime, ls, project))
+    if full_sync:
+        runtime.store.mark_listed(project, runtime.store.pool_listing(project)[0], full_at=0)  # the next listing is a full one
+    result["publish"] = request_publish(runtime.settings, runtime.redis, project).to_json()
     return result
 
 
@@ -140,14 +143,13 @@ def find_mislabels(project: int, version: str) -> dict[str, Any]:
     return {"suspects": len(suspects), "pushed": pushed}
 
 
-def rank_job(project: int) -> dict[str, Any]:
-    """RQ entry point: rank the project's stored pool (tasks seen through TASKS_CREATED, /predict
-    and earlier listings) with the served model, without waiting for any training and without
-    calling LS, so a new pool is in `GET /queue` at once. The next retrain pushes it to LS."""
+def publish(project: int) -> dict[str, Any]:
+    """RQ entry point: list the project's new tasks in LS, rank the pool when the ranking is out of
+    date, and keep LS's head of the served version full (`publish.publish`); without LS, rank the
+    stored pool (tasks seen through TASKS_CREATED and /predict) so `GET /queue` has it."""
     job, runtime = _current()
-    started(runtime.redis, project, job.id, keys.queued_ranking)
-    ranked = rank_pool(runtime, project, None, stability=False)
-    return {"queue": len(ranked.queue.entries) if ranked else 0}
+    started(runtime.redis, project, job.id, keys.queued_publish)
+    return publish_project(runtime, project, ls_client(runtime, project))
 
 
 def _respect_min_interval(runtime: Runtime, project: int) -> None:

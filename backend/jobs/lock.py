@@ -28,7 +28,7 @@ class LockTimeout(Exception):
 
 @contextmanager
 def project_lock(redis: Redis, project: int, wait: float, token: str, lock: Callable[[int], str] = keys.train_lock) -> Iterator[None]:
-    """Hold one of the project's locks (`keys.train_lock`, `keys.rank_lock`), kept alive by a
+    """Hold one of the project's locks (`keys.train_lock`, `keys.publish_lock`), kept alive by a
     heartbeat; expires if the holder dies.
 
     The train lock's token is the job id, so the worker whose work-horse died can release it at once.

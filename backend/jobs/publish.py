@@ -1,11 +1,18 @@
-"""Publishing the queue: rank the unlabeled pool with the served model (or for cold start), store
-the ranking for `GET /queue`, push it to Label Studio as predictions of the current version, and
-measure whether more labels still change the model (the stopping signal)."""
+"""Publishing the queue: keep the project's pool in step with Label Studio, rank it with the
+served model (or for cold start), store the ranking for `GET /queue` and `/predict`, push its head
+to LS as predictions of the served version, and measure whether more labels still change the model
+(the stopping signal).
+
+One publish job of a project runs at a time (its lock), beside the train jobs and never in them:
+a slow or unreachable LS delays only the next publish, and a push for a version that is no longer
+served stops between two batches.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +21,7 @@ import numpy as np
 
 from .. import families, labelstudio
 from ..families.pool import cache_for
+from ..head import head_size, promotion_cycle
 from ..labelconfig import LabelConfig
 from ..model import UNTRAINED
 from ..policy import Policy, policy_for
@@ -21,8 +29,8 @@ from ..ranking import Queue, rank, uncertainties
 from ..runtime import Runtime
 from ..serving import Served
 from ..state import keys
-from ..state.registry import Pointer, RegistryError
-from ..state.store import texts_of
+from ..state.registry import RegistryError
+from ..state.store import queue_score, texts_of
 from ..training import predicted_targets
 from .lock import project_lock
 
@@ -37,98 +45,184 @@ class Ranked:
 
     queue: Queue
     pool: list[dict[str, Any]]
-    config: LabelConfig
-    policy: Policy
-    pointer: Pointer | None
     served: Served | None
 
 
-def rank_pool(runtime: Runtime, project: int, ls: labelstudio.Connection | None, stability: bool) -> Ranked | None:
-    """Rank the unlabeled pool (listed in LS when `ls` is given, else the stored one) with the
-    current model, or for cold start, and store the queue; None without a usable config or pool.
-    One ranking of a project at a time; a ranking whose model was replaced meanwhile is not stored."""
-    store, registry = runtime.store, runtime.registry
+def publish(runtime: Runtime, project: int, ls: labelstudio.Connection | None) -> dict[str, Any]:
+    """List LS's new tasks into the pool, rank the pool when the ranking is out of date, and keep
+    LS's head of the current version full; what happened, as a summary."""
+    store = runtime.store
     config = store.label_config(project)
     if config is None:
-        return None
-    policy = policy_for(runtime.settings, store.meta(project))
-    with project_lock(runtime.redis, project, wait=runtime.settings.job_timeout, token=uuid.uuid4().hex, lock=keys.rank_lock):
-        covers = store.ranking_requests(project)
-        pointer = registry.pointer(project)
-        runtime.cache.refresh(project)
-        served = runtime.cache.get(project) if pointer else None
-        version = served.version if served else UNTRAINED
+        return {"queue": 0}
+    with project_lock(runtime.redis, project, wait=runtime.settings.job_timeout, token=uuid.uuid4().hex, lock=keys.publish_lock):
+        summary: dict[str, Any] = {}
         if ls is not None:
             try:
-                pool = labelstudio.unlabeled(ls)
+                summary["listed"] = refresh_pool(runtime, ls, project, config)
+            except Exception as exc:  # the SDK and httpx raise errors of many types
+                log.warning("project %s: could not list tasks in Label Studio (%s); ranking the stored pool", project, type(exc).__name__)
+        ranked = rank_pool(runtime, project, config) if ranking_due(runtime, project) else None
+        stored = store.queue(project)
+        summary["queue"] = int(stored["size"]) if stored else 0
+        if ranked is not None:
+            summary["strategy"] = ranked.queue.strategy
+        if ls is not None and stored is not None and stored["version"] == served_version(runtime, project):
+            try:
+                summary.update(push_head(runtime, ls, project, config, stored["version"]))
             except Exception as exc:
-                log.warning("project %s: could not list tasks in Label Studio (%s)", project, type(exc).__name__)
-                return None
-            data_keys, limit = config.data_keys or None, runtime.settings.max_text_chars
-            store.remember_tasks(project, {int(t["id"]): texts_of(t, data_keys, limit) for t in pool})
-        else:
-            pool = store.unlabeled_pool(project)
-        labeled = store.labeled_tasks(project)
-        counts, total = label_counts(labeled, config)
-        warm = policy.warm(counts, {c.from_name: c.labels for c in config.controls}, total)
-        queue = rank(
-            pool,
-            config,
-            policy,
-            served.bundle if served else None,
-            version,
-            warm,
-            runtime.settings.max_text_chars,
-            cache=cache_for(registry.project_dir(project)),
-        )
-        signal = stopping_signal(runtime, project, served, config, pool, policy) if served and stability else None
-        if registry.pointer(project) != pointer:
-            return None  # a newer version was promoted meanwhile: its own ranking follows
-        store.save_queue(project, queue.summary(), queue.order(), signal, covers)
-    return Ranked(queue, pool, config, policy, pointer, served)
+                log.warning(
+                    "project %s: could not push the head to Label Studio (%s); the next publish retries", project, type(exc).__name__
+                )
+        return summary
 
 
-def publish_queue(runtime: Runtime, ls: labelstudio.Connection | None, project: int) -> dict[str, Any]:
-    """Rank the unlabeled pool with the current model (or for cold start), store the queue, and
-    push it to LS as predictions of the current version, then set the project's model version."""
+def served_version(runtime: Runtime, project: int) -> str:
+    pointer = runtime.registry.pointer(project)
+    return pointer.version if pointer else UNTRAINED
+
+
+def refresh_pool(runtime: Runtime, ls: labelstudio.Connection, project: int, config: LabelConfig) -> dict[str, int]:
+    """Add LS's unlabeled tasks past the highest task id listed so far to the pool; every
+    `keys.POOL_RECONCILE` seconds (or when `full_at` was reset) list them all instead, which also
+    drops tasks LS no longer has unlabeled. A pool that changed asks for a new ranking."""
+    store = runtime.store
+    after, full_at = store.pool_listing(project)
+    started = time.time()
+    full = started - full_at >= keys.POOL_RECONCILE
+    data_keys, limit = config.data_keys or None, runtime.settings.max_text_chars
+    tasks = {int(t["id"]): texts_of(t, data_keys, limit) for t in labelstudio.unlabeled_tasks(ls, 0 if full else after)}
+    highest = max([after, *tasks])
+    if full:
+        known = {int(t) for t in store.redis.hkeys(keys.pool(project))}
+        added, gone = len(set(tasks) - known), store.replace_pool(project, tasks)
+        store.mark_listed(project, highest, full_at=started)
+    else:
+        store.remember_tasks(project, tasks)
+        added, gone = len(tasks), 0
+        store.mark_listed(project, highest)
+    if added or gone:
+        store.request_ranking(project)
+    return {"full": int(full), "listed": len(tasks), "added": added, "removed": gone}
+
+
+def ranking_due(runtime: Runtime, project: int) -> bool:
+    """Is the stored ranking missing, of another version than the served one, or older than a
+    request for a new one (new tasks)?"""
+    stored = runtime.store.queue(project)
+    return (
+        stored is None
+        or stored.get("version") != served_version(runtime, project)
+        or runtime.store.ranking_requests(project) > int(stored.get("covers", 0))
+    )
+
+
+def rank_pool(runtime: Runtime, project: int, config: LabelConfig) -> Ranked | None:
+    """Rank the stored unlabeled pool with the current model, or for cold start, and store the
+    queue (with a stopping signal when the version is new); None when the model was replaced
+    meanwhile (its own ranking follows)."""
     store, registry = runtime.store, runtime.registry
-    ranked = rank_pool(runtime, project, ls, stability=True)
-    if ranked is None:
-        return {"queue": 0}
-    queue, pool, config, policy, pointer, served = ranked.queue, ranked.pool, ranked.config, ranked.policy, ranked.pointer, ranked.served
-    version = queue.version
-    pushed = 0
-    if ls is not None and queue.entries and store.redis.get(keys.pushed_version(project)) != version.encode():
-        by_id = {int(t["id"]): t for t in pool}
-        entries = {e.task: e for e in queue.entries}
-        tasks = [by_id[e.task] for e in queue.entries]
-        results = runtime.model.predict(tasks, project=project, config=config) if served else [None] * len(tasks)
-        observation = getattr(results, "observation", None)
-        predictions = []
-        for task, result in zip(tasks, results):
-            entry = entries[int(task["id"])]
-            regions = result["result"] if isinstance(result, dict) else []
-            predictions.append(
-                {
-                    "task": entry.task,
-                    "result": regions,
-                    "score": entry.score,
-                    "model_version": version,
-                    "cluster": entry.cluster if queue.strategy == "diversity" else None,
-                }
-            )
-        if registry.pointer(project) != pointer:
-            return {"queue": len(queue.entries), "pushed": 0}  # a newer version was promoted meanwhile
-        try:
-            pushed = labelstudio.push_predictions(ls, version, predictions, policy.uncertainty_sampling)
-        except Exception as exc:
-            log.warning("project %s: could not push predictions to Label Studio (%s); retried by the next job", project, type(exc).__name__)
-            return {"queue": len(queue.entries), "pushed": 0}
-        store.redis.set(keys.pushed_version(project), version)
-        if observation is not None:
-            store.remember_predictions(project, version, observation.predicted)
-        log.info("project %s: pushed %s predictions of %s (%s)", project, pushed, version, queue.strategy)
-    return {"queue": len(queue.entries), "pushed": pushed, "strategy": queue.strategy}
+    policy = policy_for(runtime.settings, store.meta(project))
+    covers = store.ranking_requests(project)
+    pointer = registry.pointer(project)
+    runtime.cache.refresh(project)
+    served = runtime.cache.get(project) if pointer else None
+    version = served.version if served else UNTRAINED
+    previous = store.queue(project)
+    pool = store.unlabeled_pool(project)
+    counts, total = label_counts(store.labeled_tasks(project), config)
+    warm = policy.warm(counts, {c.from_name: c.labels for c in config.controls}, total)
+    queue = rank(
+        pool,
+        config,
+        policy,
+        served.bundle if served else None,
+        version,
+        warm,
+        runtime.settings.max_text_chars,
+        cache=cache_for(registry.project_dir(project)),
+    )
+    new_version = previous is None or previous.get("version") != version
+    signal = stopping_signal(runtime, project, served, config, pool, policy) if served and new_version else None
+    if registry.pointer(project) != pointer:
+        return None
+    store.save_queue(project, queue.summary(), queue.order(), signal, covers)
+    n = len(queue.entries)
+    registry.save_queue_scores(project, [e.task for e in queue.entries], [queue_score(i, n) for i in range(n)])
+    return Ranked(queue, pool, served)
+
+
+def push_head(runtime: Runtime, ls: labelstudio.Connection, project: int, config: LabelConfig, version: str) -> dict[str, Any]:
+    """Keep LS's head of `version` at its size (`head.head_size`): push predictions for the first
+    ranked tasks that are neither labeled nor already in it, in batches recorded as they are
+    stored. Once the first batch of a new version is stored, the project's model version is set to
+    it (LS refuses a version without predictions, and serves in random order while its version has
+    none); once the head is stored, our other versions' predictions are deleted."""
+    store, registry = runtime.store, runtime.registry
+    policy = policy_for(runtime.settings, store.meta(project))
+    rate, annotators = store.labeling_rate(project)
+    target = head_size(policy.push_top, policy.retrain_threshold, rate, annotators, promotion_cycle(registry.history(project)))
+    head_version = store.head(project)[0]
+    if head_version != version:
+        store.start_head(project, version, target)
+    in_head = store.head_tasks(project)
+    open_ = in_head - store.annotated(project, sorted(in_head))
+    tasks = next_for_head(runtime, project, target - len(open_), in_head) if len(open_) < target else []
+    summary: dict[str, Any] = {"head": target, "pushed": 0}
+    clustered = store.queue(project).get("strategy") == "diversity"
+    current = lambda: served_version(runtime, project) == version  # noqa: E731
+    results = runtime.model.predict(tasks, project=project, config=config) if version != UNTRAINED and tasks else [None] * len(tasks)
+    new_version = store.redis.get(keys.pushed_version(project)) != version.encode()
+    for start in range(0, len(tasks), labelstudio.PUSH_BATCH):
+        if not current():
+            summary["stopped"] = f"{version} is no longer served"
+            return summary
+        batch = list(zip(tasks[start : start + labelstudio.PUSH_BATCH], results[start : start + labelstudio.PUSH_BATCH]))
+        predictions = [
+            {
+                "task": task["id"],
+                "result": result["result"] if isinstance(result, dict) else [],
+                "score": task["score"],
+                "model_version": version,
+                "cluster": task["cluster"] if clustered else None,
+            }
+            for task, result in batch
+        ]
+        labelstudio.push_predictions(ls, predictions)
+        store.grow_head(project, version, target, [task["id"] for task, _ in batch])
+        summary["pushed"] += len(batch)
+        if new_version:  # the first tasks of the head are served while the rest is stored
+            labelstudio.set_model_version(ls, version, policy.uncertainty_sampling)
+            store.redis.set(keys.pushed_version(project), version)
+            new_version = False
+    observation = getattr(results, "observation", None)
+    if observation is not None:
+        store.remember_predictions(project, version, observation.predicted)
+    if summary["pushed"] or open_:
+        summary["removed"] = labelstudio.remove_old_versions(ls, version)
+    if summary["pushed"]:
+        log.info("project %s: pushed %s predictions of %s (head of %s)", project, summary["pushed"], version, target)
+    return summary
+
+
+def next_for_head(runtime: Runtime, project: int, count: int, in_head: set[int]) -> list[dict[str, Any]]:
+    """The first `count` ranked tasks that are neither labeled nor in the head, with their data,
+    `score` and `cluster` (tasks no longer in the pool are passed over)."""
+    store = runtime.store
+    chosen: list[dict[str, Any]] = []
+    start, chunk = 0, max(2 * count, 100)
+    size = int((store.queue(project) or {}).get("size", 0))
+    while len(chosen) < count and start < size:
+        entries = store.queue_entries(project, start, chunk)
+        if not entries:
+            break
+        candidates = [e for e in entries if e["task"] not in in_head]
+        done = store.annotated(project, [e["task"] for e in candidates])
+        candidates = [e for e in candidates if e["task"] not in done][: count - len(chosen)]
+        data = store.pool_tasks(project, [e["task"] for e in candidates])
+        chosen += [{**e, "id": e["task"], "data": data[e["task"]]} for e in candidates if e["task"] in data]
+        start, chunk = start + len(entries), min(chunk * 4, 20_000)
+    return chosen
 
 
 def label_counts(labeled: list[Any], config: LabelConfig) -> tuple[dict[str, dict[str, int]], int]:

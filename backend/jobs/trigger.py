@@ -40,6 +40,7 @@ from rq.serializers import JSONSerializer
 
 from .. import monitor
 from ..config import Settings
+from ..head import refill_due
 from ..policy import QUEUE_SETTINGS, Policy, next_due, policy_for
 from ..state import audit, keys
 from ..state.registry import Registry
@@ -76,8 +77,8 @@ def retrain_queue(settings: Settings, redis: Redis) -> Queue:
 
 
 def rank_queue(settings: Settings, redis: Redis) -> Queue:
-    """Ranking jobs have a queue of their own, worked beside the retrain queue, so a new pool is
-    ranked while a training runs."""
+    """Publish jobs have a queue of their own, worked beside the retrain queue, so a new pool is
+    ranked and pushed while a training runs, and a slow LS never delays a training."""
     return Queue(keys.rank_queue(settings.queue_name), connection=redis, serializer=JSONSerializer, default_timeout=settings.job_timeout)
 
 
@@ -132,23 +133,34 @@ def request_retrain(
     return request
 
 
-def request_ranking(settings: Settings, redis: Redis, project: int) -> Request:
-    """Rank `project`'s stored pool again soon (new tasks), coalesced like retrains: every request
-    counts (`Store.request_ranking`), one job waits at most."""
-    Store(redis).request_ranking(project)
-    request = _claim(settings, redis, project, keys.queued_ranking, "rank")
+def request_publish(settings: Settings, redis: Redis, project: int, new_tasks: bool = False) -> Request:
+    """Publish `project` soon (`jobs.publish`: list new tasks, rank when out of date, refill LS's
+    head), coalesced like retrains: one job waits at most. `new_tasks`: the pool changed, so the
+    stored ranking no longer covers it (`Store.request_ranking`)."""
+    if new_tasks:
+        Store(redis).request_ranking(project)
+    request = _claim(settings, redis, project, keys.queued_publish, "publish")
     if request.enqueued:
         rank_queue(settings, redis).enqueue(
-            keys.RANK_JOB,
+            keys.PUBLISH_JOB,
             int(project),
             job_id=request.job_id,
             retry=Retry(max=settings.job_retries),
             job_timeout=settings.job_timeout,
             result_ttl=600,
             failure_ttl=keys.JOB_FAILURE_TTL,
-            description=f"rank project {int(project)}'s pool",
+            description=f"publish project {int(project)}'s queue",
         )
     return request
+
+
+def check_head(settings: Settings, store: Store, project: int, task_ids: list[int]) -> Request | None:
+    """Refill LS's head once annotators took enough of it (`head.refill_due`): the tasks of an
+    annotation event count as taken."""
+    left, target = store.take_from_head(project, task_ids)
+    if refill_due(left, target):
+        return request_publish(settings, store.redis, project)
+    return None
 
 
 def _still_waiting(redis: Redis, job_id: str) -> bool:

@@ -19,15 +19,18 @@ AUDIT_EVENTS = 10_000  # events kept per project in the audit stream (approximat
 TRAFFIC_KEPT = 2000  # `/predict` traffic samples kept per project for drift
 LIVE_WINDOW = 200  # recent live outcomes kept per project
 STABILITY_KEPT = 50  # stopping signals kept per project
+ACTIVITY_WINDOW = 900  # seconds of annotation events the labeling rate is measured over
+POOL_RECONCILE = 3600  # seconds between full listings of a project's tasks in LS
 
 # -- RQ: queues and the functions workers run (stored in every job, so renaming one strands jobs) --
 RETRAIN_JOB = "backend.jobs.entry.retrain"
 MISLABELS_JOB = "backend.jobs.entry.find_mislabels"
-RANK_JOB = "backend.jobs.entry.rank_job"
+PUBLISH_JOB = "backend.jobs.entry.publish"
 
 
 def rank_queue(queue_name: str) -> str:
-    """The queue of ranking jobs, worked beside the retrain queue `queue_name`."""
+    """The queue of publish jobs (ranking, and pushing the head to LS), worked beside the retrain
+    queue `queue_name` so that neither waits for the other."""
     return f"{queue_name}-rank"
 
 
@@ -109,6 +112,31 @@ def queue_order(project: int) -> str:
     return _project(project, "queue_order")
 
 
+def head(project: int) -> str:
+    """Hash: the head pushed to LS: `version`, `target` (its size) and `taken` (tasks of it labeled since)."""
+    return _project(project, "head")
+
+
+def head_tasks(project: int) -> str:
+    """Set: the tasks holding a prediction of the head's version, pushed by us."""
+    return _project(project, "head_tasks")
+
+
+def activity(project: int) -> str:
+    """Sorted set: recent annotation events (member: annotation id) by time, the labeling rate."""
+    return _project(project, "activity")
+
+
+def annotators(project: int) -> str:
+    """Sorted set: annotator -> time of their last annotation event."""
+    return _project(project, "annotators")
+
+
+def pool_listed(project: int) -> str:
+    """Hash: `after` (the highest LS task id listed) and `full_at` (time of the last full listing)."""
+    return _project(project, "pool_listed")
+
+
 def stability(project: int) -> str:
     """List of stopping signals, newest last."""
     return _project(project, "stability")
@@ -130,8 +158,8 @@ def train_lock(project: int) -> str:
     return _project(project, "lock")
 
 
-def rank_lock(project: int) -> str:
-    """The ranking's lock (a ranking and a training may run at once)."""
+def publish_lock(project: int) -> str:
+    """The publish job's lock (a publish and a training may run at once)."""
     return _project(project, "rank_lock")
 
 
@@ -140,8 +168,8 @@ def queued_retrain(project: int) -> str:
     return _project(project, "queued")
 
 
-def queued_ranking(project: int) -> str:
-    """The id of the project's ranking job still waiting to start."""
+def queued_publish(project: int) -> str:
+    """The id of the project's publish job still waiting to start."""
     return _project(project, "rank_queued")
 
 
@@ -156,7 +184,7 @@ def lost_labels(project: int) -> str:
 
 
 def pushed_version(project: int) -> str:
-    """The model version whose predictions Label Studio has."""
+    """The model version Label Studio's project was last set to (its `model_version`)."""
     return _project(project, "pushed_version")
 
 

@@ -18,7 +18,7 @@ import os
 import re
 import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +31,8 @@ from ..families import ModelBundle
 
 ARTIFACT_SUFFIX = ".skops"
 POINTER = "current.json"
+QUEUE_SCORES = "queue-scores.npy"  # the stored ranking's LS score of each task, for `/predict`
+SCORE_ENTRY = np.dtype([("task", "<i8"), ("score", "<f8")])
 _VERSION = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 TRUSTED_TYPES: list[str] = []  # a TF-IDF + linear-model pipeline needs none beyond skops' defaults
 _SKOPS_PROTOCOL = 2  # the schema version `read_plain` knows (skops 0.10 and later write it)
@@ -160,6 +162,22 @@ class Registry:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
     # -- pointer -------------------------------------------------------------------------------
+    def save_queue_scores(self, project: int, tasks: Sequence[int], scores: Sequence[float]) -> None:
+        """Store the stored ranking's LS score of each task, sorted by task, where web processes
+        read it without Redis (`ModelCache.queue_scores`)."""
+        entries = np.empty(len(tasks), dtype=SCORE_ENTRY)
+        entries["task"] = np.asarray(tasks, dtype=np.int64)
+        entries["score"] = np.asarray(scores, dtype=np.float64)
+        entries.sort(order="task")
+        directory = self.project_dir(project)
+        directory.mkdir(parents=True, exist_ok=True)
+        buffer = io.BytesIO()
+        np.save(buffer, entries, allow_pickle=False)
+        atomic_write(directory / QUEUE_SCORES, buffer.getvalue())
+
+    def queue_scores_path(self, project: int) -> Path:
+        return self.project_dir(project) / QUEUE_SCORES
+
     def pointer_path(self, project: int) -> Path:
         return self.project_dir(project) / POINTER
 

@@ -277,6 +277,32 @@ class Store:
     def pool(self, project: int) -> dict[int, dict[str, str]]:
         return {int(t): json.loads(d) for t, d in self.redis.hgetall(keys.pool(project)).items()}
 
+    def replace_pool(self, project: int, tasks: Mapping[int, dict[str, str]]) -> int:
+        """Make the pool exactly `tasks` (a full listing of LS's unlabeled tasks); returns how many
+        stored tasks LS no longer lists (deleted or labeled meanwhile)."""
+        gone = {int(t) for t in self.redis.hkeys(keys.pool(project))} - set(tasks)
+        self.forget_tasks(project, gone)
+        self.remember_tasks(project, tasks)
+        return len(gone)
+
+    def pool_listing(self, project: int) -> tuple[int, float]:
+        """The highest LS task id listed into the pool so far, and when the last full listing was."""
+        after, full_at = self.redis.hmget(keys.pool_listed(project), ["after", "full_at"])
+        return int(after or 0), float(full_at or 0)
+
+    def mark_listed(self, project: int, after: int, full_at: float | None = None) -> None:
+        values: dict[str, Any] = {"after": int(after)}
+        if full_at is not None:
+            values["full_at"] = full_at
+        self.redis.hset(keys.pool_listed(project), mapping=values)
+
+    def pool_tasks(self, project: int, task_ids: Sequence[int]) -> dict[int, dict[str, str]]:
+        """The data of the given pool tasks (those in the pool)."""
+        if not task_ids:
+            return {}
+        found = self.redis.hmget(keys.pool(project), [int(t) for t in task_ids])
+        return {int(t): json.loads(d) for t, d in zip(task_ids, found) if d is not None}
+
     def unlabeled_pool(self, project: int) -> list[dict[str, Any]]:
         """Tasks seen through /predict and TASKS_CREATED that have no stored annotation."""
         annotated = {int(t) for t in self.redis.hkeys(keys.texts(project))}
@@ -294,6 +320,79 @@ class Store:
         if predicted:
             value = {str(task): _dumps({"v": version, "c": choices}) for task, choices in predicted.items()}
             self.redis.hset(keys.predicted(project), mapping=value)
+
+    # -- labeling activity (annotation webhooks): how fast the project's tasks are taken ----------
+    def record_activity(self, project: int, events: Sequence[tuple[int, Any]], now: float | None = None) -> None:
+        """Annotation events as (annotation id, annotator); keeps `keys.ACTIVITY_WINDOW` seconds."""
+        if not events:
+            return
+        now = time.time() if now is None else now
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zadd(keys.activity(project), {str(int(a)): now for a, _ in events})
+        pipe.zremrangebyscore(keys.activity(project), "-inf", now - keys.ACTIVITY_WINDOW)
+        authors = {str(author): now for _, author in events if author is not None}
+        if authors:
+            pipe.zadd(keys.annotators(project), authors)
+        pipe.zremrangebyscore(keys.annotators(project), "-inf", now - keys.ACTIVITY_WINDOW)
+        pipe.execute()
+
+    def labeling_rate(self, project: int, now: float | None = None) -> tuple[float, int]:
+        """Annotation events per second over the recent window (measured from the first event in
+        it when that is younger) and how many annotators were active in it."""
+        now = time.time() if now is None else now
+        since = now - keys.ACTIVITY_WINDOW
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zcount(keys.activity(project), since, "+inf")
+        pipe.zrangebyscore(keys.activity(project), since, "+inf", start=0, num=1, withscores=True)
+        pipe.zcount(keys.annotators(project), since, "+inf")
+        events, first, annotators = pipe.execute()
+        if not events:
+            return 0.0, int(annotators)
+        span = max(now - float(first[0][1]), 60.0)
+        return events / span, int(annotators)
+
+    # -- the head of the queue pushed to LS as predictions of one version ---------------------------
+    def head(self, project: int) -> tuple[str | None, int, int, int]:
+        """The pushed head: its version, target size, tasks in it, and tasks of it taken since."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hmget(keys.head(project), ["version", "target", "taken"])
+        pipe.scard(keys.head_tasks(project))
+        (version, target, taken), size = pipe.execute()
+        return (version.decode() if version else None), int(target or 0), int(size), int(taken or 0)
+
+    def head_tasks(self, project: int) -> set[int]:
+        return {int(t) for t in self.redis.smembers(keys.head_tasks(project))}
+
+    def start_head(self, project: int, version: str, target: int) -> None:
+        """A new head for `version`: forget the tasks of the previous one."""
+        pipe = self.redis.pipeline()
+        pipe.delete(keys.head_tasks(project), keys.head(project))
+        pipe.hset(keys.head(project), mapping={"version": version, "target": int(target), "taken": 0})
+        pipe.execute()
+
+    def grow_head(self, project: int, version: str, target: int, tasks: Iterable[int]) -> None:
+        """Tasks now holding a prediction of `version`, pushed by us."""
+        members = [int(t) for t in tasks]
+        pipe = self.redis.pipeline()
+        if members:
+            pipe.sadd(keys.head_tasks(project), *members)
+        pipe.hset(keys.head(project), mapping={"version": version, "target": int(target)})
+        pipe.execute()
+
+    def take_from_head(self, project: int, task_ids: Sequence[int]) -> tuple[int, int]:
+        """Count the annotated tasks that were in the head; returns (tasks of the head left
+        untaken, its target size)."""
+        if not task_ids:
+            return 0, 0
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.smismember(keys.head_tasks(project), [int(t) for t in task_ids])
+        pipe.scard(keys.head_tasks(project))
+        pipe.hmget(keys.head(project), ["target", "taken"])
+        found, size, (target, taken) = pipe.execute()
+        hits = sum(map(bool, found))
+        if hits:
+            taken = self.redis.hincrby(keys.head(project), "taken", hits)
+        return int(size) - int(taken or 0), int(target or 0)
 
     # -- the queue: its summary (JSON) and every ranked task in order, packed (`QUEUE_ENTRY`) ----------
     def request_ranking(self, project: int) -> int:
@@ -316,8 +415,9 @@ class Store:
         as (task, uncertainty, cluster) from first to last; `covers`: the `ranking_requests` count
         read before ranking started."""
         packed = np.array([tuple(e) for e in order], dtype=QUEUE_ENTRY).tobytes() if len(order) else b""
+        n = len(order)
         pipe = self.redis.pipeline()
-        pipe.set(keys.queue(project), _dumps({**summary, "size": len(order), "covers": covers, "generated_at": time.time()}))
+        pipe.set(keys.queue(project), _dumps({**summary, "size": n, "covers": covers, "generated_at": time.time()}))
         pipe.set(keys.queue_order(project), packed)
         if stability:
             pipe.rpush(keys.stability(project), _dumps(stability))
@@ -343,7 +443,7 @@ class Store:
             {
                 "task": int(task),
                 "position": start + i,
-                "score": round((start + i) / n, 6),
+                "score": queue_score(start + i, n),
                 "uncertainty": round(float(uncertainty), 6),
                 "cluster": int(cluster),
             }
@@ -398,6 +498,12 @@ class Store:
 
     def projects(self) -> list[int]:
         return sorted(int(p) for p in self.redis.smembers(keys.PROJECTS))
+
+
+def queue_score(position: int, size: int) -> float:
+    """A ranked task's LS `score`: its place in the queue, 0 first and below 1 for the last, so
+    that LS's uncertainty sampling (lowest score first) serves our order."""
+    return round(position / size, 6)
 
 
 def texts_of(task: Mapping[str, Any], data_keys: tuple[str, ...] | None, limit: int) -> dict[str, str]:

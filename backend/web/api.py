@@ -10,7 +10,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from redis.exceptions import RedisError
 
 from .. import metrics
-from ..jobs.trigger import after_predict, request_ranking, reschedule
+from ..jobs.trigger import after_predict, request_publish, reschedule
 from ..labelconfig import LabelConfigError, parse_label_config
 from ..payload import InvalidPayload, WebhookEvent, parse_json, parse_predict, parse_setup, parse_webhook
 from ..policy import policy_for
@@ -197,7 +197,7 @@ def queue() -> Response:
     configured = stored is not None or bool(rt.store.meta(project).get("label_config"))
     pending = configured and (stored is None or rt.store.ranking_requests(project) > int(stored.get("covers", 0)))
     if stored is None and configured:
-        request_ranking(rt.settings, rt.redis, project)  # coalesced: at most one ranking job waits
+        request_publish(rt.settings, rt.redis, project)  # coalesced: at most one publish job waits
     tasks: list[dict[str, Any]] = []
     start, chunk = 0, 2 * limit + 50
     while stored is not None and len(tasks) < limit and start < int(stored["size"]):

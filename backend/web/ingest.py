@@ -1,5 +1,5 @@
 """Webhook events in: validate, write to Redis, ask `trigger` whether they call for a retrain (or a
-new ranking). Never decides to retrain itself, never trains.
+publish: new tasks to rank, a head to refill). Never decides to retrain itself, never trains.
 
 This is the code behind `/webhook`; it answers in milliseconds because it only does Redis writes.
 """
@@ -54,7 +54,7 @@ def handle(runtime: Runtime, event: WebhookEvent) -> dict[str, Any]:
     keys, limit = store.input_keys(project, event.label_config or previous or ""), settings.max_text_chars
     if event.action == "TASKS_CREATED":
         store.remember_tasks(project, {positive_int(t.get("id"), "task id"): texts_of(t, keys, limit) for t in event.tasks})
-        answer["ranking"] = trigger.request_ranking(settings, runtime.redis, project).to_json()
+        answer["publish"] = trigger.request_publish(settings, runtime.redis, project, new_tasks=True).to_json()
         return answer
     if event.action == "TASKS_DELETED":
         store.forget_tasks(project, [positive_int(t.get("id"), "task id") for t in event.tasks])
@@ -76,6 +76,11 @@ def handle(runtime: Runtime, event: WebhookEvent) -> dict[str, Any]:
         monitor.observe_annotations(runtime.redis, project, [(a.task, a.labels) for a in annotations if a.labels])
         seq = max(changes, default=0)
         answer["changed"] = len(changes)
+        if event.action != "ANNOTATION_UPDATED":  # a new annotation (or skip) took its task
+            store.record_activity(project, [(a.id, a.author) for a in annotations])
+            refill = trigger.check_head(settings, store, project, [a.task for a in annotations])
+            if refill is not None:
+                answer["publish"] = refill.to_json()
     policy = policy_for(settings, meta)
     request = trigger.check_labels(settings, store, project, policy, seq, event.action)
     if request is None and event.action in ANNOTATION_ACTIONS:

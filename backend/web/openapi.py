@@ -194,6 +194,12 @@ SCHEMAS: dict[str, Any] = {
                 "description": "Also retrain on a schedule: seconds (0 = off) or a five-field cron string (UTC).",
                 "anyOf": [{"type": "integer", "minimum": 0, "maximum": MAX_INTERVAL}, {"type": "string"}],
             },
+            "push_top": {
+                "description": "Tasks of the queue's head pushed to Label Studio as predictions; 0 = adapt to the labeling rate.",
+                "type": "integer",
+                "minimum": 0,
+                "maximum": 10**6,
+            },
         },
     },
     "Health": {

@@ -69,7 +69,7 @@ def test_setup_returns_untrained_then_the_current_version(client, tweets, runtim
 def test_cold_start_invents_nothing(client):
     response = predict(client, [{"id": 1, "data": {"text": "great"}}, {"id": 2, "data": {}}])
     assert response.status_code == 200
-    assert response.json["results"] == [{"result": [], "score": 0.0, "model_version": "untrained"}, []]
+    assert response.json["results"] == [{"result": [], "score": 1.0, "model_version": "untrained"}, []]  # not ranked yet: last
 
 
 def test_trained_predictions_are_aligned_valid_and_versioned(client, tweets):
