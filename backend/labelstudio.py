@@ -5,8 +5,8 @@ project's labeled tasks (incrementally by task `updated_at`, fully on demand) in
 publish job lists new tasks (past the highest id listed, fully once an hour) and pushes the head of
 the queue as predictions of the served version, then sets the project's `model_version`, because LS
 never re-predicts by itself, and removes the predictions our older versions left. Every write is
-followed by a pause as long as it took, so LS on SQLite (one writer at a time, 5 s until a waiting
-request fails) keeps serving its annotators in between.
+followed by a pause four times as long as it took, so LS (one Python process; on SQLite one writer at a
+time, and 5 s until a waiting request fails) keeps serving its annotators in between.
 
 Requests go through `label-studio-sdk`'s HTTP client (its base URL, auth and timeouts), with JSON
 read as it comes: a 100,000-task listing parsed into the SDK's models costs more than the listing.
@@ -31,8 +31,8 @@ from .state.store import Annotation, Store
 log = logging.getLogger(__name__)
 
 PAGE_SIZE = 500
-PUSH_BATCH = 20  # predictions stored between two checks that their version is still served
-PUSH_DUTY = 0.5  # the share of time a push keeps LS writing; the rest is left to its annotators
+PUSH_BATCH = 10  # predictions stored between two checks that their version is still served
+PUSH_DUTY = 0.2  # the share of time our writes keep LS busy; the rest is left to its annotators
 SYNC_BATCH = 500  # annotations written to Redis per round trip
 SINGLE_PUSH_LIMIT = 300
 SYNC_OVERLAP = 300.0  # seconds re-read before the last sync, for clock skew and slow commits
@@ -155,21 +155,24 @@ def sync_annotations(
 
 
 def paced(write: Callable[[], Any]) -> Any:
-    """Run one write, then pause so that writes take at most PUSH_DUTY of the time: LS on SQLite
-    has one writer, and an annotator's submit waiting behind a long run of ours would fail."""
+    """Run one write, then pause so that writes take at most PUSH_DUTY of the time: LS serves its
+    annotators from one Python process and, on SQLite, one writer at a time, and a submit waiting
+    behind a long run of ours would be slow or fail."""
     started = time.perf_counter()
     result = write()
     time.sleep((time.perf_counter() - started) * (1 - PUSH_DUTY) / PUSH_DUTY)
     return result
 
 
-def push_predictions(ls: Connection, predictions: list[dict[str, Any]]) -> int:
-    """Store predictions one by one, paced. LS 1.23.2's bulk import recomputes the counters of
-    every task of the project on each call (seconds per call at 10,000 tasks, whatever the batch)
-    and drops `cluster`; a single create touches its own task only (about 0.06 s on SQLite)."""
+def push_predictions(ls: Connection, predictions: list[dict[str, Any]], pace: bool = True) -> int:
+    """Store predictions one by one, paced unless annotators are waiting for them (`pace` False: a
+    new version's first batch). LS 1.23.2's bulk import recomputes the counters of every task of
+    the project on each call (seconds per call at 10,000 tasks, whatever the batch) and drops
+    `cluster`; a single create touches its own task only (about 0.07 s of LS's time)."""
     for prediction in predictions:
         body = {k: v for k, v in prediction.items() if v is not None}
-        paced(lambda body=body: call(ls, "POST", "api/predictions/", body={**body, "project": ls.project}))
+        write = lambda body=body: call(ls, "POST", "api/predictions/", body={**body, "project": ls.project})  # noqa: E731
+        paced(write) if pace else write()
     return len(predictions)
 
 

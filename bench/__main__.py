@@ -13,6 +13,12 @@ sends the HTTP load from this process. Parts, in order:
             promotion), and the first ranking with the cache empty (in this process)
   retrain   train and judge at 1k, 10k and 100k labels (in this process)
   kernels   CPU time to hash and to score 1,000 tweets, compiled against numpy (in this process)
+  publish   what one promotion asks of Label Studio at 10k and 100k tasks (a stand-in LS API, in this
+            process): requests, bytes, seconds until LS serves the new head and until it is stored
+  labelstudio  a real Label Studio (LABEL_STUDIO_BIN) with 10,000 tasks on a RAM disk and on a disk:
+            a scripted annotator's speed without the backend, with only a webhook, and with the
+            backend; failed requests, promotion to served, share served with a current
+            prediction, LS's rows (skipped without LS)
 
 With `--url` only the HTTP load runs (webhook, predict), against any LS ML backend; the parts that
 need our processes or code are skipped. `--quick` runs every part small (the smoke test's mode).
@@ -28,14 +34,16 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from statistics import median
 
 from backend.state.registry import Registry
 from lab.datasets import load_tweets
 from lab.processes import Deployment
 
-from . import loop, memory, model, predict
+from . import loop, ls_scale, memory, model, predict
+from . import publish as publishing
 
-PARTS = ("webhook", "feedback", "predict", "memory", "ranking", "retrain", "kernels")
+PARTS = ("webhook", "feedback", "predict", "memory", "ranking", "retrain", "kernels", "publish", "labelstudio")
 
 
 @dataclass(frozen=True)
@@ -90,6 +98,9 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
             repeat=1,
             retrain=(300, 1_000, 2_000),
             per_project=200,
+            pools=(2_000, 10_000),
+            ls_pool=2_000,
+            ls_steps=40,
         )
         if args.quick
         else dict(
@@ -103,6 +114,9 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
             repeat=3,
             retrain=(1_000, 10_000, 100_000),
             per_project=2_000,
+            pools=(10_000, 100_000),
+            ls_pool=10_000,
+            ls_steps=160,
         )
     )
     for name, value in sizes.items():
@@ -219,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores", file=sys.stderr, flush=True)
     if parts & {"webhook", "feedback", "predict", "memory"}:
         http_parts(args, parts, texts, labels, add)
-    for name in ("feedback", "memory", "ranking", "retrain", "kernels"):
+    for name in ("feedback", "memory", "ranking", "retrain", "kernels", "publish", "labelstudio"):
         if args.url and name in parts:
             add(Row(name, "skipped: needs our processes (no --url)"))
     if not args.url and "ranking" in parts:
@@ -247,6 +261,35 @@ def main(argv: list[str] | None = None) -> int:
     if not args.url and "kernels" in parts:
         for name, ms in model.kernel_ms(texts, labels, args.labeled).items():
             add(Row(f"{name}: 1,000 tweets (CPU, best of 20)", f"{ms:.1f} ms"))
+    if not args.url and "publish" in parts:
+        promotions = publishing.per_promotion(texts, labels, args.pools, args.labeled)
+        smallest = promotions[0]
+        for p in promotions:
+            grows = p.requests <= 1.2 * smallest.requests and p.bytes <= 1.2 * smallest.bytes
+            add(
+                Row(
+                    f"one promotion at {p.pool:,} tasks (stand-in LS API, head {p.head})",
+                    f"{p.requests} LS requests, {p.bytes / 1e3:,.0f} kB; LS serves it after {p.served_after:.1f} s, "
+                    f"head stored after {p.seconds:.1f} s; {p.past_end} pages past the end",
+                    f"requests and bytes within 20% of {smallest.pool:,} tasks'",
+                    grows and not p.past_end,
+                )
+            )
+    if not args.url and "labelstudio" in parts:
+        found = ls_scale.runs(texts, labels, args.ls_pool, args.ls_steps)
+        if not found:
+            add(Row("real Label Studio", "skipped: set LABEL_STUDIO_BIN (bin/test installs one in .venv-ls)"))
+        for run in found:
+            slower = run.served.medians()["submit_s"] / run.hooked.medians()["submit_s"]
+            lag = median(run.lags) if run.lags else float("nan")
+            add(
+                Row(
+                    f"real LS, {args.ls_pool:,} tasks, SQLite on {run.storage}, {args.ls_steps} annotations",
+                    ls_scale.describe(run),
+                    "submit within 20% of webhook only, no failed request, served <= 10 s, >= 80% current",
+                    slower <= 1.2 and not run.served.failures and check(lag, 10, below=False) and run.share >= 0.8,
+                )
+            )
     print(table(rows))
     judged = [r for r in rows if r.ok is not None]
     print(f"\n{sum(r.ok for r in judged)} of {len(judged)} targets met; load average after: {os.getloadavg()[0]:.2f}")

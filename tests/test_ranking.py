@@ -85,7 +85,7 @@ def test_a_new_pool_is_pending_then_ranked_at_once_even_while_a_training_runs(cl
     assert training.wait(30)
     started = time.monotonic()
     answer = client.post("/webhook", json=pool_event(tweets, 1000, 1500)).json
-    assert answer["ranking"]["enqueued"] and "retrain" not in answer
+    assert answer["publish"]["enqueued"] and "retrain" not in answer
     assert queue(client)["pending"] is True
     ranked = wait_for(lambda: (q := queue(client)) and not q["pending"] and q["size"] and q, timeout=30)
     waited = time.monotonic() - started

@@ -155,9 +155,10 @@ def rank_pool(runtime: Runtime, project: int, config: LabelConfig) -> Ranked | N
 def push_head(runtime: Runtime, ls: labelstudio.Connection, project: int, config: LabelConfig, version: str) -> dict[str, Any]:
     """Keep LS's head of `version` at its size (`head.head_size`): push predictions for the first
     ranked tasks that are neither labeled nor already in it, in batches recorded as they are
-    stored. Once the first batch of a new version is stored, the project's model version is set to
-    it (LS refuses a version without predictions, and serves in random order while its version has
-    none); once the head is stored, our other versions' predictions are deleted."""
+    stored (paced, but for a batch annotators are waiting for: the first of a new version). Once the
+    first batch of a new version is stored, the project's model version is set to it (LS refuses a
+    version without predictions, and serves in random order while its version has none); once the
+    head is stored, our other versions' predictions are deleted."""
     store, registry = runtime.store, runtime.registry
     policy = policy_for(runtime.settings, store.meta(project))
     rate, annotators = store.labeling_rate(project)
@@ -176,6 +177,7 @@ def push_head(runtime: Runtime, ls: labelstudio.Connection, project: int, config
     for start in range(0, len(tasks), labelstudio.PUSH_BATCH):
         if not current():
             summary["stopped"] = f"{version} is no longer served"
+            log.info("project %s: stopped pushing %s after %s predictions: no longer served", project, version, summary["pushed"])
             return summary
         batch = list(zip(tasks[start : start + labelstudio.PUSH_BATCH], results[start : start + labelstudio.PUSH_BATCH]))
         predictions = [
@@ -188,7 +190,7 @@ def push_head(runtime: Runtime, ls: labelstudio.Connection, project: int, config
             }
             for task, result in batch
         ]
-        labelstudio.push_predictions(ls, predictions)
+        labelstudio.push_predictions(ls, predictions, pace=len(open_) + summary["pushed"] >= labelstudio.PUSH_BATCH)
         store.grow_head(project, version, target, [task["id"] for task, _ in batch])
         summary["pushed"] += len(batch)
         if new_version:  # the first tasks of the head are served while the rest is stored

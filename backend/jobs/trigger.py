@@ -8,6 +8,8 @@ enqueued retrain is recorded in the audit trail with its reason and who caused i
 - START_TRAINING: Label Studio asks (the webhook, or older versions' `/train`) (`check_asked`);
 - config change: a PROJECT_UPDATED brings another label config (`check_asked`);
 - queue settings: a setting the queue follows changed on a configured project (`check_settings`);
+- a head refill or resize (a publish, not a retrain): annotators took half of LS's head
+  (`check_head`), or `push_top` changed (`check_settings`);
 - live accuracy: the serving version's rolling window is `live_accuracy_drop` below its offline
   estimate (`check_quality`, after annotations and after `/predict`);
 - drift: the confidence PSI of recent `/predict` traffic reaches `drift_threshold` (`check_quality`);
@@ -203,7 +205,10 @@ def check_labels(settings: Settings, store: Store, project: int, policy: Policy,
 
 def check_settings(settings: Settings, store: Store, project: int, before: Policy, after: Policy, actor: str) -> Request | None:
     """Retrain when a setting the queue follows (`policy.QUEUE_SETTINGS`) changed and the project has
-    a label config: the queue follows at once (a committee strategy needs its members trained)."""
+    a label config: the queue follows at once (a committee strategy needs its members trained). A
+    new `push_top` asks for a publish, which resizes LS's head."""
+    if before.push_top != after.push_top:
+        request_publish(settings, store.redis, project)  # the head's new size, without a retrain
     changed = [name for name in QUEUE_SETTINGS if getattr(before, name) != getattr(after, name)]
     if not changed or not store.meta(project).get("label_config"):
         return None

@@ -183,7 +183,8 @@ def queue() -> Response:
     404 for a project the backend has never heard of. `pending: true` with `Retry-After` while a
     ranking is under way (asked for by new tasks, or by this call when there is none yet): the
     tasks are then those of the previous ranking, if any. Tasks annotated since the ranking are
-    skipped and the next ones read, so `limit` tasks come back while the ranking has that many left."""
+    skipped and the next ones read, so `limit` tasks come back while the ranking has that many left.
+    `head`: what LS holds of the queue (its version, target size, tasks pushed, tasks taken since)."""
     rt = runtime()
     project = request.args.get("project", type=int)
     limit = request.args.get("limit", default=20, type=int)
@@ -217,6 +218,8 @@ def queue() -> Response:
         body.update(version=None, strategy=None, reason=reason, tasks=[])
     else:
         body.update({k: stored.get(k) for k in ("version", "strategy", "reason", "generated_at", "size")}, tasks=tasks[:limit])
+    version, target, size, taken = rt.store.head(project)
+    body["head"] = {"version": version, "target": target, "pushed": size, "taken": taken} if version else None
     response = jsonify(body)
     if pending:
         response.headers["Retry-After"] = "1"

@@ -68,7 +68,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
 
     @app.errorhandler(RedisError)
     def _redis(exc: RedisError) -> tuple[Response, int]:
-        log.error("redis unavailable: %s", type(exc).__name__)
+        log.error("redis unavailable on %s %s: %s", request.method, request.path, type(exc).__name__)
         return jsonify(error="storage unavailable, try again"), 503
 
     @app.errorhandler(Exception)

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import os
-import secrets
-import shutil
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,80 +11,26 @@ import pytest
 import requests
 
 from backend.web.auth import basic_header
+from lab.label_studio import LabelStudio, scratch_dir, up
 from tests.conftest import REQUIRE_SERVICES, ROOT, Process, free_port, wait_for
 
 LS_BIN = os.environ.get("LABEL_STUDIO_BIN", "")
 
 
-def _scratch_dir(prefix: str) -> str:
-    base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
-    return tempfile.mkdtemp(prefix=prefix, dir=base)
-
-
-def _up(url: str, headers: dict[str, str] | None = None) -> bool:
-    try:
-        return requests.get(url, headers=headers, timeout=2).status_code == 200
-    except requests.RequestException:
-        return False
-
-
-class LabelStudioProcess:
-    def __init__(self, url: str, token: str, process: Process):
-        self.url, self.token, self.process = url, token, process
-
-    def client(self):
-        from label_studio_sdk import LabelStudio
-
-        return LabelStudio(base_url=self.url, api_key=self.token, timeout=60)
-
-
 @pytest.fixture(scope="session")
-def label_studio() -> Iterator[LabelStudioProcess]:
+def label_studio() -> Iterator[LabelStudio]:
     if not LS_BIN or not Path(LS_BIN).exists():
         if REQUIRE_SERVICES:
             pytest.fail("LABEL_STUDIO_BIN does not point at a label-studio executable")
         pytest.skip("set LABEL_STUDIO_BIN to a label-studio 1.23.2 executable to run end-to-end tests")
-    data_dir = _scratch_dir("ls-data-")
-    port = free_port()
-    token = secrets.token_hex(20)
-    env = {
-        **os.environ,
-        "LABEL_STUDIO_BASE_DATA_DIR": data_dir,
-        "LABEL_STUDIO_USERNAME": "admin@example.com",
-        "LABEL_STUDIO_PASSWORD": secrets.token_urlsafe(12),
-        "LABEL_STUDIO_USER_TOKEN": token,
-        "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
-        "ML_BLOCK_LOCAL_IP": "false",
-        "SSRF_PROTECTION_ENABLED": "false",
-        "LABEL_STUDIO_HOST": f"http://127.0.0.1:{port}",
-        "SENTRY_DSN": "",
-        "FRONTEND_SENTRY_DSN": "",
-    }
-    process = Process(
-        [
-            LS_BIN,
-            "start",
-            "--no-browser",
-            "--internal-host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--enable-legacy-api-token",
-            "--log-level",
-            "WARNING",
-        ],
-        env,
-        Path(data_dir) / "label-studio.log",
-    )
-    url = f"http://127.0.0.1:{port}"
     try:
-        wait_for(lambda: process.popen.poll() is not None or _up(f"{url}/health"), timeout=300, interval=1)
-        if process.popen.poll() is not None:
-            pytest.fail("Label Studio exited:\n" + process.log.read_text()[-3000:])
-        yield LabelStudioProcess(url, token, process)
+        process = LabelStudio(LS_BIN, scratch_dir("ls-data-"))
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    try:
+        yield process
     finally:
         process.stop()
-        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 class BackendProcess:
@@ -124,7 +67,7 @@ def _serve(tmp_path: Path, basic_auth: tuple[str, str] | None = None, **extra: s
     process = Process([sys.executable, "-m", "backend", "serve", "--host", "127.0.0.1", "--port", str(port)], env, tmp_path / "backend.log")
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_for(lambda: process.popen.poll() is not None or _up(f"{url}/health", headers), timeout=60, interval=0.2)
+        wait_for(lambda: process.popen.poll() is not None or up(f"{url}/health", headers), timeout=60, interval=0.2)
         assert process.popen.poll() is None, process.log.read_text()
         yield BackendProcess(url, process, model_dir, headers)
     finally:
