@@ -14,7 +14,6 @@ import json
 import logging
 import time
 import uuid
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -39,15 +38,6 @@ log = logging.getLogger(__name__)
 STABILITY_SAMPLE = 5000
 
 
-@dataclass
-class Ranked:
-    """A stored ranking and what it was made with."""
-
-    queue: Queue
-    pool: list[dict[str, Any]]
-    served: Served | None
-
-
 def publish(runtime: Runtime, project: int, ls: labelstudio.Connection | None) -> dict[str, Any]:
     """List LS's new tasks into the pool, rank the pool when the ranking is out of date, and keep
     LS's head of the current version full; what happened, as a summary."""
@@ -66,13 +56,15 @@ def publish(runtime: Runtime, project: int, ls: labelstudio.Connection | None) -
         stored = store.queue(project)
         summary["queue"] = int(stored["size"]) if stored else 0
         if ranked is not None:
-            summary["strategy"] = ranked.queue.strategy
+            summary["strategy"] = ranked.strategy
         if ls is not None and stored is not None and stored["version"] == served_version(runtime, project):
             try:
                 summary.update(push_head(runtime, ls, project, config, stored["version"]))
             except Exception as exc:
                 log.warning(
-                    "project %s: could not push the head to Label Studio (%s); the next publish retries", project, type(exc).__name__
+                    "project %s: could not push the head to Label Studio (%s); the next publish (training, new tasks, refill) retries",
+                    project,
+                    type(exc).__name__,
                 )
         return summary
 
@@ -117,7 +109,7 @@ def ranking_due(runtime: Runtime, project: int) -> bool:
     )
 
 
-def rank_pool(runtime: Runtime, project: int, config: LabelConfig) -> Ranked | None:
+def rank_pool(runtime: Runtime, project: int, config: LabelConfig) -> Queue | None:
     """Rank the stored unlabeled pool with the current model, or for cold start, and store the
     queue (with a stopping signal when the version is new); None when the model was replaced
     meanwhile (its own ranking follows)."""
@@ -149,7 +141,7 @@ def rank_pool(runtime: Runtime, project: int, config: LabelConfig) -> Ranked | N
     store.save_queue(project, queue.summary(), queue.order(), signal, covers)
     n = len(queue.entries)
     registry.save_queue_scores(project, [e.task for e in queue.entries], [queue_score(i, n) for i in range(n)])
-    return Ranked(queue, pool, served)
+    return queue
 
 
 def push_head(runtime: Runtime, ls: labelstudio.Connection, project: int, config: LabelConfig, version: str) -> dict[str, Any]:
