@@ -77,7 +77,11 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--user", default="", help="basic auth user for --url")
     parser.add_argument("--password", default="", help="basic auth password for --url")
     parser.add_argument("--quick", action="store_true", help="every part small (seconds, not minutes)")
-    parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
+    parser.add_argument(
+        "--parts",
+        default=",".join(p for p in PARTS if p != "labelstudio"),
+        help=f"comma-separated subset of {','.join(PARTS)} (labelstudio, about 15 minutes, only when named)",
+    )
     parser.add_argument("--project", type=int, default=900, help="project id the load uses")
     parser.add_argument("--web-workers", type=int, default=2)
     parser.add_argument("--clients", type=int, default=4, help="client threads of the HTTP load")
