@@ -34,7 +34,6 @@ PAGE_SIZE = 500
 PUSH_BATCH = 10  # predictions stored between two checks that their version is still served
 PUSH_DUTY = 0.2  # the share of time our writes keep LS busy; the rest is left to its annotators
 SYNC_BATCH = 500  # annotations written to Redis per round trip
-SINGLE_PUSH_LIMIT = 300
 SYNC_OVERLAP = 300.0  # seconds re-read before the last sync, for clock skew and slow commits
 OUR_VERSION = re.compile(r"^(untrained|p\d+-v\d+)$")  # the version names this backend gives
 
@@ -172,7 +171,10 @@ def push_predictions(ls: Connection, predictions: list[dict[str, Any]], pace: bo
     for prediction in predictions:
         body = {k: v for k, v in prediction.items() if v is not None}
         write = lambda body=body: call(ls, "POST", "api/predictions/", body={**body, "project": ls.project})  # noqa: E731
-        paced(write) if pace else write()
+        if pace:
+            paced(write)
+        else:
+            write()
     return len(predictions)
 
 
@@ -201,9 +203,3 @@ def remove_old_versions(ls: Connection, current: str) -> dict[str, int]:
             paced(lambda version=version: call(ls, "DELETE", f"api/projects/{ls.project}/model-versions/", body={"model_version": version}))
             removed[version] = count
     return removed
-
-
-def push_mislabeling(ls: Connection, predictions: list[dict[str, Any]]) -> int:
-    """Store predictions carrying `mislabeling` on labeled tasks (at most SINGLE_PUSH_LIMIT); leaves
-    the project's model version alone."""
-    return push_predictions(ls, predictions[:SINGLE_PUSH_LIMIT])

@@ -153,6 +153,7 @@ class StandinLabelStudio:
             "score": row.get("score"),
             "model_version": row.get("model_version", ""),
             "result": row.get("result", []),
+            "mislabeling": row.get("mislabeling", 0.0),
         }
         self.predictions[self._next_id] = stored
         self._next_id += 1

@@ -2,8 +2,9 @@
 
 Each is idempotent and safe to retry: `retrain` snapshots the stored labels under the project's
 train lock, skips work when the champion was trained on the same data, and leaves training,
-judging and promotion to `promotion`; `publish` (on the rank queue) lists new tasks, ranks and
-pushes the head to Label Studio, so a training never waits for LS.
+judging and promotion to `promotion`; `publish` (on the rank queue) lists new tasks, ranks, and
+makes every write into Label Studio, so a training never waits for a push (it reads new
+annotations from LS first, `sync`, giving up after LABEL_STUDIO_TIMEOUT).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 from rq import get_current_job
 from rq.job import Job
 
-from .. import labelstudio, mislabels
+from .. import mislabels
 from .. import runtime as runtime_module
 from ..runtime import Runtime
 from ..state import audit, keys
@@ -88,8 +89,9 @@ def enqueue_mislabels(runtime: Runtime, project: int, version: str) -> None:
 
 
 def find_mislabels(project: int, version: str) -> dict[str, Any]:
-    """RQ entry point: cleanlab over the stored labels; store the suspects, push their `mislabeling`
-    scores to LS (as predictions of `version` on the labeled tasks) and record it in the audit trail."""
+    """RQ entry point: cleanlab over the stored labels; store the suspects, record them in the audit
+    trail and ask for a publish, which pushes their `mislabeling` scores to LS (this job, on the
+    retrain queue, never calls LS: a slow LS must not delay the next training)."""
     job, runtime = _current()
     store = runtime.store
     pointer = runtime.registry.pointer(project)
@@ -113,24 +115,6 @@ def find_mislabels(project: int, version: str) -> dict[str, Any]:
             "seconds": round(time.perf_counter() - started, 3),
         },
     )
-    pushed = 0
-    ls = ls_client(runtime, project)
-    if ls is not None and suspects:
-        by_task = {t.task: t for t in labeled}
-        tasks = [{"id": s.task, "data": by_task[s.task].data} for s in suspects if s.task in by_task]
-        results = runtime.model.predict(tasks, project=project, config=config)
-        worst = {}
-        for s in suspects:
-            worst[s.task] = max(worst.get(s.task, 0.0), s.mislabeling)
-        predictions = [
-            {"task": t["id"], "result": r["result"], "score": r["score"], "model_version": version, "mislabeling": worst[t["id"]]}
-            for t, r in zip(tasks, results)
-            if isinstance(r, dict)
-        ]
-        try:
-            pushed = labelstudio.push_mislabeling(ls, predictions)
-        except Exception as exc:
-            log.warning("project %s: could not push mislabeling scores to Label Studio (%s)", project, type(exc).__name__)
     audit.record(
         runtime.redis,
         project,
@@ -138,9 +122,10 @@ def find_mislabels(project: int, version: str) -> dict[str, Any]:
         f"label-error job {job.id}",
         f"{len(suspects)} suspected label errors among {snapshot.size} labeled tasks",
         version=version,
-        pushed=pushed,
     )
-    return {"suspects": len(suspects), "pushed": pushed}
+    if suspects:
+        request_publish(runtime.settings, runtime.redis, project)  # which pushes their `mislabeling` scores to LS
+    return {"suspects": len(suspects)}
 
 
 def publish(project: int) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """Publishing the queue: keep the project's pool in step with Label Studio, rank it with the
 served model (or for cold start), store the ranking for `GET /queue` and `/predict`, push its head
-to LS as predictions of the served version, and measure whether more labels still change the model
-(the stopping signal).
+to LS as predictions of the served version (and the label-error check's `mislabeling` scores), and
+measure whether more labels still change the model (the stopping signal). Every write into LS is
+made here.
 
 One publish job of a project runs at a time (its lock), beside the train jobs and never in them:
 a slow or unreachable LS delays only the next publish, and a push for a version that is no longer
@@ -36,6 +37,7 @@ from .lock import project_lock
 log = logging.getLogger(__name__)
 
 STABILITY_SAMPLE = 5000
+MISLABELS_PUSHED = 300  # the most suspicious tasks of a label-error check pushed to LS
 
 
 def publish(runtime: Runtime, project: int, ls: labelstudio.Connection | None) -> dict[str, Any]:
@@ -60,6 +62,7 @@ def publish(runtime: Runtime, project: int, ls: labelstudio.Connection | None) -
         if ls is not None and stored is not None and stored["version"] == served_version(runtime, project):
             try:
                 summary.update(push_head(runtime, ls, project, config, stored["version"]))
+                summary["mislabels"] = push_mislabels(runtime, ls, project, config, stored["version"])
             except Exception as exc:
                 log.warning(
                     "project %s: could not push the head to Label Studio (%s); the next publish (training, new tasks, refill) retries",
@@ -199,24 +202,36 @@ def push_head(runtime: Runtime, ls: labelstudio.Connection, project: int, config
     return summary
 
 
+def push_mislabels(runtime: Runtime, ls: labelstudio.Connection, project: int, config: LabelConfig, version: str) -> int:
+    """Push the `mislabeling` scores of the last label-error check to LS, once, as predictions of
+    `version` on the suspected tasks, if the check is of that version; how many were stored. The
+    next version's head removes them with the rest of this version's predictions."""
+    store = runtime.store
+    found = store.mislabels(project)
+    if not found or found.get("version") != version or "pushed" in found or not found.get("suspects"):
+        return 0
+    worst: dict[int, float] = {}
+    for suspect in found["suspects"]:
+        worst[suspect["task"]] = max(worst.get(suspect["task"], 0.0), suspect["mislabeling"])
+    by_task = {t.task: t for t in store.labeled_tasks(project)}
+    tasks = [{"id": task, "data": by_task[task].data} for task in worst if task in by_task][:MISLABELS_PUSHED]
+    results = runtime.model.predict(tasks, project=project, config=config)
+    predictions = [
+        {"task": t["id"], "result": r["result"], "score": r["score"], "model_version": version, "mislabeling": worst[t["id"]]}
+        for t, r in zip(tasks, results)
+        if isinstance(r, dict)
+    ]
+    pushed = labelstudio.push_predictions(ls, predictions)
+    store.save_mislabels(project, {**found, "pushed": pushed})
+    return pushed
+
+
 def next_for_head(runtime: Runtime, project: int, count: int, in_head: set[int]) -> list[dict[str, Any]]:
     """The first `count` ranked tasks that are neither labeled nor in the head, with their data,
     `score` and `cluster` (tasks no longer in the pool are passed over)."""
-    store = runtime.store
-    chosen: list[dict[str, Any]] = []
-    start, chunk = 0, max(2 * count, 100)
-    size = int((store.queue(project) or {}).get("size", 0))
-    while len(chosen) < count and start < size:
-        entries = store.queue_entries(project, start, chunk)
-        if not entries:
-            break
-        candidates = [e for e in entries if e["task"] not in in_head]
-        done = store.annotated(project, [e["task"] for e in candidates])
-        candidates = [e for e in candidates if e["task"] not in done][: count - len(chosen)]
-        data = store.pool_tasks(project, [e["task"] for e in candidates])
-        chosen += [{**e, "id": e["task"], "data": data[e["task"]]} for e in candidates if e["task"] in data]
-        start, chunk = start + len(entries), min(chunk * 4, 20_000)
-    return chosen
+    entries = runtime.store.next_unlabeled(project, count, skip=in_head)
+    data = runtime.store.pool_tasks(project, [e["task"] for e in entries])
+    return [{**e, "id": e["task"], "data": data[e["task"]]} for e in entries if e["task"] in data]
 
 
 def label_counts(labeled: list[Any], config: LabelConfig) -> tuple[dict[str, dict[str, int]], int]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -449,6 +449,22 @@ class Store:
             }
             for i, (task, uncertainty, cluster) in enumerate(rows.tolist())
         ]
+
+    def next_unlabeled(self, project: int, count: int, skip: Container[int] = ()) -> list[dict[str, Any]]:
+        """The first `count` tasks of the stored ranking (`queue_entries`) that have no stored
+        annotation and are not in `skip`, reading the ranking on in growing chunks as far as needed."""
+        size = int((self.queue(project) or {}).get("size", 0))
+        chosen: list[dict[str, Any]] = []
+        start, chunk = 0, 2 * count + 50
+        while len(chosen) < count and start < size:
+            entries = self.queue_entries(project, start, chunk)
+            if not entries:
+                break
+            candidates = [e for e in entries if e["task"] not in skip]
+            done = self.annotated(project, [e["task"] for e in candidates])
+            chosen += [e for e in candidates if e["task"] not in done]
+            start, chunk = start + len(entries), min(chunk * 4, 20_000)
+        return chosen[:count]
 
     def stability(self, project: int) -> list[dict[str, Any]]:
         return [json.loads(x) for x in self.redis.lrange(keys.stability(project), 0, -1)]

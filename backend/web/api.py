@@ -199,15 +199,7 @@ def queue() -> Response:
     pending = configured and (stored is None or rt.store.ranking_requests(project) > int(stored.get("covers", 0)))
     if stored is None and configured:
         request_publish(rt.settings, rt.redis, project)  # coalesced: at most one publish job waits
-    tasks: list[dict[str, Any]] = []
-    start, chunk = 0, 2 * limit + 50
-    while stored is not None and len(tasks) < limit and start < int(stored["size"]):
-        candidates = rt.store.queue_entries(project, start, chunk)
-        if not candidates:
-            break
-        done = rt.store.annotated(project, [t["task"] for t in candidates])
-        tasks += [t for t in candidates if t["task"] not in done]
-        start, chunk = start + len(candidates), min(chunk * 4, 20_000)
+    tasks = rt.store.next_unlabeled(project, limit) if stored is not None else []
     body: dict[str, Any] = {"project": project, "pending": pending}
     if stored is None:
         reason = (
@@ -217,7 +209,7 @@ def queue() -> Response:
         )
         body.update(version=None, strategy=None, reason=reason, tasks=[])
     else:
-        body.update({k: stored.get(k) for k in ("version", "strategy", "reason", "generated_at", "size")}, tasks=tasks[:limit])
+        body.update({k: stored.get(k) for k in ("version", "strategy", "reason", "generated_at", "size")}, tasks=tasks)
     version, target, size, taken = rt.store.head(project)
     body["head"] = {"version": version, "target": target, "pushed": size, "taken": taken} if version else None
     response = jsonify(body)

@@ -13,7 +13,7 @@ from backend.jobs import publish as publish_module
 from backend.jobs.publish import publish
 from backend.model import UNTRAINED
 from lab.standin_ls import StandinLabelStudio
-from tests.conftest import annotation_event
+from tests.conftest import annotation_event, wait_for
 from tests.web.test_api import train
 
 POOL = range(1000, 3000)  # task ids of the stand-in's unlabeled tasks (tweets of the same index)
@@ -25,6 +25,15 @@ def settings(tmp_path):
     return Settings.from_env(
         {}, model_dir=tmp_path / "models", retrain_min_interval=0.0, swap_poll_interval=0.05, log_level="WARNING", retrain_threshold=100_000
     )
+
+
+@pytest.fixture(autouse=True)
+def no_label_error_checks(monkeypatch):
+    """Row counts below are exact: no label-error check runs behind a test's back (the one test of
+    their push stores a check itself)."""
+    from backend.jobs import entry
+
+    monkeypatch.setattr(entry, "enqueue_mislabels", lambda runtime, project, version: None)
 
 
 @pytest.fixture
@@ -166,3 +175,55 @@ def test_the_default_head_follows_the_labeling_rate(client, runtime, tweets, sta
     expected = head_size(0, policy.retrain_threshold, rate, annotators, promotion_cycle(runtime.registry.history(1)))
     summary = publish(runtime, 1, ls)
     assert summary["head"] == summary["pushed"] == expected == 2 * 40 + 4 * 3
+
+
+def test_the_label_error_check_is_pushed_once_by_the_publish_job(client, runtime, tweets, standin):
+    ls = connection(standin)
+    version = train(client, tweets)
+    settings_of(client, push_top=50)
+    publish(runtime, 1, ls)
+    suspects = [{"task": 5, "mislabeling": 0.9}, {"task": 5, "mislabeling": 0.95}, {"task": 7, "mislabeling": 0.4}]
+    runtime.store.save_mislabels(1, {"version": version, "checked": 120, "suspects": suspects})
+    assert publish(runtime, 1, ls)["mislabels"] == 2
+    flagged = {p["task"]: p["mislabeling"] for p in standin.predictions.values() if p["mislabeling"]}
+    assert flagged == {5: 0.95, 7: 0.4}
+    assert publish(runtime, 1, ls)["mislabels"] == 0 and standin.rows(version) == 52  # once
+    runtime.store.save_mislabels(1, {"version": "p1-v0", "checked": 120, "suspects": suspects})
+    assert publish(runtime, 1, ls)["mislabels"] == 0  # a check of another version is not pushed
+
+
+def test_a_slow_label_studio_never_delays_the_next_training(tmp_path, tweets, monkeypatch):
+    """LS answers every request 0.2 s late: the head's push takes about a minute, and a training
+    asked for meanwhile is judged within seconds, because every write into LS is a publish job's
+    (the label-error check runs here too: it used to push from the retrain queue)."""
+    import fakeredis
+
+    monkeypatch.undo()  # the label-error check runs, as in production
+
+    from backend.runtime import Runtime
+    from backend.web.app import create_app
+
+    pool = [{"id": i, "data": {"text": tweets.texts[i]}} for i in POOL]
+    with StandinLabelStudio(pool, latency=0.2) as standin:
+        settings = Settings.from_env(
+            {},
+            model_dir=tmp_path / "models",
+            retrain_min_interval=0.0,
+            swap_poll_interval=0.05,
+            log_level="WARNING",
+            retrain_threshold=100_000,
+            label_studio_url=standin.url,
+            label_studio_api_key="token",
+        )
+        runtime = Runtime.build(settings, redis=fakeredis.FakeRedis())
+        client = create_app(runtime=runtime).test_client()
+        first = train(client, tweets)
+        wait_for(lambda: standin.rows(first) > 0, timeout=60)  # its head is being pushed
+        for i in range(120, 240):
+            client.post("/webhook", json=annotation_event(i + 1, i + 1, tweets.texts[i], tweets.labels[i]))
+        client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}})
+        started = time.monotonic()
+        wait_for(lambda: len(runtime.registry.history(1)) >= 2, timeout=60)
+        assert time.monotonic() - started < 20
+        assert standin.rows(first) < 50  # the first head is still being stored
+        runtime.cache.stop()
