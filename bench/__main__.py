@@ -102,7 +102,7 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
             repeat=1,
             retrain=(300, 1_000, 2_000),
             per_project=200,
-            pools=(2_000, 10_000),
+            pools=(1_000, 4_000),
             ls_pool=2_000,
             ls_steps=40,
         )

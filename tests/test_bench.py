@@ -28,8 +28,8 @@ ROWS = (
     "hash, numpy, new words",
     "hash, numpy, words in",
     "score, numpy",
-    "one promotion at 2,000",
-    "one promotion at 10,000",
+    "one promotion at 1,000",
+    "one promotion at 4,000",
 )
 
 
@@ -67,8 +67,8 @@ def test_the_quick_suite_reports_every_row_with_figures_and_a_verdict_per_target
         "/predict 1 task",
         "RSS per web worker",
         "ranking",
-        "one promotion at 2,000",
-        "one promotion at 10,000",
+        "one promotion at 1,000",
+        "one promotion at 4,000",
     }
     assert "10 projects loaded" in next(m for m in rows if m.startswith("RSS per web worker"))
 

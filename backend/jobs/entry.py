@@ -70,7 +70,8 @@ def retrain(project: int, reason: str = "", full_sync: bool = False) -> dict[str
         enqueue_mislabels(runtime, project, result["version"])
     if full_sync:
         runtime.store.mark_listed(project, runtime.store.pool_listing(project)[0], full_at=0)  # the next listing is a full one
-    result["publish"] = request_publish(runtime.settings, runtime.redis, project).to_json()
+    # ranked again even without a new version: the labels (the cold-start rule) or the queue settings changed
+    result["publish"] = request_publish(runtime.settings, runtime.redis, project, rerank=True).to_json()
     return result
 
 

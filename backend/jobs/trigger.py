@@ -135,11 +135,11 @@ def request_retrain(
     return request
 
 
-def request_publish(settings: Settings, redis: Redis, project: int, new_tasks: bool = False) -> Request:
+def request_publish(settings: Settings, redis: Redis, project: int, rerank: bool = False) -> Request:
     """Publish `project` soon (`jobs.publish`: list new tasks, rank when out of date, refill LS's
-    head), coalesced like retrains: one job waits at most. `new_tasks`: the pool changed, so the
-    stored ranking no longer covers it (`Store.request_ranking`)."""
-    if new_tasks:
+    head), coalesced like retrains: one job waits at most. `rerank`: the stored ranking no longer
+    holds (new tasks, new labels, new queue settings), so the job ranks again (`Store.request_ranking`)."""
+    if rerank:
         Store(redis).request_ranking(project)
     request = _claim(settings, redis, project, keys.queued_publish, "publish")
     if request.enqueued:

@@ -54,7 +54,7 @@ def handle(runtime: Runtime, event: WebhookEvent) -> dict[str, Any]:
     keys, limit = store.input_keys(project, event.label_config or previous or ""), settings.max_text_chars
     if event.action == "TASKS_CREATED":
         store.remember_tasks(project, {positive_int(t.get("id"), "task id"): texts_of(t, keys, limit) for t in event.tasks})
-        answer["publish"] = trigger.request_publish(settings, runtime.redis, project, new_tasks=True).to_json()
+        answer["publish"] = trigger.request_publish(settings, runtime.redis, project, rerank=True).to_json()
         return answer
     if event.action == "TASKS_DELETED":
         store.forget_tasks(project, [positive_int(t.get("id"), "task id") for t in event.tasks])

@@ -64,8 +64,8 @@ def test_label_studio_connects_trains_and_holds_our_predictions(label_studio, ba
 
 def _labels_then_pushed(ls, backend, title: str, first: int, tweets) -> tuple[int, str, list]:
     """A project of 80 tweets from `first` connected to `backend`, 50 of them labeled in LS; waits
-    until LS's model version is the backend's promoted one; returns the project id, that version and
-    the unlabeled tasks."""
+    until LS's model version is the backend's promoted one and its head is stored; returns the
+    project id, that version and the unlabeled tasks."""
     project = ls.projects.create(title=title, label_config=LABEL_CONFIG)
     ls.projects.import_tasks(id=project.id, request=[{"text": tweets.texts[i], "ref": i} for i in range(first, first + 80)])
     tasks = sorted(ls.tasks.list(project=project.id, fields="all"), key=lambda t: t.id)
@@ -73,13 +73,18 @@ def _labels_then_pushed(ls, backend, title: str, first: int, tweets) -> tuple[in
     for task in tasks[:50]:
         ls.annotations.create(id=task.id, result=_choice(tweets.labels[task.data["ref"]]), was_cancelled=False)
 
-    def pushed() -> str | None:
-        version = backend.version(project.id)
-        return version if version != "untrained" and ls.projects.get(project.id).model_version == version else None
-
-    version = wait_for(pushed, timeout=120, interval=1)
     labeled = {t.id for t in tasks[:50]}
-    return project.id, version, [t for t in ls.tasks.list(project=project.id, fields="all") if t.id not in labeled]
+
+    def pushed() -> tuple[str, list] | None:  # LS serves the version, and its head (50 or more) covers the 30 unlabeled tasks
+        version = backend.version(project.id)
+        if version == "untrained" or ls.projects.get(project.id).model_version != version:
+            return None
+        unlabeled = [t for t in ls.tasks.list(project=project.id, fields="all") if t.id not in labeled]
+        held = all(version in {p.get("model_version") for p in _predictions(t)} for t in unlabeled)
+        return (version, unlabeled) if held else None
+
+    version, unlabeled = wait_for(pushed, timeout=120, interval=1)
+    return project.id, version, unlabeled
 
 
 def test_promoted_version_is_pushed_to_label_studio_for_unlabeled_tasks(label_studio, backend_server, tweets):
