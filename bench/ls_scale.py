@@ -6,8 +6,9 @@ endpoint that answers at once (LS without Redis sends webhooks inside the annota
 connecting any backend costs), then in one connected to the backend (`python -m backend serve`,
 embedded, as a new user runs it) with uncertainty sampling. Printed: the annotator's median `/next`
 and submit times in the three, failed annotator requests, the seconds from
-each promotion to LS serving the new version, the share of served tasks that carried a prediction
-of the current trained version, and LS's prediction rows of ours at the end."""
+each promotion to `/next` first serving a task with its prediction (read off the annotator's steps:
+polling LS's project, whose API counts the project's tasks, would itself slow the submits), the
+share of served tasks that carried a prediction of the current trained version, and LS's prediction rows of ours at the end."""
 
 from __future__ import annotations
 
@@ -114,23 +115,11 @@ def one_storage(binary: str, storage: str, texts: Sequence[str], labels: Sequenc
                     return requests.get(f"{ls.url}/api/projects/{project}", headers=token, timeout=60).json()["model_version"] or ""
 
                 wait_for(lambda: version() == "untrained", timeout=600, interval=1)
-                seen: dict[str, float] = {}
-                stop = threading.Event()
-
-                def watch() -> None:
-                    while not stop.is_set():
-                        seen.setdefault(version(), time.time())
-                        stop.wait(0.25)
-
-                watcher = threading.Thread(target=watch, daemon=True)
-                watcher.start()
                 served = annotate(ls.url, ls.token, project, label_of, steps, think=THINK)
-                stop.set()
-                watcher.join()
                 history = requests.get(f"{url}/projects/{project}/models", timeout=5).json()["history"]
                 promoted = [r for r in history if r["decision"] == "promoted"]
-                lags = [seen[r["version"]] - r["created_at"] for r in promoted if r["version"] in seen]
-                trained = [at for v, at in seen.items() if v.startswith(f"p{project}-v")]
+                lags = served.lags(promoted)
+                trained = [at for r in promoted if (at := served.first_served(r["version"])) is not None]
                 share = served.share_with_prediction(min(trained), lambda v: v.startswith(f"p{project}-v")) if trained else 0.0
                 time.sleep(10)  # the last publish settles
                 rows = requests.get(f"{ls.url}/api/projects/{project}/model-versions/", headers=token, timeout=60).json()

@@ -23,7 +23,7 @@ class Step:
     version: str | None  # the model version of the prediction the task was served with (None: none)
     next_seconds: float
     submit_seconds: float
-    at: float
+    at: float  # when `/next` answered
 
 
 @dataclass
@@ -35,6 +35,17 @@ class Session:
         """Share of the steps served at or after `since` whose task held a prediction of a version `of` accepts."""
         steps = [s for s in self.steps if s.at >= since]
         return sum(1 for s in steps if s.version is not None and of(s.version)) / max(len(steps), 1)
+
+    def first_served(self, version: str) -> float | None:
+        """When `/next` first served a task carrying a prediction of `version` (None: never)."""
+        return next((s.at for s in self.steps if s.version == version), None)
+
+    def lags(self, promoted: list[dict[str, Any]]) -> list[float]:
+        """Seconds from each promotion (a model record with `version` and `created_at`) to `/next`
+        first serving its prediction; versions superseded before any was served are left out. Read off
+        the annotator's own steps, so measuring it asks nothing of LS (polling the project would)."""
+        served = ((self.first_served(r["version"]), r["created_at"]) for r in promoted)
+        return [at - created for at, created in served if at is not None]
 
     def medians(self) -> dict[str, float]:
         return {
@@ -61,6 +72,7 @@ def annotate(
         started = time.perf_counter()
         served = http.get(f"{url}/api/projects/{project}/next", timeout=60)
         took_next = time.perf_counter() - started
+        served_at = time.time()
         if served.status_code != 200:
             session.failures.append(f"GET next: {served.status_code} {served.text[:200]}")
             if served.status_code == 404:
@@ -76,5 +88,5 @@ def annotate(
         if submitted.status_code >= 300:
             session.failures.append(f"POST annotation: {submitted.status_code} {submitted.text[:200]}")
         version = predictions[0].get("model_version") if predictions and isinstance(predictions[0], dict) else None
-        session.steps.append(Step(task["id"], version, took_next, took_submit, time.time()))
+        session.steps.append(Step(task["id"], version, took_next, took_submit, served_at))
     return session

@@ -5,9 +5,6 @@ current version's predictions."""
 
 from __future__ import annotations
 
-import threading
-import time
-
 import pytest
 import requests
 
@@ -33,25 +30,13 @@ def test_a_10000_task_project_holds_the_head_of_each_version_and_next_serves_it(
 
     wait_for(lambda: ls_version() == "untrained", timeout=300, interval=1)  # the cold-start head, from a full listing
 
-    seen: dict[str, float] = {}  # LS model version -> when LS first had it
-    stop = threading.Event()
-
-    def watch() -> None:
-        while not stop.is_set():
-            seen.setdefault(ls_version() or "", time.time())
-            stop.wait(0.25)
-
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
     session = annotate(label_studio.url, label_studio.token, project.id, lambda data: tweets.labels[data["ref"]], steps=160)
-    stop.set()
-    watcher.join()
 
     assert session.failures == []
     history = requests.get(f"{backend_server.url}/projects/{project.id}/models", timeout=5).json()["history"]
     promoted = [r for r in history if r["decision"] == "promoted"]
     assert len(promoted) >= 2, [(r["version"], r["decision"], r["reason"]) for r in history]
-    first_trained = min(at for version, at in seen.items() if version.startswith(f"p{project.id}-v"))
+    first_trained = min(at for r in promoted if (at := session.first_served(r["version"])) is not None)
     share = session.share_with_prediction(since=first_trained, of=lambda v: v.startswith(f"p{project.id}-v"))
     assert share >= 0.8, share
 
@@ -76,6 +61,6 @@ def test_a_10000_task_project_holds_the_head_of_each_version_and_next_serves_it(
     assert ours[current] <= head["pushed"] + len(session.steps), (ours, head)  # and suspected label errors on labeled tasks
     assert ours[current] < POOL // 10
 
-    lags = sorted(seen[r["version"]] - r["created_at"] for r in promoted if r["version"] in seen)
-    print(f"\n10k-task project: {len(promoted)} promotions, promotion -> LS model_version lags {[round(x, 1) for x in lags]} s;")
+    lags = sorted(session.lags(promoted))
+    print(f"\n10k-task project: {len(promoted)} promotions, promotion -> /next serves it {[round(x, 1) for x in lags]} s;")
     print(f"served with a current trained prediction: {share:.0%}; rows of ours now {ours}; annotator medians {session.medians()}")
