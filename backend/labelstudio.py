@@ -135,7 +135,7 @@ def sync_annotations(
         data = {"id": task.get("id"), "data": task.get("data") or {}}
         for raw in task.get("annotations") or []:
             try:
-                annotation = parse_annotation(raw, task.get("id"), texts_of(data))
+                annotation = parse_annotation(raw, task.get("id"), texts_of(data), task.get("created_at"))
             except InvalidPayload:
                 continue
             seen.add(annotation.id)

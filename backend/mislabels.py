@@ -51,7 +51,14 @@ def out_of_fold_probabilities(texts: list[str], labels: np.ndarray, classes: lis
 
 def find(snapshot: Snapshot) -> list[Suspect]:
     """Suspects of every single-choice control with enough labels, most suspicious first."""
+    return check(snapshot)[0]
+
+
+def check(snapshot: Snapshot) -> tuple[list[Suspect], dict[str, dict[int, list[str]]]]:
+    """`find`'s suspects, and the out-of-fold prediction of every checked task (control -> task ->
+    choices), which `agreement` compares each annotator with."""
     suspects: list[Suspect] = []
+    predicted: dict[str, dict[int, list[str]]] = {}
     for name, data in snapshot.controls.items():
         if not isinstance(data.control, ChoicesControl) or data.control.multiple:
             continue  # cleanlab's confident learning is for one class per task
@@ -62,6 +69,7 @@ def find(snapshot: Snapshot) -> list[Suspect]:
             continue
         labels = np.array([classes.index(g) for g in given])
         proba = out_of_fold_probabilities(list(data.texts), labels, classes)
+        predicted[name] = {int(task): [classes[int(row.argmax())]] for task, row in zip(data.tasks, proba)}
         # n_jobs=1: cleanlab otherwise forks a multiprocessing pool, which deadlocks when forked from
         # a threaded process (the embedded worker runs inside gunicorn); results do not depend on it
         issues = find_label_issues(labels, proba, filter_by="prune_by_noise_rate", n_jobs=1)
@@ -78,7 +86,7 @@ def find(snapshot: Snapshot) -> list[Suspect]:
                 )
             )
     suspects.sort(key=lambda s: s.quality)
-    return suspects[:MAX_SUSPECTS]
+    return suspects[:MAX_SUSPECTS], predicted
 
 
 def to_json(suspects: list[Suspect]) -> list[dict[str, Any]]:

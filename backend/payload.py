@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from .consensus import IMPORT_WINDOW, imported
 from .state.store import Annotation
 
 
@@ -226,8 +227,12 @@ def _as_list(value: Any) -> list[dict[str, Any]]:
     return items
 
 
-def parse_annotation(raw: dict[str, Any], task_id: Any, data: dict[str, str]) -> Annotation:
-    """An LS annotation (webhook or API shape) as the store keeps it; skips carry no labels."""
+def parse_annotation(raw: dict[str, Any], task_id: Any, data: dict[str, str], task_created: Any = None) -> Annotation:
+    """An LS annotation (webhook or API shape) as the store keeps it; skips carry no labels.
+
+    `completed_by` is kept as an opaque string (an id that arrives as 5 and as "5" is one annotator;
+    nested user objects give their id). Ground truth counts unless the annotation was imported with
+    its task (`task_created`) and never changed since (`consensus` says why)."""
     if isinstance(task_id, dict):
         task_id = task_id.get("id")
     labels: dict[str, list[str]] = {}
@@ -242,11 +247,14 @@ def parse_annotation(raw: dict[str, Any], task_id: Any, data: dict[str, str]) ->
     author = raw.get("completed_by")
     if isinstance(author, dict):
         author = author.get("id")
+    created, updated = timestamp(raw.get("created_at")) or None, timestamp(raw.get("updated_at")) or None
+    unchanged_import = imported(created, timestamp(task_created) or None) and (updated is None or updated - (created or 0) < IMPORT_WINDOW)
     return Annotation(
         id=positive_int(raw.get("id"), "annotation id"),
         task=positive_int(task_id, "annotation task id"),
-        updated_at=timestamp(raw.get("updated_at") or raw.get("created_at")),
+        updated_at=updated or created or 0.0,
         labels=labels,
-        author=author if isinstance(author, (int, str)) else None,
+        author=str(author)[:200] if isinstance(author, (int, str)) and not isinstance(author, bool) and str(author) else None,
         data=data,
+        ground_truth=raw.get("ground_truth") is True and not unchanged_import,
     )

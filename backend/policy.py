@@ -21,6 +21,7 @@ from typing import Any
 from croniter import croniter
 
 from .config import Settings
+from .consensus import METHODS
 from .families.estimator import COMMITTEE_SIZE
 from .payload import InvalidPayload
 from .strategy import COMMITTEE_STRATEGIES, STRATEGIES
@@ -28,6 +29,7 @@ from .strategy import COMMITTEE_STRATEGIES, STRATEGIES
 log = logging.getLogger(__name__)
 STRATEGY_NAMES = tuple(sorted({*STRATEGIES, *COMMITTEE_STRATEGIES, "random"}))
 QUEUE_SETTINGS = ("strategy", "batch_size", "cold_start_per_class", "cold_start_total", "clusters", "uncertainty_sampling")
+LABEL_SETTINGS = ("consensus", "dispute_confidence", "gold_set", "gold_min")  # change what a model trains on
 GATE_METRICS = ("macro_f1", "accuracy")
 
 
@@ -48,6 +50,12 @@ class Policy:
     drift_min_samples: int = 200  # ... over at least this many predictions of the serving version
     retrain_every: int | str = 0  # also retrain on a schedule: seconds, or a cron string (UTC); 0 = off
     push_top: int = 0  # tasks of the queue's head pushed to LS as predictions; 0 = adapt to the labeling rate (`head`)
+    consensus: str = "majority"  # how several annotators' votes become one label (`consensus.METHODS`)
+    dispute_confidence: float = 0.6  # dawid_skene: a task whose estimate is less certain than this is disputed
+    gold_set: bool = False  # hold tasks with ground truth out of training and judge every challenger on them too
+    gold_min: int = 30  # ... once at least this many exist
+    kappa_min_shared: int = 20  # agreement: Cohen's kappa only for pairs of annotators sharing this many tasks
+    annotator_trend: int = 100  # agreement: each annotator's recent agreement over their last this many labels
 
     def warm(self, counts: Mapping[str, Mapping[str, int]], labels: Mapping[str, tuple[str, ...]], total: int) -> bool:
         """True once uncertainty may replace diversity (the cold-start rule in the module doc)."""
@@ -101,6 +109,8 @@ def validated(overrides: Mapping[str, Any], strict: bool) -> dict[str, Any]:
             problem = None if value in STRATEGY_NAMES else f"strategy must be one of {list(STRATEGY_NAMES)}"
         elif name == "gate_metric":
             problem = None if value in GATE_METRICS else "gate_metric must be macro_f1 or accuracy"
+        elif name == "consensus":
+            problem = None if value in METHODS else f"consensus must be one of {list(METHODS)}"
         if problem:
             if strict:
                 raise InvalidPayload(problem)

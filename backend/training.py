@@ -22,16 +22,16 @@ import hashlib
 import json
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from . import drift, families
+from .consensus import LabeledTask
 from .families import Family, ModelBundle, Outcomes
 from .labelconfig import LabelConfig
-from .state.store import LabeledTask
 
 MIN_HOLDOUT = 200
 MAX_HOLDOUT = 1000
@@ -91,6 +91,9 @@ class Snapshot:
     set_aside: dict[str, int]
     fingerprint: str
     watermark: int
+    gold: dict[str, ControlData] = field(default_factory=dict)  # examples never trained on, judged on (`consensus.gold_tasks`)
+    consensus: dict[str, dict[str, int]] = field(default_factory=dict)  # tasks per control and outcome (`consensus.OUTCOMES`)
+    champion_saw_gold: bool = False  # the champion was trained before these gold tasks were held out: not judged on them
 
     @property
     def size(self) -> int:
@@ -104,12 +107,16 @@ def build_snapshot(
     watermark: int,
     max_chars: int,
     quarantined: Mapping[int, str] | None = None,
+    gold: Container[int] = (),
+    consensus: Mapping[str, Mapping[str, int]] | None = None,
 ) -> Snapshot:
     """Keep the labels valid under the current config for the family of each control; count the
     others as set aside, and the quarantined tasks (task -> `example_digest`) as long as they are
-    unchanged. The fingerprint covers the config, each control's family, and every example."""
+    unchanged. Tasks in `gold` become the gold examples instead of training ones. The fingerprint
+    covers the config, each control's family, and every example with its weight."""
     assigned = families.assign(config)
     controls = {c.from_name: ControlData(c, assigned[c.from_name]) for c in config.controls if c.from_name in assigned}
+    gold_data = {name: ControlData(data.control, data.family) for name, data in controls.items()}
     set_aside: Counter[str] = Counter()
     digest = hashlib.sha256(config.digest.encode())
     digest.update(json.dumps({name: data.family.name for name, data in sorted(controls.items())}).encode())
@@ -117,8 +124,9 @@ def build_snapshot(
         if quarantined and quarantined.get(task.task) == example_digest(task):
             set_aside["quarantined"] += len(task.labels)
             continue
+        in_gold = task.task in gold
         for from_name, stored in task.labels.items():
-            data = controls.get(from_name)
+            data = (gold_data if in_gold else controls).get(from_name)
             if data is None:
                 set_aside["control not in config"] += 1
                 continue
@@ -131,13 +139,19 @@ def build_snapshot(
             if text is None:
                 set_aside["no text"] += 1
                 continue
+            weight = float(task.weights.get(from_name, 1.0))
             data.tasks.append(task.task)
             data.texts.append(text)
             data.targets.append(target)
-            data.weights.append(1.0)
-            digest.update(f"{from_name}\x1f{task.task}\x1f{json.dumps(target, sort_keys=True)}\x1f".encode())
+            data.weights.append(weight)
+            kind = "gold" if in_gold else "train"
+            digest.update(f"{kind}\x1f{from_name}\x1f{task.task}\x1f{json.dumps(target, sort_keys=True)}\x1f{weight:.4f}\x1f".encode())
             digest.update(hashlib.sha1(text.encode("utf-8", "surrogatepass")).digest())
-    return Snapshot(project, controls, dict(set_aside), digest.hexdigest()[:20], watermark)
+    gold_data = {name: data for name, data in gold_data.items() if data.tasks}
+    counts = {name: dict(c) for name, c in (consensus or {}).items()}
+    set_aside["disputed"] += sum(c.get("disputed", 0) for c in counts.values())
+    set_aside = +set_aside  # drops the zero counts
+    return Snapshot(project, controls, dict(set_aside), digest.hexdigest()[:20], watermark, gold_data, counts)
 
 
 def example_digest(task: LabeledTask) -> str:
@@ -194,6 +208,7 @@ class Judgement:
     champion: dict[str, dict[str, float]]
     baseline: dict[str, dict[str, float]]
     method: str
+    gold: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)  # "challenger"/"champion" -> control -> metrics
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -203,6 +218,7 @@ class Judgement:
             "challenger": self.challenger,
             "champion": self.champion,
             "baseline": self.baseline,
+            "gold": self.gold,
         }
 
 
@@ -288,9 +304,43 @@ def train_and_judge(
         promote = new > base
         context = "first model" if champion is None else "too few held-out labels to compare models, cross-validated"
         reason = f"{context}: {metric} {new:.4f} {'beats' if promote else 'does not beat'} the trivial baseline {base:.4f}"
-    judgement = Judgement(promote, reason, challenger_m, champion_m, baseline_m, method)
+    gold = gold_metrics(snapshot, models, champion, threshold)
+    if gold.get("champion") and promote:
+        new_gold, old_gold = mean_metric(gold["challenger"], metric), mean_metric(gold["champion"], metric)
+        if new_gold < old_gold - margin:
+            promote = False
+            reason += f"; but worse on the gold set: {metric} {new_gold:.4f} vs champion {old_gold:.4f} (margin {margin})"
+        else:
+            reason += f"; gold set {metric} {new_gold:.4f} vs champion {old_gold:.4f}"
+    elif gold.get("challenger"):
+        reason += f"; gold set {metric} {mean_metric(gold['challenger'], metric):.4f}"
+    judgement = Judgement(promote, reason, challenger_m, champion_m, baseline_m, method, gold)
     names = {name: snapshot.controls[name].family.name for name in models}
     return TrainResult(ModelBundle(models, names), judgement, time.perf_counter() - started, reference)
+
+
+def gold_metrics(
+    snapshot: Snapshot, models: Mapping[str, Any], champion: ModelBundle | None, threshold: float
+) -> dict[str, dict[str, dict[str, float]]]:
+    """Challenger's and champion's metrics per control on the gold set (neither trained on it)."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for name, data in snapshot.gold.items():
+        if name not in models:
+            continue
+        rows = list(range(len(data.tasks)))
+        family, control = data.family, data.control
+        out.setdefault("challenger", {})[name] = family.outcomes(
+            control, data.targets, data.predicted(models[name], rows, threshold)
+        ).metrics()
+        if (
+            not snapshot.champion_saw_gold
+            and champion is not None
+            and champion.family_of(name) == family.name
+            and name in champion.controls
+        ):
+            old = data.predicted(champion.controls[name], rows, threshold)
+            out.setdefault("champion", {})[name] = family.outcomes(control, data.targets, old).metrics()
+    return out
 
 
 def worse_probability(paired: dict[str, tuple[Outcomes, Outcomes]], metric: str, margin: float) -> float:

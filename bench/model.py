@@ -8,12 +8,12 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from backend.consensus import LabeledTask
 from backend.families import ModelBundle
 from backend.families.pool import cache_for, size_on_disk
 from backend.labelconfig import parse_label_config
 from backend.policy import Policy
 from backend.ranking import rank
-from backend.state.store import LabeledTask
 from backend.training import build_snapshot, train_and_judge
 from lab.client import LABEL_CONFIG
 

@@ -1,4 +1,5 @@
-"""Command line of the experiments: `python -m lab simulate` (learning curves, `lab/simulator.py`)."""
+"""Command line of the experiments: `python -m lab simulate` (learning curves, `lab/simulator.py`),
+`python -m lab consensus` (simulated annotators on tweets, `lab/annotators.py`)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,13 @@ def simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def consensus(args: argparse.Namespace) -> int:
+    from .annotators import consensus_report
+
+    print(json.dumps(consensus_report(args.tasks, args.held_out), indent=2))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lab", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -43,6 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="simulation")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="runs in parallel (forked processes)")
     p.set_defaults(func=simulate)
+    p = sub.add_parser("consensus", help="three simulated annotators (one poor) on tweets: each consensus method's labels and model")
+    p.add_argument("--tasks", type=int, default=3000)
+    p.add_argument("--held-out", type=int, default=2000)
+    p.set_defaults(func=consensus)
     args = parser.parse_args(argv)
     return int(args.func(args))
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import fakeredis
 import pytest
 
+from backend import consensus
 from backend.config import Settings
 from backend.runtime import Runtime
 from backend.web.app import create_app
@@ -130,3 +131,8 @@ def services(redis_server: str, tmp_path: Path):
     deployment = Services(redis_server, tmp_path)
     yield deployment
     deployment.stop()
+
+
+def labeled(store, project: int, method: str = "majority") -> list[consensus.LabeledTask]:
+    """The training examples of a project's stored annotations under a consensus method."""
+    return consensus.resolve(store.task_votes(project), method).tasks

@@ -20,7 +20,7 @@ from backend.state import keys
 from backend.state.store import Annotation
 from backend.web.auth import basic_header
 from backend.web.ingest import HANDLED
-from tests.conftest import LABEL_CONFIG, annotation_event, wait_for
+from tests.conftest import LABEL_CONFIG, annotation_event, labeled, wait_for
 
 SETTINGS = "/projects/1/settings"
 VALID = {  # a body each JSON route accepts (rollback: a well-formed request for a version that does not exist)
@@ -289,14 +289,14 @@ def test_extra_fields_and_long_ignored_strings_are_accepted(client, seeded):
     event["surprise"] = list(range(1000))
     response = client.post("/webhook", json=event)
     assert response.status_code == 200 and response.json["changed"] == 1
-    stored = {t.task: t for t in seeded.store.labeled_tasks(1)}[80]
+    stored = {t.task: t for t in labeled(seeded.store, 1)}[80]
     assert stored.labels == {"sentiment": ["positive"]} and stored.data == {"text": "crew was lovely"}
 
 
 def test_a_10_mb_text_inside_the_limit_is_stored_cut_to_max_text_chars(client, seeded):
     response = client.post("/webhook", json=annotation_event(90, 90, "y" * 10_000_000, "neutral"))
     assert response.status_code == 200 and response.json["changed"] == 1
-    stored = {t.task: t for t in seeded.store.labeled_tasks(1)}[90]
+    stored = {t.task: t for t in labeled(seeded.store, 1)}[90]
     assert stored.data["text"] == "y" * seeded.settings.max_text_chars
 
 
@@ -310,7 +310,7 @@ def test_empty_and_skipped_annotations_are_not_labels(client, seeded, kind):
         event["annotation"]["was_cancelled"] = True
     seq = int(seeded.redis.get(keys.change_seq(1)) or 0)
     assert client.post("/webhook", json=event).status_code == 200
-    assert 95 not in {t.task for t in seeded.store.labeled_tasks(1)}
+    assert 95 not in {t.task for t in labeled(seeded.store, 1)}
     assert int(seeded.redis.get(keys.change_seq(1)) or 0) == seq  # no label change counted towards a retrain
 
 
@@ -325,7 +325,7 @@ def test_duplicates_and_replays_are_idempotent_with_at_most_one_extra_retrain(cl
     assert client.post("/webhook", json=update).json["changed"] == 1
     assert client.post("/webhook", json=update).json["changed"] == 0
     assert client.post("/webhook", json=first).json["changed"] == 0  # the older version never wins
-    assert {t.task: t.labels for t in seeded.store.labeled_tasks(1)}[100] == {"sentiment": ["neutral"]}
+    assert {t.task: t.labels for t in labeled(seeded.store, 1)}[100] == {"sentiment": ["neutral"]}
     assert len(jobs(seeded.redis) - before) <= 2  # one for the label, at most one more for its change
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from backend import mislabels
+from backend.consensus import LabeledTask
 from backend.labelconfig import parse_label_config
-from backend.state.store import LabeledTask
 from backend.training import build_snapshot
 from tests.conftest import LABEL_CONFIG, wait_for
 from tests.web.test_api import train

@@ -2,11 +2,11 @@ import numpy as np
 import pytest
 
 from backend import families
+from backend.consensus import LabeledTask
 from backend.families import ModelBundle
 from backend.families.base import choose
 from backend.families.estimator import ControlModel
 from backend.labelconfig import parse_label_config
-from backend.state.store import LabeledTask
 from backend.training import MIN_HOLDOUT, build_snapshot, holdout_mask, holdout_rate, in_holdout, train_and_judge
 from tests.conftest import LABEL_CONFIG
 

@@ -18,11 +18,11 @@ from rq.job import Job
 
 from .. import mislabels
 from .. import runtime as runtime_module
+from ..policy import policy_for
 from ..runtime import Runtime
 from ..state import audit, keys
-from ..training import build_snapshot
 from .lock import project_lock
-from .promotion import train_project
+from .promotion import snapshot_of, train_project
 from .publish import publish as publish_project
 from .sync import ls_client, sync
 from .trigger import request_publish, retrain_queue, started
@@ -101,18 +101,16 @@ def find_mislabels(project: int, version: str) -> dict[str, Any]:
     config = store.label_config(project)
     if config is None:
         return {"suspects": 0}
-    labeled = store.labeled_tasks(project)
-    snapshot = build_snapshot(
-        project, labeled, config, store.change_seq(project), runtime.settings.max_text_chars, store.quarantined(project)
-    )
+    snapshot, _ = snapshot_of(runtime, project, config, policy_for(runtime.settings, store.meta(project)))
     started = time.perf_counter()
-    suspects = mislabels.find(snapshot)
+    suspects, predicted = mislabels.check(snapshot)
     store.save_mislabels(
         project,
         {
             "version": version,
             "checked": snapshot.size,
             "suspects": mislabels.to_json(suspects),
+            "predicted": {control: {str(t): v for t, v in by.items()} for control, by in predicted.items()},
             "seconds": round(time.perf_counter() - started, 3),
         },
     )

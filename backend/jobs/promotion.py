@@ -11,8 +11,10 @@ import logging
 import time
 from typing import Any
 
-from .. import faults
-from ..policy import policy_for
+from .. import consensus, faults
+from ..consensus import LabeledTask
+from ..labelconfig import LabelConfig
+from ..policy import Policy, policy_for
 from ..runtime import Runtime
 from ..state import audit, keys
 from ..state.registry import RegistryError
@@ -36,10 +38,8 @@ def train_project(runtime: Runtime, project: int, reason: str, job_id: str = "",
         trained_on = int((registry.record(project, pointer.version) or {}).get("examples", 0))
         store.redis.set(keys.lost_labels(project), trained_on)
         log.error("project %s: Redis lost labels %s was trained on (%s labeled tasks)", project, pointer.version, trained_on)
-    watermark = store.change_seq(project)
-    labeled = store.labeled_tasks(project)
-    snapshot = build_snapshot(project, labeled, config, watermark, runtime.settings.max_text_chars, store.quarantined(project))
     policy = policy_for(runtime.settings, store.meta(project))
+    snapshot, labeled = snapshot_of(runtime, project, config, policy)
     history = registry.history(project)
     if (
         history
@@ -50,6 +50,7 @@ def train_project(runtime: Runtime, project: int, reason: str, job_id: str = "",
         return {"status": "unchanged", "version": pointer.version if pointer else None}
     champion = None
     if pointer:
+        snapshot.champion_saw_gold = not (registry.record(project, pointer.version) or {}).get("gold_tasks")
         try:
             champion = registry.load(project, pointer.version, pointer.sha256)
         except RegistryError as exc:
@@ -79,6 +80,8 @@ def train_project(runtime: Runtime, project: int, reason: str, job_id: str = "",
         "label_counts": {name: data.counts() for name, data in snapshot.controls.items()},
         "families": {name: data.family.name for name, data in snapshot.controls.items()},
         "set_aside": snapshot.set_aside,
+        "consensus": {"method": policy.consensus, "tasks": snapshot.consensus},
+        "gold_tasks": len({t for data in snapshot.gold.values() for t in data.tasks}),
         "train_seconds": round(result.seconds, 3),
         "evaluation": result.judgement.to_json(),
         "sha256": None,
@@ -124,6 +127,19 @@ def train_project(runtime: Runtime, project: int, reason: str, job_id: str = "",
         metrics=record["evaluation"].get("challenger"),
     )
     return {"status": record["decision"], "version": version, "reason": record["reason"]}
+
+
+def snapshot_of(runtime: Runtime, project: int, config: LabelConfig, policy: Policy) -> tuple[Snapshot, list[LabeledTask]]:
+    """What a model of the project trains on now: the consensus of the stored votes under `policy`,
+    its gold set held out, quarantined tasks set aside; and the consensus examples themselves."""
+    store = runtime.store
+    watermark = store.change_seq(project)
+    agreed = consensus.for_policy(store.task_votes(project), policy, config)
+    gold = consensus.gold_tasks(agreed, policy)
+    snapshot = build_snapshot(
+        project, agreed.tasks, config, watermark, runtime.settings.max_text_chars, store.quarantined(project), gold, agreed.counts
+    )
+    return snapshot, agreed.tasks
 
 
 def quarantine_poison(runtime: Runtime, project: int, snapshot: Snapshot, labeled: list[Any], job_id: str) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import families, labelstudio
+from .. import consensus, families, labelstudio
 from ..families.pool import cache_for
 from ..head import head_size, promotion_cycle
 from ..labelconfig import LabelConfig
@@ -125,7 +125,7 @@ def rank_pool(runtime: Runtime, project: int, config: LabelConfig) -> Queue | No
     version = served.version if served else UNTRAINED
     previous = store.queue(project)
     pool = store.unlabeled_pool(project)
-    counts, total = label_counts(store.labeled_tasks(project), config)
+    counts, total = label_counts(consensus.for_policy(store.task_votes(project), policy, config).tasks, config)
     warm = policy.warm(counts, {c.from_name: c.labels for c in config.controls}, total)
     queue = rank(
         pool,
@@ -213,7 +213,7 @@ def push_mislabels(runtime: Runtime, ls: labelstudio.Connection, project: int, c
     worst: dict[int, float] = {}
     for suspect in found["suspects"]:
         worst[suspect["task"]] = max(worst.get(suspect["task"], 0.0), suspect["mislabeling"])
-    by_task = {t.task: t for t in store.labeled_tasks(project)}
+    by_task = {t.task: t for t in store.task_votes(project)}
     tasks = [{"id": task, "data": by_task[task].data} for task in worst if task in by_task][:MISLABELS_PUSHED]
     results = runtime.model.predict(tasks, project=project, config=config)
     predictions = [

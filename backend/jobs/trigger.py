@@ -43,7 +43,7 @@ from rq.serializers import JSONSerializer
 from .. import monitor
 from ..config import Settings
 from ..head import refill_due
-from ..policy import QUEUE_SETTINGS, Policy, next_due, policy_for
+from ..policy import LABEL_SETTINGS, QUEUE_SETTINGS, Policy, next_due, policy_for
 from ..state import audit, keys
 from ..state.registry import Registry
 from ..state.store import Store
@@ -204,12 +204,13 @@ def check_labels(settings: Settings, store: Store, project: int, policy: Policy,
 
 
 def check_settings(settings: Settings, store: Store, project: int, before: Policy, after: Policy, actor: str) -> Request | None:
-    """Retrain when a setting the queue follows (`policy.QUEUE_SETTINGS`) changed and the project has
-    a label config: the queue follows at once (a committee strategy needs its members trained). A
-    new `push_top` asks for a publish, which resizes LS's head."""
+    """Retrain when a setting the queue follows (`policy.QUEUE_SETTINGS`) or one that changes the
+    training labels (`policy.LABEL_SETTINGS`) changed and the project has a label config: the queue
+    and the model follow at once (a committee strategy needs its members trained). A new `push_top`
+    asks for a publish, which resizes LS's head."""
     if before.push_top != after.push_top:
         request_publish(settings, store.redis, project)  # the head's new size, without a retrain
-    changed = [name for name in QUEUE_SETTINGS if getattr(before, name) != getattr(after, name)]
+    changed = [name for name in (*QUEUE_SETTINGS, *LABEL_SETTINGS) if getattr(before, name) != getattr(after, name)]
     if not changed or not store.meta(project).get("label_config"):
         return None
     return request_retrain(settings, store.redis, project, "settings changed: " + ", ".join(changed), actor=actor)

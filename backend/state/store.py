@@ -1,5 +1,6 @@
-"""Durable per-project state in Redis: annotations (latest usable label set per task and control),
-the task texts they need, tombstones of deleted annotations, and project metadata.
+"""Durable per-project state in Redis: annotations (every annotation's label set per control, its
+annotator and ground-truth mark: `consensus` makes one label of them), the task texts they need,
+tombstones of deleted annotations, and project metadata.
 
 Every write is one Lua script, so duplicate deliveries are idempotent, an older update never wins
 over a newer one, and a deletion beats a late update of the same annotation. Texts are stored with
@@ -18,6 +19,7 @@ from typing import Any
 import numpy as np
 from redis import Redis
 
+from ..consensus import TaskVotes, Vote
 from ..labelconfig import LabelConfig, LabelConfigError, parse_label_config
 from . import keys
 
@@ -26,18 +28,20 @@ MAX_DATA_FIELDS = 32
 QUEUE_ENTRY = np.dtype([("task", "<i8"), ("uncertainty", "<f4"), ("cluster", "<i4")])  # 16 bytes a ranked task
 
 # KEYS: annotations, annotation labels, annotation times, tombstones, texts, change sequence
-# ARGV: annotation id, updated_at, record json, labels json, task id, task data json
-# Returns the new change sequence, or 0 when nothing changed.
+# ARGV: annotation id, updated_at, record json, labels json, task id, task data json, vote json
+# (what consensus reads of the record: author and ground truth).
+# Returns the new change sequence, or 0 when neither the labels nor the vote changed.
 _UPSERT = """
 if redis.call('HEXISTS', KEYS[4], ARGV[1]) == 1 then return 0 end
 local old = redis.call('HGET', KEYS[3], ARGV[1])
 if old and tonumber(old) > tonumber(ARGV[2]) then return 0 end
 local old_labels = redis.call('HGET', KEYS[2], ARGV[1]) or '{}'
+local old_record = redis.call('HGET', KEYS[1], ARGV[1]) or ''
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[4])
 redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
 if ARGV[6] ~= '' then redis.call('HSET', KEYS[5], ARGV[5], ARGV[6]) end
-if old_labels == ARGV[4] then return 0 end
+if old_labels == ARGV[4] and string.find(old_record, ARGV[7], 1, true) then return 0 end
 return redis.call('INCR', KEYS[6])
 """
 
@@ -107,18 +111,9 @@ class Annotation:
     task: int
     updated_at: float
     labels: dict[str, list[str]]
-    author: Any = None
+    author: str | None = None
     data: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class LabeledTask:
-    """A task's training example: its texts and, per control, the choices of its latest annotation."""
-
-    task: int
-    data: dict[str, str]
-    labels: dict[str, list[str]]
-    annotations: dict[str, int]
+    ground_truth: bool = False
 
 
 class Store:
@@ -176,7 +171,8 @@ class Store:
         names = _annotation_keys(project)
         pipe = self.redis.pipeline(transaction=False)
         for annotation in annotations:
-            record = {"task": annotation.task, "author": annotation.author, "updated_at": annotation.updated_at}
+            vote = {"author": annotation.author, "ground_truth": annotation.ground_truth}
+            record = {"task": annotation.task, "updated_at": annotation.updated_at, **vote}
             args = [
                 str(annotation.id),
                 repr(float(annotation.updated_at)),
@@ -184,6 +180,7 @@ class Store:
                 _dumps(annotation.labels),
                 str(annotation.task),
                 _dumps(annotation.data) if annotation.data else "",
+                _dumps(vote)[1:-1],  # the record (sorted keys) holds this text unless the vote changed
             ]
             self._upsert(keys=names, args=args, client=pipe)
         return [int(changed) for changed in pipe.execute()] if annotations else []
@@ -223,37 +220,32 @@ class Store:
     def annotation_count(self, project: int) -> int:
         return int(self.redis.hlen(keys.annotations(project)))
 
-    def labeled_tasks(self, project: int) -> list[LabeledTask]:
-        """Per task and control, the choices of the most recently updated annotation that has them."""
+    def task_votes(self, project: int) -> list[TaskVotes]:
+        """Every labeled task with each stored annotation's vote (`consensus.resolve` makes them one)."""
         pipe = self.redis.pipeline(transaction=True)
         pipe.hgetall(keys.annotations(project))
         pipe.hgetall(keys.annotation_labels(project))
         pipe.hgetall(keys.texts(project))
         records, labels, texts = pipe.execute()
-        best: dict[int, dict[str, tuple[float, int, list[str]]]] = {}
+        votes: dict[int, list[Vote]] = {}
         for raw_id, raw in records.items():
-            ann_id = int(raw_id)
             record = json.loads(raw)
             per_control = json.loads(labels.get(raw_id, b"{}"))
-            stamp = float(record["updated_at"])
-            slots = best.setdefault(int(record["task"]), {})
-            for control, choices in per_control.items():
-                if choices and (control not in slots or (stamp, ann_id) > slots[control][:2]):
-                    slots[control] = (stamp, ann_id, choices)
-        out = []
-        for task, slots in sorted(best.items()):
-            if not slots:
+            if not any(per_control.values()):
                 continue
-            data = json.loads(texts.get(str(task).encode(), b"{}"))
-            out.append(
-                LabeledTask(
-                    task=task,
-                    data=data,
-                    labels={c: v[2] for c, v in slots.items()},
-                    annotations={c: v[1] for c, v in slots.items()},
-                )
+            author = record.get("author")
+            vote = Vote(
+                int(raw_id),
+                None if author is None else str(author),
+                float(record["updated_at"]),
+                per_control,
+                bool(record.get("ground_truth")),
             )
-        return out
+            votes.setdefault(int(record["task"]), []).append(vote)
+        return [
+            TaskVotes(task, json.loads(texts.get(str(task).encode(), b"{}")), tuple(sorted(found, key=lambda v: v.annotation)))
+            for task, found in sorted(votes.items())
+        ]
 
     # -- quarantine: labeled tasks whose examples make training fail (`training.poisoned_tasks`) --
     def quarantine(self, project: int, digests: Mapping[int, str]) -> None:

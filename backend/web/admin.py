@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify
 
-from .. import monitor
+from .. import agreement, consensus, monitor
 from ..jobs.trigger import check_settings, request_retrain, reschedule
 from ..payload import MAX_PROJECT, InvalidPayload, project_id, require_object
 from ..policy import policy_for, validated
@@ -84,7 +84,8 @@ def train(project: int) -> Response:
 @admin.get("/<int:project>/labels")
 def labels(project: int) -> Response:
     rt = runtime()
-    tasks = rt.store.labeled_tasks(project)
+    policy = policy_for(rt.settings, rt.store.meta(project))
+    tasks = consensus.for_policy(rt.store.task_votes(project), policy, rt.store.label_config(project)).tasks
     summary: dict[str, Any] = {}
     for task in tasks:
         for control, choices in task.labels.items():
@@ -158,10 +159,28 @@ def audit_trail(project: int) -> Response:
     return jsonify(project=project, events=audit.events(runtime().redis, project, limit, kind))
 
 
+@admin.get("/<int:project>/agreement")
+def annotator_agreement(project: int) -> Response:
+    """Agreement per control (alpha, pairwise kappa, per class) and per annotator (labels, agreement
+    with the others' consensus, with the model's out-of-fold predictions, estimated accuracy, trend),
+    with how the consensus resolved each task (`agreement`, `consensus`)."""
+    rt = runtime()
+    policy = policy_for(rt.settings, rt.store.meta(project))
+    config = rt.store.label_config(project)
+    votes = rt.store.task_votes(project)
+    found = consensus.for_policy(votes, policy, config)
+    multiple = {c.from_name for c in config.controls if c.multiple} if config else set()
+    checked = rt.store.mislabels(project) or {}
+    predicted = {c: {int(t): v for t, v in by.items()} for c, by in (checked.get("predicted") or {}).items()}
+    controls = agreement.report(votes, found, multiple, policy.kappa_min_shared, policy.annotator_trend, predicted)
+    return jsonify(project=project, consensus=policy.consensus, disputed=sum(map(len, found.disputed.values())), controls=controls)
+
+
 @admin.get("/<int:project>/mislabels")
 def suspected_label_errors(project: int) -> Response:
     """Suspected label errors of the latest check (cleanlab), most suspicious first; labels are never changed."""
     found = runtime().store.mislabels(project)
     if found is None:
         return jsonify(project=project, version=None, suspects=[], reason="not checked yet: runs after each promotion")
+    found.pop("predicted", None)  # every checked task's out-of-fold prediction: `agreement` reads it
     return jsonify(project=project, **found)

@@ -71,7 +71,7 @@ def handle(runtime: Runtime, event: WebhookEvent) -> dict[str, Any]:
             if task is None and len(event.tasks) == len(event.annotations):
                 task = event.tasks[index]
             task_id = raw.get("task") if raw.get("task") is not None else (task or {}).get("id")
-            annotations.append(parse_annotation(raw, task_id, texts_of(task or {}, keys, limit)))
+            annotations.append(parse_annotation(raw, task_id, texts_of(task or {}, keys, limit), (task or {}).get("created_at")))
         changes = [c for c in store.upsert_many(project, annotations) if c]
         monitor.observe_annotations(runtime.redis, project, [(a.task, a.labels) for a in annotations if a.labels])
         seq = max(changes, default=0)

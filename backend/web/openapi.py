@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..consensus import METHODS as CONSENSUS_METHODS
 from ..payload import MAX_LS_PROJECT, MAX_PROJECT
 from ..policy import GATE_METRICS, MAX_INTERVAL, STRATEGY_NAMES
 from ..state.audit import KINDS
@@ -200,6 +201,16 @@ SCHEMAS: dict[str, Any] = {
                 "minimum": 0,
                 "maximum": 10**6,
             },
+            "consensus": {
+                "description": "How several annotators' votes become one training label.",
+                "type": "string",
+                "enum": list(CONSENSUS_METHODS),
+            },
+            "dispute_confidence": {"type": "number", "minimum": 0, "maximum": 1},
+            "gold_set": {"type": "boolean"},
+            "gold_min": {"type": "integer", "minimum": 0, "maximum": 10**6},
+            "kappa_min_shared": {"type": "integer", "minimum": 0, "maximum": 10**6},
+            "annotator_trend": {"type": "integer", "minimum": 0, "maximum": 10**6},
         },
     },
     "Health": {
@@ -440,6 +451,16 @@ OPENAPI: dict[str, Any] = {
         },
         "/projects/{project}/labels": {
             "get": _operation("labels", "Stored labels per control and class", _project_json, 400, 503, parameters=[PROJECT_PATH])
+        },
+        "/projects/{project}/agreement": {
+            "get": _operation(
+                "agreement",
+                "Annotator agreement per control (Krippendorff's alpha, pairwise Cohen's kappa, per class) and per annotator",
+                _project_json,
+                400,
+                503,
+                parameters=[PROJECT_PATH],
+            )
         },
         "/projects/{project}/settings": {
             "get": _operation("getSettings", "The project's effective settings", _project_json, 400, 503, parameters=[PROJECT_PATH]),

@@ -5,6 +5,7 @@ import pytest
 import redis
 
 from backend.state.store import Annotation, Store, texts_of
+from tests.conftest import labeled
 
 
 @pytest.fixture(params=["fakeredis", "redis-server"])
@@ -31,47 +32,47 @@ def test_duplicate_deliveries_are_idempotent(store):
     assert store.upsert(1, ann(1, 1, "positive")) == 1
     assert store.upsert(1, ann(1, 1, "positive")) == 0
     assert store.change_seq(1) == 1
-    assert [t.labels for t in store.labeled_tasks(1)] == [{"sentiment": ["positive"]}]
+    assert [t.labels for t in labeled(store, 1)] == [{"sentiment": ["positive"]}]
 
 
 def test_an_older_update_never_wins(store):
     store.upsert(1, ann(1, 1, "positive", ts=10))
     assert store.upsert(1, ann(1, 1, "negative", ts=5)) == 0
-    assert store.labeled_tasks(1)[0].labels == {"sentiment": ["positive"]}
+    assert labeled(store, 1)[0].labels == {"sentiment": ["positive"]}
     assert store.upsert(1, ann(1, 1, "negative", ts=20)) == 2
-    assert store.labeled_tasks(1)[0].labels == {"sentiment": ["negative"]}
+    assert labeled(store, 1)[0].labels == {"sentiment": ["negative"]}
 
 
 def test_deletions_remove_labels_and_beat_late_updates(store):
     store.upsert(1, ann(1, 1, "positive"))
     store.upsert(1, ann(2, 2, "negative"))
     assert store.delete(1, [1, 99]) == 3  # the new change sequence: one real removal; 99 was never seen
-    assert [t.task for t in store.labeled_tasks(1)] == [2]
+    assert [t.task for t in labeled(store, 1)] == [2]
     assert store.upsert(1, ann(1, 1, "neutral", ts=100)) == 0  # the tombstone wins
     assert store.delete(1, [12345]) == 0
-    assert [t.task for t in store.labeled_tasks(1)] == [2]
+    assert [t.task for t in labeled(store, 1)] == [2]
 
 
 def test_skips_are_not_labels_and_a_skip_after_a_label_removes_it(store):
     assert store.upsert(1, ann(1, 1, None)) == 0
-    assert store.labeled_tasks(1) == []
+    assert labeled(store, 1) == []
     store.upsert(1, ann(2, 2, "positive", ts=1))
     assert store.upsert(1, ann(2, 2, None, ts=2)) > 0
-    assert store.labeled_tasks(1) == []
+    assert labeled(store, 1) == []
 
 
 def test_latest_annotation_per_task_and_control_wins_and_projects_are_separate(store):
     store.upsert(1, ann(1, 7, "positive", ts=1, author=1))
     store.upsert(1, ann(2, 7, "negative", ts=2, author=2))
-    (task,) = store.labeled_tasks(1)
+    (task,) = labeled(store, 1)
     assert task.labels == {"sentiment": ["negative"]} and task.annotations == {"sentiment": 2}
     assert task.data == {"text": "text 7"}
-    assert store.labeled_tasks(2) == []
+    assert labeled(store, 2) == []
 
 
 def test_odd_text_survives_the_round_trip(store):
     store.upsert(1, ann(1, 1, "positive", data={"text": "lone \ud800 surrogate and ünïcode 😀"}))
-    assert store.labeled_tasks(1)[0].data["text"] == "lone \ud800 surrogate and ünïcode 😀"
+    assert labeled(store, 1)[0].data["text"] == "lone \ud800 surrogate and ünïcode 😀"
 
 
 def test_meta_and_pool(store):

@@ -13,7 +13,7 @@ from backend.state.store import texts_of
 from backend.web.api import remember_unlabeled
 from backend.web.app import create_app
 from backend.web.auth import basic_header
-from tests.conftest import LABEL_CONFIG, annotation_event, wait_for
+from tests.conftest import LABEL_CONFIG, annotation_event, labeled, wait_for
 from tests.test_labelconfig import ODD_DATA, TWO_FIELDS
 
 MULTI = """<View><Text name="text" value="$text"/>
@@ -144,11 +144,11 @@ def test_webhook_acknowledges_every_action(client):
 def test_skips_and_unknown_labels_are_not_trained_on(client, runtime, tweets):
     client.post("/webhook", json=annotation_event(1, 1, "skip me", None, cancelled=True))
     client.post("/webhook", json=annotation_event(2, 2, "bogus", "Bogus"))
-    assert runtime.store.labeled_tasks(1)[0].labels == {"sentiment": ["Bogus"]}
+    assert labeled(runtime.store, 1)[0].labels == {"sentiment": ["Bogus"]}
     from backend.labelconfig import parse_label_config
     from backend.training import build_snapshot
 
-    snapshot = build_snapshot(1, runtime.store.labeled_tasks(1), parse_label_config(LABEL_CONFIG), 0, 1000)
+    snapshot = build_snapshot(1, labeled(runtime.store, 1), parse_label_config(LABEL_CONFIG), 0, 1000)
     assert snapshot.size == 0 and snapshot.set_aside == {"label not in config": 1}
 
 

@@ -1,7 +1,7 @@
 """Webhook handling through the app on fakeredis with the embedded worker thread."""
 
 from backend.jobs.trigger import queued_job, request_retrain
-from tests.conftest import LABEL_CONFIG, annotation_event, wait_for
+from tests.conftest import LABEL_CONFIG, annotation_event, labeled, wait_for
 
 
 def test_bulk_annotations_created_are_stored(client, runtime, tweets):
@@ -13,7 +13,7 @@ def test_bulk_annotations_created_are_stored(client, runtime, tweets):
         "project": events[0]["project"],
     }
     assert client.post("/webhook", json=bulk).json["changed"] == 5
-    assert len(runtime.store.labeled_tasks(1)) == 5
+    assert len(labeled(runtime.store, 1)) == 5
 
 
 def test_deletions_arrive_as_ids_only(client, runtime):
@@ -22,7 +22,7 @@ def test_deletions_arrive_as_ids_only(client, runtime):
         "/webhook", json={"action": "ANNOTATIONS_DELETED", "annotations": [{"id": 10}, {"id": 77}], "project": {"id": 1}}
     )
     assert response.status_code == 200 and response.json["deleted"] == 2
-    assert runtime.store.labeled_tasks(1) == []
+    assert labeled(runtime.store, 1) == []
 
 
 def test_tasks_created_fill_the_pool(client, runtime):
