@@ -33,6 +33,9 @@ def annotation_event(
     from_name: str = "sentiment",
     config: str = LABEL_CONFIG,
     cancelled: bool = False,
+    author: int | str | None = 1,
+    ground_truth: bool = False,
+    task_created: str = "2025-12-01T00:00:00Z",
 ) -> dict[str, Any]:
     """An annotation webhook as LS 1.23.2 sends it (trimmed to the fields that matter)."""
     choices = label if isinstance(label, list) else ([label] if label else [])
@@ -46,11 +49,12 @@ def annotation_event(
             "task": task_id,
             "result": result,
             "was_cancelled": cancelled,
-            "completed_by": 1,
+            "completed_by": author,
+            "ground_truth": ground_truth,
             "created_at": updated_at,
             "updated_at": updated_at,
         },
-        "task": {"id": task_id, "data": {"text": text}, "project": project},
+        "task": {"id": task_id, "data": {"text": text}, "project": project, "created_at": task_created},
         "project": {"id": project, "label_config": config, "title": "t"},
     }
 

@@ -118,3 +118,32 @@ def test_project_created_is_the_stamp_of_either_form(value, expected):
     from backend.payload import project_created
 
     assert project_created(value) == expected
+
+
+def test_annotators_are_opaque_strings_whatever_type_their_id_arrives_as():
+    from backend.payload import parse_annotation
+
+    def author(value):
+        return parse_annotation({"id": 1, "completed_by": value}, 2, {}).author
+
+    assert author(5) == author("5") == "5"
+    assert author({"id": 7, "email": "a@b.c"}) == "7"  # only the id is kept, never a name or an email
+    assert author(None) is None and author(True) is None and author("") is None and author([1]) is None
+
+
+@pytest.mark.parametrize(
+    "created,updated,task_created,counts",
+    [
+        ("2026-01-02T00:00:00Z", "2026-01-02T00:00:00Z", "2026-01-01T00:00:00Z", True),  # starred by a reviewer
+        ("2026-01-01T00:00:01Z", "2026-01-01T00:00:01Z", "2026-01-01T00:00:00Z", False),  # imported with its task
+        ("2026-01-01T00:00:01Z", "2026-01-03T00:00:00Z", "2026-01-01T00:00:00Z", True),  # imported, then re-marked
+        ("2026-01-01T00:00:01Z", "2026-01-01T00:00:01Z", None, True),  # no task time: LS's mark stands
+    ],
+)
+def test_ground_truth_counts_unless_imported_with_its_task_and_never_changed(created, updated, task_created, counts):
+    from backend.payload import parse_annotation
+
+    raw = {"id": 1, "ground_truth": True, "created_at": created, "updated_at": updated}
+    assert parse_annotation(raw, 2, {}, task_created).ground_truth is counts
+    assert parse_annotation({**raw, "ground_truth": False}, 2, {}, task_created).ground_truth is False
+    assert parse_annotation({**raw, "ground_truth": "yes"}, 2, {}, task_created).ground_truth is False

@@ -115,3 +115,33 @@ def test_group_testing_finds_exactly_the_tasks_that_make_fitting_raise(tweets, m
     kept = build_snapshot(1, tasks, CONFIG, 120, 1000, quarantined)
     assert kept.size == 118 and kept.set_aside == {"quarantined": 2}  # task 5 changed since: trained on again
     assert train_and_judge(kept, None).bundle is not None
+
+
+def test_gold_tasks_are_never_trained_on_and_a_challenger_worse_on_gold_is_rejected(tweets):
+    labels = ["positive", "negative", "neutral"]
+    clean = [LabeledTask(i + 1, {"text": tweets.texts[i]}, {"sentiment": [tweets.labels[i]]}, {}) for i in range(400)]
+    gold = set(range(301, 401))  # 100 tasks with ground truth
+    champion = train_and_judge(build_snapshot(1, clean, CONFIG, 400, 1000, gold=gold), None)
+    assert champion.judgement.gold["challenger"]["sentiment"]["n"] == 100 and "champion" not in champion.judgement.gold
+    # relabeled consistently (every class shifted): cross-validation still finds a pattern, the gold set does not
+    shifted = [
+        LabeledTask(t.task, t.data, {"sentiment": [labels[(labels.index(t.labels["sentiment"][0]) + 1) % 3]]}, {})
+        if t.task not in gold
+        else t
+        for t in clean
+    ]
+    snapshot = build_snapshot(1, shifted, CONFIG, 401, 1000, gold=gold)
+    assert {t for data in snapshot.controls.values() for t in data.tasks}.isdisjoint(gold)
+    result = train_and_judge(snapshot, champion.bundle)
+    assert result.judgement.method == "cross-validation"  # too few held-out labels to compare with the champion
+    assert not result.judgement.promote and "worse on the gold set" in result.judgement.reason, result.judgement.reason
+    snapshot.champion_saw_gold = True  # a champion trained on these tasks is not judged on them
+    assert "champion" not in train_and_judge(snapshot, champion.bundle).judgement.gold
+
+
+def test_consensus_weights_reach_the_fingerprint_and_disputed_tasks_are_set_aside():
+    tasks = [LabeledTask(i, {"text": f"t {i}"}, {"sentiment": ["positive"]}, {}, weights={"sentiment": 0.5}) for i in range(1, 5)]
+    half = build_snapshot(1, tasks, CONFIG, 4, 100, consensus={"sentiment": {"vote": 4, "disputed": 3}})
+    full = build_snapshot(1, [LabeledTask(t.task, t.data, t.labels, {}) for t in tasks], CONFIG, 4, 100)
+    assert half.controls["sentiment"].weights == [0.5] * 4 and half.fingerprint != full.fingerprint
+    assert half.set_aside == {"disputed": 3} and half.consensus == {"sentiment": {"vote": 4, "disputed": 3}}

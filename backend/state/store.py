@@ -30,7 +30,7 @@ QUEUE_ENTRY = np.dtype([("task", "<i8"), ("uncertainty", "<f4"), ("cluster", "<i
 # KEYS: annotations, annotation labels, annotation times, tombstones, texts, change sequence
 # ARGV: annotation id, updated_at, record json, labels json, task id, task data json, vote json
 # (what consensus reads of the record: author and ground truth).
-# Returns the new change sequence, or 0 when neither the labels nor the vote changed.
+# Returns the new change sequence, or 0 when neither the labels nor (of a labeling one) the vote changed.
 _UPSERT = """
 if redis.call('HEXISTS', KEYS[4], ARGV[1]) == 1 then return 0 end
 local old = redis.call('HGET', KEYS[3], ARGV[1])
@@ -41,7 +41,7 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[4])
 redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
 if ARGV[6] ~= '' then redis.call('HSET', KEYS[5], ARGV[5], ARGV[6]) end
-if old_labels == ARGV[4] and string.find(old_record, ARGV[7], 1, true) then return 0 end
+if old_labels == ARGV[4] and (ARGV[4] == '{}' or string.find(old_record, ARGV[7], 1, true)) then return 0 end
 return redis.call('INCR', KEYS[6])
 """
 

@@ -17,7 +17,7 @@ def store(request):
     return Store(client)
 
 
-def ann(id_, task, label, ts=1.0, data=None, author=1):
+def ann(id_, task, label, ts=1.0, data=None, author="1"):
     return Annotation(
         id=id_,
         task=task,
@@ -61,13 +61,27 @@ def test_skips_are_not_labels_and_a_skip_after_a_label_removes_it(store):
     assert labeled(store, 1) == []
 
 
-def test_latest_annotation_per_task_and_control_wins_and_projects_are_separate(store):
-    store.upsert(1, ann(1, 7, "positive", ts=1, author=1))
-    store.upsert(1, ann(2, 7, "negative", ts=2, author=2))
-    (task,) = labeled(store, 1)
+def test_every_vote_is_kept_with_its_annotator_and_projects_are_separate(store):
+    store.upsert(1, ann(1, 7, "positive", ts=1, author="1"))
+    store.upsert(1, ann(2, 7, "negative", ts=2, author="2"))
+    (stored,) = store.task_votes(1)
+    assert [(v.annotation, v.author, v.labels) for v in stored.votes] == [
+        (1, "1", {"sentiment": ["positive"]}),
+        (2, "2", {"sentiment": ["negative"]}),
+    ]
+    (task,) = labeled(store, 1, "latest")
     assert task.labels == {"sentiment": ["negative"]} and task.annotations == {"sentiment": 2}
     assert task.data == {"text": "text 7"}
+    assert labeled(store, 1) == []  # the default, majority: one vote each, a tie
     assert labeled(store, 2) == []
+
+
+def test_a_new_ground_truth_mark_or_annotator_counts_as_a_change(store):
+    assert store.upsert(1, ann(1, 7, "positive", author="1")) == 1
+    assert store.upsert(1, ann(1, 7, "positive", ts=2, author="1")) == 0  # nothing consensus reads changed
+    marked = Annotation(id=1, task=7, updated_at=3, labels={"sentiment": ["positive"]}, author="1", ground_truth=True)
+    assert store.upsert(1, marked) == 2
+    assert store.task_votes(1)[0].votes[0].ground_truth
 
 
 def test_odd_text_survives_the_round_trip(store):
