@@ -86,6 +86,19 @@ class Consensus:
     gold: set[int]
     counts: dict[str, dict[str, int]]
     accuracy: dict[str, dict[str, float]] = field(default_factory=dict)
+    disputes: list[Dispute] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Dispute:
+    """A task its annotators did not settle: the votes per choice set, and how close the decision
+    was (0: a tie; the estimate's posterior under `dawid_skene`), lowest first in the review queue."""
+
+    task: int
+    control: str
+    reason: str
+    votes: dict[str, int]
+    certainty: float
 
 
 def votes_by_voter(task: TaskVotes, control: str) -> dict[str, Vote]:
@@ -128,6 +141,7 @@ def resolve(
     controls = sorted({c for t in tasks for v in t.votes for c, chosen in v.labels.items() if chosen})
     found: dict[int, dict[str, tuple[list[str], int, str, float]]] = {}
     disputed: dict[str, list[int]] = {}
+    disputes: list[Dispute] = []
     counts: dict[str, dict[str, int]] = {}
     accuracy: dict[str, dict[str, float]] = {}
     gold: set[int] = set()
@@ -162,6 +176,9 @@ def resolve(
             tally[outcome] += 1
             if outcome == "disputed":
                 disputed.setdefault(control, []).append(task.task)
+                tally_votes = dict(Counter(", ".join(c) for c in choices))
+                reason = "uncertain estimate" if method == "dawid_skene" else "tie"
+                disputes.append(Dispute(task.task, control, reason, tally_votes, round(weight if reason != "tie" else 0.0, 4)))
                 continue
             source = next((v.annotation for v in reversed(ordered) if sorted(v.labels[control]) == label), ordered[-1].annotation)
             found.setdefault(task.task, {})[control] = (label, source, outcome, weight)
@@ -178,7 +195,8 @@ def resolve(
         )
         for task, slots in sorted(found.items())
     ]
-    return Consensus(labeled, disputed, gold, counts, accuracy)
+    disputes.sort(key=lambda d: (d.certainty, -sum(d.votes.values()), d.task))
+    return Consensus(labeled, disputed, gold, counts, accuracy, disputes)
 
 
 def dawid_skene(
@@ -249,3 +267,28 @@ def for_policy(tasks: Sequence[TaskVotes], policy: Any, config: Any) -> Consensu
 def gold_tasks(consensus: Consensus, policy: Any) -> set[int]:
     """The gold set: tasks with ground truth, once the admin turned it on and `gold_min` exist."""
     return set(consensus.gold) if policy.gold_set and len(consensus.gold) >= policy.gold_min else set()
+
+
+def review_queue(found: Consensus, suspects: Sequence[Mapping[str, Any]] = ()) -> list[dict[str, Any]]:
+    """Tasks to send back to people, most useful first: those their annotators did not settle
+    (`found.disputes`) and those a confident model disagrees with (label-error `suspects`, with
+    cleanlab's label quality as their certainty), ordered by how close the decision is."""
+    entries = [
+        {"task": d.task, "control": d.control, "reason": d.reason, "votes": d.votes, "certainty": d.certainty} for d in found.disputes
+    ]
+    seen = {(d.task, d.control) for d in found.disputes}
+    for s in suspects:
+        if (s.get("task"), s.get("control")) in seen:
+            continue
+        entries.append(
+            {
+                "task": s["task"],
+                "control": s["control"],
+                "reason": "model disagrees",
+                "votes": {s["given"]: 1},
+                "certainty": s["quality"],
+                "suggested": s["suggested"],
+            }
+        )
+    entries.sort(key=lambda e: (e["certainty"], e["task"]))
+    return entries

@@ -1,5 +1,6 @@
 """Command line of the experiments: `python -m lab simulate` (learning curves, `lab/simulator.py`),
-`python -m lab consensus` (simulated annotators on tweets, `lab/annotators.py`)."""
+`python -m lab consensus` (simulated annotators on tweets, `lab/annotators.py`), `python -m lab
+mislabels` (label-error suspects against flipped labels, `lab/label_errors.py`)."""
 
 from __future__ import annotations
 
@@ -34,6 +35,13 @@ def consensus(args: argparse.Namespace) -> int:
     return 0
 
 
+def label_errors(args: argparse.Namespace) -> int:
+    from .label_errors import flipped_report
+
+    print(json.dumps(flipped_report(), indent=2))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lab", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -55,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tasks", type=int, default=3000)
     p.add_argument("--held-out", type=int, default=2000)
     p.set_defaults(func=consensus)
+    p = sub.add_parser("mislabels", help="label-error suspects on tweets with 10% of labels flipped, at 200, 1,000 and 5,000 labels")
+    p.set_defaults(func=label_errors)
     args = parser.parse_args(argv)
     return int(args.func(args))
 

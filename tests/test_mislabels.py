@@ -57,3 +57,26 @@ def test_after_a_promotion_suspects_are_listed_and_audited(client, tweets):
         assert set(s) == {"task", "control", "given", "suggested", "quality", "mislabeling"} and s["control"] == "sentiment"
     events = client.get("/projects/1/audit?kind=label_errors").json["events"]
     assert events and "suspected label errors" in events[0]["message"]
+
+
+def test_a_model_no_better_than_the_largest_class_flags_nothing(tweets):
+    rng = np.random.default_rng(1)
+    tasks = [
+        LabeledTask(task=i + 1, data={"text": tweets.texts[i]}, labels={"sentiment": [str(rng.choice(CLASSES))]}, annotations={})
+        for i in range(300)
+    ]  # labels that have nothing to do with the texts
+    snapshot = build_snapshot(1, tasks, parse_label_config(LABEL_CONFIG), 300, 10_000)
+    suspects, predicted, figures = mislabels.check(snapshot)
+    assert suspects == [] and len(predicted["sentiment"]) == 300
+    assert figures["sentiment"]["flagged"] is False and "not 0.1 above" in figures["sentiment"]["reason"]
+    assert mislabels.check(snapshot, min_lift=-1.0)[0]  # what the gate holds back
+
+
+def test_flagged_suspects_come_with_their_expected_precision(tweets):
+    snapshot, flipped = snapshot_with_flips(tweets)
+    suspects, _, figures = mislabels.check(snapshot)
+    shown = figures["sentiment"]
+    assert shown["flagged"] and shown["suspects"] == len(suspects)
+    assert shown["out_of_fold_accuracy"] > shown["largest_class_share"] + mislabels.MIN_LIFT
+    # calibrated: below the raw mean of the model's overconfident probabilities that the label is wrong
+    assert 0.3 < shown["expected_precision"] < float(np.mean([s.mislabeling for s in suspects]))

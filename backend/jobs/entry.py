@@ -103,13 +103,14 @@ def find_mislabels(project: int, version: str) -> dict[str, Any]:
         return {"suspects": 0}
     snapshot, _ = snapshot_of(runtime, project, config, policy_for(runtime.settings, store.meta(project)))
     started = time.perf_counter()
-    suspects, predicted = mislabels.check(snapshot)
+    suspects, predicted, figures = mislabels.check(snapshot)
     store.save_mislabels(
         project,
         {
             "version": version,
             "checked": snapshot.size,
             "suspects": mislabels.to_json(suspects),
+            "controls": figures,
             "predicted": {control: {str(t): v for t, v in by.items()} for control, by in predicted.items()},
             "seconds": round(time.perf_counter() - started, 3),
         },

@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 from .. import consensus, faults
-from ..consensus import LabeledTask
+from ..consensus import Consensus
 from ..labelconfig import LabelConfig
 from ..policy import Policy, policy_for
 from ..runtime import Runtime
@@ -39,7 +39,9 @@ def train_project(runtime: Runtime, project: int, reason: str, job_id: str = "",
         store.redis.set(keys.lost_labels(project), trained_on)
         log.error("project %s: Redis lost labels %s was trained on (%s labeled tasks)", project, pointer.version, trained_on)
     policy = policy_for(runtime.settings, store.meta(project))
-    snapshot, labeled = snapshot_of(runtime, project, config, policy)
+    snapshot, agreed = snapshot_of(runtime, project, config, policy)
+    labeled = agreed.tasks
+    audit_disputes(runtime, project, agreed, job_id)
     history = registry.history(project)
     if (
         history
@@ -129,9 +131,9 @@ def train_project(runtime: Runtime, project: int, reason: str, job_id: str = "",
     return {"status": record["decision"], "version": version, "reason": record["reason"]}
 
 
-def snapshot_of(runtime: Runtime, project: int, config: LabelConfig, policy: Policy) -> tuple[Snapshot, list[LabeledTask]]:
+def snapshot_of(runtime: Runtime, project: int, config: LabelConfig, policy: Policy) -> tuple[Snapshot, Consensus]:
     """What a model of the project trains on now: the consensus of the stored votes under `policy`,
-    its gold set held out, quarantined tasks set aside; and the consensus examples themselves."""
+    its gold set held out, quarantined tasks set aside; and the consensus itself."""
     store = runtime.store
     watermark = store.change_seq(project)
     agreed = consensus.for_policy(store.task_votes(project), policy, config)
@@ -139,7 +141,30 @@ def snapshot_of(runtime: Runtime, project: int, config: LabelConfig, policy: Pol
     snapshot = build_snapshot(
         project, agreed.tasks, config, watermark, runtime.settings.max_text_chars, store.quarantined(project), gold, agreed.counts
     )
-    return snapshot, agreed.tasks
+    return snapshot, agreed
+
+
+def audit_disputes(runtime: Runtime, project: int, agreed: Consensus, job_id: str) -> None:
+    """Record in the audit trail the tasks newly disputed since the last train job, and how the
+    ones no longer disputed were resolved (the outcome their consensus has now, or gone)."""
+    disputes = {(d.task, d.control): d for d in agreed.disputes}
+    new, settled = runtime.store.swap_disputes(project, set(disputes))
+    actor = f"train job {job_id}" if job_id else "train job"
+    if new:
+        shown = [{"task": t, "control": c, "reason": disputes[t, c].reason, "votes": disputes[t, c].votes} for t, c in sorted(new)[:100]]
+        audit.record(runtime.redis, project, "dispute", actor, f"{len(new)} tasks newly disputed by their annotators", tasks=shown)
+    if settled:
+        outcome = {(t.task, c): (o, t.labels[c]) for t in agreed.tasks for c, o in t.outcomes.items()}
+        shown = [
+            {
+                "task": t,
+                "control": c,
+                "outcome": outcome.get((t, c), ("no longer labeled", []))[0],
+                "label": outcome.get((t, c), ("", []))[1],
+            }
+            for t, c in sorted(settled)[:100]
+        ]
+        audit.record(runtime.redis, project, "resolution", actor, f"{len(settled)} disputed tasks resolved", tasks=shown)
 
 
 def quarantine_poison(runtime: Runtime, project: int, snapshot: Snapshot, labeled: list[Any], job_id: str) -> None:

@@ -1,7 +1,8 @@
 """The audit trail: an append-only event log per project (a Redis stream).
 
 Every change that matters to a project's owners lands here with what caused it: label-config
-changes, retrain triggers, trainings and their decision, rollbacks and settings changes. Entries
+changes, retrain triggers, trainings and their decision, rollbacks, settings changes, and disputed
+tasks (annotators who do not agree) and how each was resolved. Entries
 are never edited; the stream is capped at `keys.AUDIT_EVENTS` (oldest dropped first).
 """
 
@@ -18,7 +19,7 @@ from redis.exceptions import RedisError
 from . import keys
 
 log = logging.getLogger(__name__)
-KINDS = {"label_config", "trigger", "training", "promotion", "rejection", "rollback", "settings", "label_errors"}
+KINDS = {"label_config", "trigger", "training", "promotion", "rejection", "rollback", "settings", "label_errors", "dispute", "resolution"}
 
 
 def record(redis: Redis, project: int, kind: str, actor: str, message: str, **details: Any) -> None:

@@ -178,6 +178,12 @@ def last_trained(project: int) -> str:
     return _project(project, "last_trained")
 
 
+def disputes(project: int) -> str:
+    """The disputed (task, control) pairs of the last train job (a set of "task:control"), which
+    the next one compares with to audit new disputes and their resolutions."""
+    return _project(project, "disputes")
+
+
 def lost_labels(project: int) -> str:
     """How many labeled tasks the champion saw when Redis was found to have lost labels."""
     return _project(project, "lost_labels")

@@ -469,6 +469,17 @@ class Store:
         raw = self.redis.get(keys.mislabels(project))
         return json.loads(raw) if raw else None
 
+    def swap_disputes(self, project: int, disputed: set[tuple[int, str]]) -> tuple[set[tuple[int, str]], set[tuple[int, str]]]:
+        """Store the disputed (task, control) pairs; return those new since the last call and those
+        no longer disputed."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.smembers(keys.disputes(project))
+        pipe.delete(keys.disputes(project))
+        if disputed:
+            pipe.sadd(keys.disputes(project), *(f"{task}:{control}" for task, control in disputed))
+        before = {(int(task), control) for task, _, control in (m.decode().partition(":") for m in pipe.execute()[0])}
+        return disputed - before, before - disputed
+
     # -- project metadata ----------------------------------------------------------------------
     def set_meta(self, project: int, **values: Any) -> None:
         mapping = {k: (v if isinstance(v, str) else _dumps(v)) for k, v in values.items() if v is not None}

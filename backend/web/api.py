@@ -9,7 +9,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request
 from redis.exceptions import RedisError
 
-from .. import metrics
+from .. import consensus, metrics
 from ..jobs.trigger import after_predict, request_publish, reschedule
 from ..labelconfig import LabelConfigError, parse_label_config
 from ..payload import InvalidPayload, WebhookEvent, parse_json, parse_predict, parse_setup, parse_webhook
@@ -176,6 +176,17 @@ def metrics_page() -> Response:
     return Response(body, content_type=content_type)
 
 
+def review(rt: Runtime, project: int, limit: int) -> Response:
+    """`GET /queue?purpose=review`: disputed tasks and suspected label errors, most useful first."""
+    if not rt.store.known(project):
+        raise InvalidPayload(f"project {project} is unknown: connect it in Label Studio (/setup) or send its tasks", status=404)
+    policy = policy_for(rt.settings, rt.store.meta(project))
+    found = consensus.for_policy(rt.store.task_votes(project), policy, rt.store.label_config(project))
+    entries = consensus.review_queue(found, (rt.store.mislabels(project) or {}).get("suspects") or [])
+    body = {"project": project, "purpose": "review", "pending": False, "consensus": policy.consensus, "total": len(entries)}
+    return jsonify({**body, "tasks": entries[:limit]})
+
+
 @api.get("/queue")
 def queue() -> Response:
     """The next `limit` unlabeled tasks in our order, with scores, strategy and reason.
@@ -184,14 +195,21 @@ def queue() -> Response:
     ranking is under way (asked for by new tasks, or by this call when there is none yet): the
     tasks are then those of the previous ranking, if any. Tasks annotated since the ranking are
     skipped and the next ones read, so `limit` tasks come back while the ranking has that many left.
-    `head`: what LS holds of the queue (its version, target size, tasks pushed, tasks taken since)."""
+    `head`: what LS holds of the queue (its version, target size, tasks pushed, tasks taken since).
+
+    `purpose=review`: instead, the labeled tasks to send back to people (`consensus.review_queue`)."""
     rt = runtime()
     project = request.args.get("project", type=int)
     limit = request.args.get("limit", default=20, type=int)
+    purpose = request.args.get("purpose", default="label")
     if not project or project <= 0:
         raise InvalidPayload("project must be a positive integer")
     if limit is None or not 1 <= limit <= 1000:
         raise InvalidPayload("limit must be between 1 and 1000")
+    if purpose not in ("label", "review"):
+        raise InvalidPayload("purpose must be label or review")
+    if purpose == "review":
+        return review(rt, project, limit)
     stored = rt.store.queue(project)
     if stored is None and not rt.store.known(project):
         raise InvalidPayload(f"project {project} is unknown: connect it in Label Studio (/setup) or send its tasks", status=404)

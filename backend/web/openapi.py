@@ -387,7 +387,7 @@ OPENAPI: dict[str, Any] = {
                             "tasks": {"type": "array", "items": OBJECT},
                         },
                     },
-                    "The head of the queue.",
+                    "The head of the queue (or, with purpose=review, the tasks to review).",
                 ),
                 400,
                 404,
@@ -400,6 +400,12 @@ OPENAPI: dict[str, Any] = {
                         "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PROJECT},
                     },
                     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 20}},
+                    {
+                        "name": "purpose",
+                        "in": "query",
+                        "description": "label: unlabeled tasks in our order; review: disputed tasks and suspected label errors",
+                        "schema": {"type": "string", "enum": ["label", "review"], "default": "label"},
+                    },
                 ],
             )
         },

@@ -83,3 +83,23 @@ def test_agreement_names_each_annotator_and_the_poor_one_scores_lowest(runtime, 
     assert client.put("/projects/1/settings", json={"kappa_min_shared": 10_000}).status_code == 200
     assert client.get("/projects/1/agreement").get_json()["controls"]["sentiment"]["kappa"] == []
     assert client.put("/projects/1/settings", json={"consensus": "loudest"}).status_code == 400
+
+
+def test_disputes_go_to_the_review_queue_and_the_audit_trail(runtime, voted):
+    settle(runtime)
+    client = create_app(runtime=runtime).test_client()
+    review = client.get("/queue", query_string={"project": 1, "purpose": "review", "limit": 5}).get_json()
+    disputed = record(runtime)["consensus"]["tasks"]["sentiment"]["disputed"]
+    assert review["total"] == disputed and len(review["tasks"]) == 5
+    assert all(t["reason"] == "tie" and t["certainty"] == 0.0 and sum(t["votes"].values()) >= 2 for t in review["tasks"])
+    events = client.get("/projects/1/audit", query_string={"kind": "dispute"}).get_json()["events"]
+    assert events and len(events[0]["details"]["tasks"]) == min(disputed, 100)
+    tie = review["tasks"][0]
+    task = next(t for t in voted if t.task == tie["task"])
+    decider = annotation_event(99_999, tie["task"], task.data["text"], "neutral", author="reviewer", ground_truth=True)
+    ingest.handle(runtime, parse_webhook(decider))
+    settle(runtime)
+    (resolved,) = client.get("/projects/1/audit", query_string={"kind": "resolution"}).get_json()["events"]
+    assert resolved["details"]["tasks"] == [{"task": tie["task"], "control": "sentiment", "outcome": "ground_truth", "label": ["neutral"]}]
+    assert client.get("/queue", query_string={"project": 1, "purpose": "review"}).get_json()["total"] == disputed - 1
+    assert client.get("/queue", query_string={"project": 1, "purpose": "gossip"}).status_code == 400
