@@ -36,18 +36,28 @@ def control_agreement(
         "tasks": len(voted),
         "overlapping_tasks": len(overlapping),
         "annotators": len(annotators),
-        "alpha": krippendorff_alpha(overlapping, control, annotators),
+        "alpha": krippendorff_alpha(overlapping, control),
         "kappa": pairwise_kappa(overlapping, control, min_shared),
         "per_class": per_class_agreement(overlapping, control),
         "per_annotator": per_annotator(voted, control, multiple, trend_window),
     }
 
 
+def alphas(tasks: Sequence[TaskVotes]) -> dict[str, float | None]:
+    """Krippendorff's alpha of every control (what each version's record keeps, and `/metrics` shows)."""
+    controls = sorted({c for t in tasks for v in t.votes for c, chosen in v.labels.items() if chosen})
+    out = {}
+    for control in controls:
+        overlapping = [(t.task, by) for t in tasks if len(by := votes_by_voter(t, control)) > 1]
+        out[control] = krippendorff_alpha(overlapping, control)
+    return out
+
+
 def key(vote: Vote, control: str) -> str:
     return "\x1f".join(sorted(vote.labels[control]))
 
 
-def krippendorff_alpha(overlapping: Sequence[tuple[int, Mapping[str, Vote]]], control: str, annotators: Sequence[str]) -> float | None:
+def krippendorff_alpha(overlapping: Sequence[tuple[int, Mapping[str, Vote]]], control: str) -> float | None:
     """Nominal alpha over the tasks with two or more voters (None: too few to say)."""
     import krippendorff
 

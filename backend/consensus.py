@@ -87,6 +87,7 @@ class Consensus:
     counts: dict[str, dict[str, int]]
     accuracy: dict[str, dict[str, float]] = field(default_factory=dict)
     disputes: list[Dispute] = field(default_factory=list)
+    votes: Sequence[TaskVotes] = ()  # what it was resolved from
 
 
 @dataclass(frozen=True)
@@ -196,7 +197,7 @@ def resolve(
         for task, slots in sorted(found.items())
     ]
     disputes.sort(key=lambda d: (d.certainty, -sum(d.votes.values()), d.task))
-    return Consensus(labeled, disputed, gold, counts, accuracy, disputes)
+    return Consensus(labeled, disputed, gold, counts, accuracy, disputes, tasks)
 
 
 def dawid_skene(

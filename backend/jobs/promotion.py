@@ -11,7 +11,7 @@ import logging
 import time
 from typing import Any
 
-from .. import consensus, faults
+from .. import agreement, consensus, faults
 from ..consensus import Consensus
 from ..labelconfig import LabelConfig
 from ..policy import Policy, policy_for
@@ -41,6 +41,7 @@ def train_project(runtime: Runtime, project: int, reason: str, job_id: str = "",
     policy = policy_for(runtime.settings, store.meta(project))
     snapshot, agreed = snapshot_of(runtime, project, config, policy)
     labeled = agreed.tasks
+    alpha = agreement.alphas(agreed.votes)
     audit_disputes(runtime, project, agreed, job_id)
     history = registry.history(project)
     if (
@@ -82,7 +83,7 @@ def train_project(runtime: Runtime, project: int, reason: str, job_id: str = "",
         "label_counts": {name: data.counts() for name, data in snapshot.controls.items()},
         "families": {name: data.family.name for name, data in snapshot.controls.items()},
         "set_aside": snapshot.set_aside,
-        "consensus": {"method": policy.consensus, "tasks": snapshot.consensus},
+        "consensus": {"method": policy.consensus, "tasks": snapshot.consensus, "alpha": alpha},
         "gold_tasks": len({t for data in snapshot.gold.values() for t in data.tasks}),
         "train_seconds": round(result.seconds, 3),
         "evaluation": result.judgement.to_json(),

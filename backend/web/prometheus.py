@@ -1,7 +1,7 @@
 """The `/metrics` scrape: this deployment's metrics (`metrics`) followed by the project state.
 
 Project state (served version, train jobs by outcome and duration, queue depth, live accuracy,
-drift, stopping signal, suspected label errors) is read from Redis and the registry of the runtime
+drift, stopping signal, suspected label errors, annotator agreement and disputed tasks) is read from Redis and the registry of the runtime
 at scrape time, so it is the same from every process and includes what workers on other machines
 did. This is the web layer's: nothing below HTTP imports this module (lower layers count in
 `metrics`).
@@ -47,6 +47,12 @@ class ProjectCollector:
         )
         kappa = GaugeMetricFamily("lsb_stopping_kappa", "Agreement of the last two versions on the unlabeled pool", labels=["project"])
         suspects = GaugeMetricFamily("lsb_suspected_label_errors", "Suspected label errors found by the last check", labels=["project"])
+        alpha = GaugeMetricFamily(
+            "lsb_annotator_alpha", "Krippendorff's alpha of the annotators, as of the last train job", labels=["project", "control"]
+        )
+        disputed = GaugeMetricFamily(
+            "lsb_disputed_tasks", "Tasks set aside as disputed by the last train job's consensus", labels=["project", "control"]
+        )
         depth = GaugeMetricFamily("lsb_queue_depth", "Jobs waiting in the RQ queue", labels=["queue"])
         depth.add_metric([rt.settings.queue_name], retrain_queue(rt.settings, rt.redis).count)
         for project in sorted(set(rt.registry.projects()) | set(rt.store.projects())):
@@ -58,6 +64,12 @@ class ProjectCollector:
             for outcome, count in outcomes.items():
                 trainings.add_metric([p, outcome], count)
             train_seconds.add_metric([p], sum(float(r.get("train_seconds") or 0) for r in history))
+            agreed = history[-1].get("consensus") if history else None
+            for control, value in ((agreed or {}).get("alpha") or {}).items():
+                if value is not None:
+                    alpha.add_metric([p, control], value)
+            for control, counts in ((agreed or {}).get("tasks") or {}).items():
+                disputed.add_metric([p, control], counts.get("disputed", 0))
             state = monitor.status(rt.redis, rt.registry, project)
             version = state.get("version")
             if version:
@@ -75,7 +87,7 @@ class ProjectCollector:
             found = rt.store.mislabels(project)
             if found is not None:
                 suspects.add_metric([p], len(found.get("suspects", [])))
-        yield from (served, trainings, train_seconds, live, offline, psi, kappa, suspects, depth)
+        yield from (served, trainings, train_seconds, live, offline, psi, kappa, suspects, alpha, disputed, depth)
 
 
 def exposition(runtime: Runtime | None = None) -> tuple[bytes, str]:

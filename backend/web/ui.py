@@ -16,7 +16,10 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from .. import monitor
+from ..agreement import per_annotator
+from ..consensus import votes_by_voter
 from ..payload import InvalidPayload
+from ..policy import policy_for
 from ..state import audit
 from .api import runtime
 
@@ -64,9 +67,50 @@ def project_view(project: int) -> dict[str, Any]:
         "queue_head": rt.store.queue_entries(project, 0, 10) if queue else [],
         "jobs": recent_jobs(project),
         "mislabels": rt.store.mislabels(project),
+        "agreement": annotator_view(project),
         "stability": (rt.store.stability(project) or [None])[-1],
         "events": audit.events(rt.redis, project, 30),
     }
+
+
+def annotator_view(project: int) -> dict[str, Any]:
+    """Per control: alpha and how the last train job resolved the tasks (its record), and each
+    annotator's labels and leave-one-out agreement with a bar chart (computed from the votes)."""
+    rt = runtime()
+    history = rt.registry.history(project)
+    last = (history[-1].get("consensus") if history else None) or {}
+    config = rt.store.label_config(project)
+    multiple = {c.from_name for c in config.controls if c.multiple} if config else set()
+    votes = rt.store.task_votes(project)
+    controls = sorted({c for t in votes for v in t.votes for c, chosen in v.labels.items() if chosen})
+    out: dict[str, Any] = {"method": last.get("method"), "controls": {}}
+    for control in controls:
+        voted = [(t.task, by) for t in votes if (by := votes_by_voter(t, control))]
+        people = per_annotator(voted, control, control in multiple, policy_for(rt.settings, rt.store.meta(project)).annotator_trend)
+        out["controls"][control] = {
+            "alpha": (last.get("alpha") or {}).get(control),
+            "tasks": (last.get("tasks") or {}).get(control, {}),
+            "people": people,
+            "chart": Markup(agreement_bars(people)),
+        }
+    return out
+
+
+def agreement_bars(people: dict[str, dict[str, Any]], width: int = 480, row: int = 18) -> str:
+    """An SVG bar per annotator: leave-one-out agreement (grey when there was nothing to compare)."""
+    shown = list(people.items())[:30]
+    height = row * len(shown) + 4
+    bars = []
+    for i, (name, figures) in enumerate(shown):
+        value = figures.get("agreement")
+        length = int((width - 170) * (value or 0))
+        y = 2 + i * row
+        bars.append(
+            f'<text x="0" y="{y + 12}" font-size="11">{escape(name[:20])}</text>'
+            f'<rect x="150" y="{y + 2}" width="{length}" height="{row - 6}" fill="{"#4a7" if value is not None else "#ccc"}"/>'
+            f'<text x="{155 + length}" y="{y + 12}" font-size="11">{"n/a" if value is None else f"{value:.2f}"}</text>'
+        )
+    return f'<svg width="{width}" height="{height}" role="img" aria-label="agreement per annotator">{"".join(bars)}</svg>'
 
 
 def recent_jobs(project: int) -> dict[str, list[dict[str, Any]]]:

@@ -103,3 +103,18 @@ def test_disputes_go_to_the_review_queue_and_the_audit_trail(runtime, voted):
     assert resolved["details"]["tasks"] == [{"task": tie["task"], "control": "sentiment", "outcome": "ground_truth", "label": ["neutral"]}]
     assert client.get("/queue", query_string={"project": 1, "purpose": "review"}).get_json()["total"] == disputed - 1
     assert client.get("/queue", query_string={"project": 1, "purpose": "gossip"}).status_code == 400
+
+
+def test_metrics_show_each_controls_alpha_and_disputed_tasks(runtime, voted):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from backend.web import prometheus
+
+    settle(runtime)
+    made = record(runtime)["consensus"]
+    assert -1.0 < made["alpha"]["sentiment"] < 1.0
+    families = {f.name: f for f in text_string_to_metric_families(prometheus.exposition(runtime)[0].decode())}
+    assert [(s.labels, s.value) for s in families["lsb_annotator_alpha"].samples] == [
+        ({"project": "1", "control": "sentiment"}, made["alpha"]["sentiment"])
+    ]
+    assert families["lsb_disputed_tasks"].samples[0].value == made["tasks"]["sentiment"]["disputed"]

@@ -36,8 +36,9 @@ def test_page_of_a_trained_project_shows_every_section(client, tweets):
     html = client.get("/ui?project=1").get_data(as_text=True)
     assert f'<b id="current-version">{version}</b>' in html
     assert re.search(r'<svg id="learning-curve".*<polyline class="series" data-series="offline accuracy"', html, re.S)
-    for section in ("summary", "drift", "history", "queue", "jobs", "mislabels", "audit"):
+    for section in ("summary", "drift", "history", "queue", "jobs", "agreement", "mislabels", "audit"):
         assert f'id="{section}"' in html
+    assert 'aria-label="agreement per annotator"' in html and "Consensus: majority" in html
     assert "promoted" in html and "settings changed: batch_size" in html
     assert 'href="rq/"' not in html  # embedded mode has no RQ dashboard
 
