@@ -178,6 +178,13 @@ def push_predictions(ls: Connection, predictions: list[dict[str, Any]], pace: bo
     return len(predictions)
 
 
+def ask_for_annotation(ls: Connection, task: int, overlap: int) -> None:
+    """Have LS's queue serve `task` to one more annotator: its overlap raised to `overlap` and the
+    task marked unlabeled (LS 1.23.2 accepts both fields in `PATCH /api/tasks/ID`; its next
+    annotation marks it labeled again once `overlap` annotators have it)."""
+    paced(lambda: call(ls, "PATCH", f"api/tasks/{task}", body={"overlap": overlap, "is_labeled": False}))
+
+
 def set_model_version(ls: Connection, version: str, uncertainty_sampling: bool) -> None:
     """Make `version` the project's model version (LS accepts it once a prediction of it is stored)."""
     body: dict[str, Any] = {"model_version": version}

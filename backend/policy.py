@@ -56,6 +56,7 @@ class Policy:
     gold_min: int = 30  # ... once at least this many exist
     kappa_min_shared: int = 20  # agreement: Cohen's kappa only for pairs of annotators sharing this many tasks
     annotator_trend: int = 100  # agreement: each annotator's recent agreement over their last this many labels
+    review_extra_annotation: bool = False  # ask LS for one more annotation of each disputed task (`publish.ask_for_reviews`)
 
     def warm(self, counts: Mapping[str, Mapping[str, int]], labels: Mapping[str, tuple[str, ...]], total: int) -> bool:
         """True once uncertainty may replace diversity (the cold-start rule in the module doc)."""

@@ -64,6 +64,15 @@ class LabelStudio:
 
         return Client(base_url=self.url, api_key=self.token, timeout=60)
 
+    def signup(self, email: str) -> str:
+        """A new user of the organization (LS's signup form, as a person signs up), and their API token."""
+        session = requests.Session()
+        session.get(f"{self.url}/user/signup/", timeout=60)
+        form = {"email": email, "password": secrets.token_urlsafe(12), "csrfmiddlewaretoken": session.cookies.get("csrftoken")}
+        answer = session.post(f"{self.url}/user/signup/", data=form, headers={"Referer": f"{self.url}/user/signup/"}, timeout=60)
+        answer.raise_for_status()
+        return session.get(f"{self.url}/api/current-user/token", timeout=60).json()["token"]
+
     def stop(self, remove: bool = True) -> None:
         self.process.stop()
         if remove:

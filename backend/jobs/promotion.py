@@ -42,7 +42,7 @@ def train_project(runtime: Runtime, project: int, reason: str, job_id: str = "",
     snapshot, agreed = snapshot_of(runtime, project, config, policy)
     labeled = agreed.tasks
     alpha = agreement.alphas(agreed.votes)
-    audit_disputes(runtime, project, agreed, job_id)
+    audit_disputes(runtime, project, agreed, job_id, policy.review_extra_annotation)
     history = registry.history(project)
     if (
         history
@@ -145,11 +145,19 @@ def snapshot_of(runtime: Runtime, project: int, config: LabelConfig, policy: Pol
     return snapshot, agreed
 
 
-def audit_disputes(runtime: Runtime, project: int, agreed: Consensus, job_id: str) -> None:
+def audit_disputes(runtime: Runtime, project: int, agreed: Consensus, job_id: str, ask: bool = False) -> None:
     """Record in the audit trail the tasks newly disputed since the last train job, and how the
-    ones no longer disputed were resolved (the outcome their consensus has now, or gone)."""
+    ones no longer disputed were resolved (the outcome their consensus has now, or gone); with
+    `ask` (`review_extra_annotation`), have the next publish job ask LS for one more annotation of
+    each disputed task."""
     disputes = {(d.task, d.control): d for d in agreed.disputes}
     new, settled = runtime.store.swap_disputes(project, set(disputes))
+    runtime.store.forget_reviews(project, {t for t, _ in settled} - {t for t, _ in disputes})
+    if ask and disputes:
+        voters = {t.task: len({v.voter for v in t.votes}) for t in agreed.votes}
+        runtime.store.ask_reviews(
+            project, {d.task: {"overlap": voters.get(d.task, 1) + 1, "certainty": d.certainty} for d in disputes.values()}
+        )
     actor = f"train job {job_id}" if job_id else "train job"
     if new:
         shown = [{"task": t, "control": c, "reason": disputes[t, c].reason, "votes": disputes[t, c].votes} for t, c in sorted(new)[:100]]

@@ -63,6 +63,7 @@ def publish(runtime: Runtime, project: int, ls: labelstudio.Connection | None) -
             try:
                 summary.update(push_head(runtime, ls, project, config, stored["version"]))
                 summary["mislabels"] = push_mislabels(runtime, ls, project, config, stored["version"])
+                summary["reviews"] = ask_for_reviews(runtime, ls, project, config, stored["version"])
             except Exception as exc:
                 log.warning(
                     "project %s: could not push the head to Label Studio (%s); the next publish (training, new tasks, refill) retries",
@@ -223,6 +224,32 @@ def push_mislabels(runtime: Runtime, ls: labelstudio.Connection, project: int, c
     ]
     pushed = labelstudio.push_predictions(ls, predictions)
     store.save_mislabels(project, {**found, "pushed": pushed})
+    return pushed
+
+
+def ask_for_reviews(runtime: Runtime, ls: labelstudio.Connection, project: int, config: LabelConfig, version: str) -> int:
+    """Ask LS for one more annotation of each disputed task the last train job listed
+    (`review_extra_annotation`): raise its overlap, and store a prediction of `version` with a
+    score below every head task's (-1 + its certainty: ties first), so LS's uncertainty sampling
+    serves it next to an annotator who has not labeled it. Done once per task and version (the
+    next version's head removes the prediction, and the next publish stores a new one)."""
+    store = runtime.store
+    waiting = {t: e for t, e in store.reviews(project).items() if e.get("version") != version}
+    if not waiting:
+        return 0
+    votes = {t.task: t for t in store.task_votes(project)}
+    tasks = [{"id": t, "data": votes[t].data} for t in sorted(waiting) if t in votes][:MISLABELS_PUSHED]
+    results = runtime.model.predict(tasks, project=project, config=config)
+    predictions = []
+    for task, result in zip(tasks, results):
+        entry = waiting[task["id"]]
+        if entry.get("version") is None:
+            labelstudio.ask_for_annotation(ls, task["id"], int(entry["overlap"]))
+        if isinstance(result, dict):
+            score = round(-1.0 + float(entry.get("certainty") or 0.0), 6)
+            predictions.append({"task": task["id"], "result": result["result"], "score": score, "model_version": version})
+    pushed = labelstudio.push_predictions(ls, predictions)
+    store.mark_reviews(project, version, [t["id"] for t in tasks])
     return pushed
 
 

@@ -184,6 +184,12 @@ def disputes(project: int) -> str:
     return _project(project, "disputes")
 
 
+def reviews(project: int) -> str:
+    """Disputed tasks LS is asked to have annotated once more (hash: task -> JSON of the overlap
+    asked for, the certainty, and the version whose prediction serves it first)."""
+    return _project(project, "reviews")
+
+
 def lost_labels(project: int) -> str:
     """How many labeled tasks the champion saw when Redis was found to have lost labels."""
     return _project(project, "lost_labels")

@@ -469,6 +469,28 @@ class Store:
         raw = self.redis.get(keys.mislabels(project))
         return json.loads(raw) if raw else None
 
+    def ask_reviews(self, project: int, asked: Mapping[int, Mapping[str, Any]]) -> None:
+        """Disputed tasks to ask LS about (task -> overlap wanted and certainty), unless already asked."""
+        pipe = self.redis.pipeline(transaction=False)
+        for task, entry in asked.items():
+            pipe.hsetnx(keys.reviews(project), str(task), _dumps({**entry, "version": None}))
+        pipe.execute()
+
+    def reviews(self, project: int) -> dict[int, dict[str, Any]]:
+        return {int(t): json.loads(v) for t, v in self.redis.hgetall(keys.reviews(project)).items()}
+
+    def mark_reviews(self, project: int, version: str, tasks: Iterable[int]) -> None:
+        """`tasks` now carry a prediction of `version` in LS (their overlap raised)."""
+        found = self.reviews(project)
+        updates = {str(t): _dumps({**found[t], "version": version}) for t in tasks if t in found}
+        if updates:
+            self.redis.hset(keys.reviews(project), mapping=updates)
+
+    def forget_reviews(self, project: int, tasks: Iterable[int]) -> None:
+        ids = [str(t) for t in tasks]
+        if ids:
+            self.redis.hdel(keys.reviews(project), *ids)
+
     def swap_disputes(self, project: int, disputed: set[tuple[int, str]]) -> tuple[set[tuple[int, str]], set[tuple[int, str]]]:
         """Store the disputed (task, control) pairs; return those new since the last call and those
         no longer disputed."""

@@ -211,6 +211,10 @@ SCHEMAS: dict[str, Any] = {
             "gold_min": {"type": "integer", "minimum": 0, "maximum": 10**6},
             "kappa_min_shared": {"type": "integer", "minimum": 0, "maximum": 10**6},
             "annotator_trend": {"type": "integer", "minimum": 0, "maximum": 10**6},
+            "review_extra_annotation": {
+                "description": "Ask Label Studio for one more annotation of each disputed task (its overlap raised, served first).",
+                "type": "boolean",
+            },
         },
     },
     "Health": {
