@@ -96,3 +96,28 @@ def test_three_annotators_disputes_back_to_people_and_ground_truth(label_studio,
 
     (event, *_) = wait_for(resolved, timeout=180, interval=2)
     assert {t["task"] for t in event["details"]["tasks"]} <= disputed and event["details"]["tasks"][0]["outcome"] == "vote"
+
+
+def test_imported_annotations_stay_votes_though_ls_marks_them_ground_truth(label_studio, backend_server, tweets):
+    ls = label_studio.client()
+    admin = {"Authorization": f"Token {label_studio.token}"}
+    project = ls.projects.create(title="e2e imported labels", label_config=LABEL_CONFIG).id
+
+    def region(label: str) -> list[dict]:
+        return [{"from_name": "sentiment", "to_name": "text", "type": "choices", "value": {"choices": [label]}}]
+
+    tasks = [{"data": {"text": tweets.texts[i]}, "annotations": [{"result": region(tweets.labels[i])}]} for i in range(40)]
+    ls.projects.import_tasks(id=project, request=tasks)
+    stored = requests.get(f"{label_studio.url}/api/tasks/", params={"project": project, "fields": "all"}, headers=admin, timeout=60).json()
+    marks = {a["ground_truth"] for t in stored["tasks"] for a in t["annotations"]}
+    assert marks == {True}  # what LS 1.23.2 does to imported annotations
+    ls.ml.create(url=backend_server.url, project=project, title="active-learning", auto_update=True)
+    requests.put(f"{backend_server.url}/projects/{project}/settings", json={"gold_set": True, "gold_min": 1}, timeout=5)
+
+    def trained():
+        requests.post(f"{backend_server.url}/projects/{project}/train", params={"full_sync": 1}, timeout=5)
+        history = requests.get(f"{backend_server.url}/projects/{project}/models", timeout=5).json()["history"]
+        return next((r for r in reversed(history) if r.get("examples")), None)
+
+    record = wait_for(trained, timeout=180, interval=2)
+    assert record["consensus"]["tasks"]["sentiment"] == {"single": 40} and record["gold_tasks"] == 0  # all trained on
