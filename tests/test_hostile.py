@@ -300,6 +300,35 @@ def test_a_10_mb_text_inside_the_limit_is_stored_cut_to_max_text_chars(client, s
     assert stored.data["text"] == "y" * seeded.settings.max_text_chars
 
 
+def test_odd_annotators_each_get_a_rule_and_nothing_is_lost(client, seeded):
+    """No completed_by: a voter of its own; an id as 7 and as "7": one annotator, whose later
+    annotation is their vote; a deleted user's id: still an id; a thousand annotators on one task."""
+    events = [
+        annotation_event(200, 120, "t", "positive", author=None, updated_at="2026-01-01T00:00:01Z"),
+        annotation_event(201, 120, "t", "positive", author=None, updated_at="2026-01-01T00:00:02Z"),
+        annotation_event(202, 120, "t", "negative", author=7, updated_at="2026-01-01T00:00:03Z"),
+        annotation_event(203, 120, "t", "positive", author="7", updated_at="2026-01-01T00:00:04Z"),
+        annotation_event(204, 120, "t", "negative", author={"id": 99999, "email": "gone@example.com"}, updated_at="2026-01-01T00:00:05Z"),
+    ]
+    for event in events:
+        assert client.post("/webhook", json=event).status_code == 200
+    (task,) = [t for t in seeded.store.task_votes(1) if t.task == 120]
+    assert [v.author for v in task.votes] == [None, None, "7", "7", "99999"]  # every annotation kept; no email stored
+    assert {t.task: t for t in labeled(seeded.store, 1)}[120].labels == {"sentiment": ["positive"]}  # 3 votes to 1
+    crowd = [annotation_event(1000 + i, 121, "t", "neutral" if i % 3 else "negative", author=f"u{i}") for i in range(1000)]
+    bulk = {
+        "action": "ANNOTATIONS_CREATED",
+        "annotation": [e["annotation"] for e in crowd],
+        "task": [e["task"] for e in crowd],
+        "project": crowd[0]["project"],
+    }
+    response = client.post("/webhook", json=bulk)
+    assert response.status_code == 200 and response.json["changed"] == 1000
+    assert {t.task: t for t in labeled(seeded.store, 1)}[121].labels == {"sentiment": ["neutral"]}
+    agreement = client.get("/projects/1/agreement")
+    assert agreement.status_code == 200 and agreement.json["controls"]["sentiment"]["annotators"] >= 1000
+
+
 @pytest.mark.parametrize("kind", ["empty result", "skipped with a result"])
 def test_empty_and_skipped_annotations_are_not_labels(client, seeded, kind):
     """(A skip without a result: tests/web/test_api.py.)"""

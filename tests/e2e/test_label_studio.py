@@ -245,11 +245,14 @@ def test_label_studio_with_basic_auth_and_a_non_ascii_password_connects_predicts
     version = backend.settled_version(project.id, changes=len(labeled))  # every annotation webhook got through
     assert version != "untrained"
 
-    answer = requests.post(
-        f"{label_studio.url}/api/ml/{ml.id}/interactive-annotating", headers=token, timeout=60, json={"task": tasks[60].id}
-    ).json()
-    assert "errors" not in answer, answer
-    assert answer["data"]["model_version"] == version
+    def interactive() -> dict | None:  # the web process swaps to a promoted version within its poll interval
+        answer = requests.post(
+            f"{label_studio.url}/api/ml/{ml.id}/interactive-annotating", headers=token, timeout=60, json={"task": tasks[60].id}
+        ).json()
+        assert "errors" not in answer, answer
+        return answer if answer["data"]["model_version"] == version else None
+
+    answer = wait_for(interactive, timeout=30, interval=0.5)
     (region,) = answer["data"]["result"]
     assert region["value"]["choices"] == [pairs[tasks[60].data["ref"]][1]]
     assert version in ls.ml.list_model_versions(id=ml.id).versions
