@@ -29,9 +29,9 @@ def simulate(args: argparse.Namespace) -> int:
 
 
 def consensus(args: argparse.Namespace) -> int:
-    from .annotators import consensus_report
+    from .annotators import consensus_cost, consensus_report
 
-    print(json.dumps(consensus_report(args.tasks, args.held_out), indent=2))
+    print(json.dumps(consensus_cost(args.cost) if args.cost else consensus_report(args.tasks, args.held_out), indent=2))
     return 0
 
 
@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("consensus", help="three simulated annotators (one poor) on tweets: each consensus method's labels and model")
     p.add_argument("--tasks", type=int, default=3000)
     p.add_argument("--held-out", type=int, default=2000)
+    p.add_argument("--cost", type=int, default=0, help="instead: seconds and memory of each method over this many tasks")
     p.set_defaults(func=consensus)
     p = sub.add_parser("mislabels", help="label-error suspects on tweets with 10% of labels flipped, at 200, 1,000 and 5,000 labels")
     p.set_defaults(func=label_errors)

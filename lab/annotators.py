@@ -115,3 +115,45 @@ def consensus_report(tasks: int = 3000, held: int = 2000, seeds: Sequence[int] =
     figures = report(votes, found, set(), 20, 100)[CONTROL]
     out["agreement"] = {k: figures[k] for k in ("alpha", "kappa", "per_class", "per_annotator")}
     return out
+
+
+def consensus_cost(tasks: int = 30_000) -> dict[str, Any]:
+    """Seconds and peak memory of `dawid_skene` and `majority` over `tasks` simulated tasks, and
+    what importing crowd-kit adds to a web process (the embedded mode runs train jobs in it) that
+    has run a label-error check (cleanlab and pandas), and what that check's imports added."""
+    import resource
+    import time
+
+    import backend.web.app  # noqa: F401 - the web process's modules, loaded before crowd-kit
+
+    from .datasets import load_tweets
+
+    def rss_mb() -> float:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    loaded = rss_mb()
+    import backend.mislabels  # noqa: F401 - the label-error check's cleanlab and pandas, loaded after the first promotion
+
+    checked = rss_mb()
+    from crowdkit.aggregation import DawidSkene  # noqa: F401
+
+    imported = rss_mb()
+    data = load_tweets()
+    order = np.random.default_rng(0).permutation(len(data.texts))[:tasks]  # the file is grouped by label
+    votes = simulate_votes([data.texts[i] for i in order], [data.labels[i] for i in order], seed=0)
+    before = rss_mb()
+    started = time.perf_counter()
+    resolve(votes, "dawid_skene")
+    estimate = time.perf_counter() - started
+    peak = rss_mb()
+    started = time.perf_counter()
+    resolve(votes, "majority")
+    return {
+        "tasks": len(votes),
+        "votes": sum(len(t.votes) for t in votes),
+        "import_label_error_check_mb": round(checked - loaded),
+        "import_crowd_kit_mb": round(imported - checked),
+        "dawid_skene_seconds": round(estimate, 2),
+        "dawid_skene_peak_mb": round(peak - before),
+        "majority_seconds": round(time.perf_counter() - started, 2),
+    }
