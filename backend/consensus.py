@@ -258,11 +258,15 @@ def imported(annotation_created: float | None, task_created: float | None) -> bo
     return abs(annotation_created - task_created) < IMPORT_WINDOW
 
 
+def multi_label(config: Any) -> set[str]:
+    """The multi-label controls of a label config (none without one)."""
+    return {c.from_name for c in config.controls if getattr(c, "multiple", False)} if config is not None else set()
+
+
 def for_policy(tasks: Sequence[TaskVotes], policy: Any, config: Any) -> Consensus:
     """`resolve` with a project's `Policy` (method, dispute confidence) and its label config (which
     controls are multi-label)."""
-    multiple = {c.from_name for c in config.controls if getattr(c, "multiple", False)} if config is not None else set()
-    return resolve(tasks, policy.consensus, multiple, policy.dispute_confidence)
+    return resolve(tasks, policy.consensus, multi_label(config), policy.dispute_confidence)
 
 
 def gold_tasks(consensus: Consensus, policy: Any) -> set[int]:

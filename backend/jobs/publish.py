@@ -214,13 +214,9 @@ def push_mislabels(runtime: Runtime, ls: labelstudio.Connection, project: int, c
     worst: dict[int, float] = {}
     for suspect in found["suspects"]:
         worst[suspect["task"]] = max(worst.get(suspect["task"], 0.0), suspect["mislabeling"])
-    by_task = {t.task: t for t in store.task_votes(project)}
-    tasks = [{"id": task, "data": by_task[task].data} for task in worst if task in by_task][:MISLABELS_PUSHED]
-    results = runtime.model.predict(tasks, project=project, config=config)
     predictions = [
-        {"task": t["id"], "result": r["result"], "score": r["score"], "model_version": version, "mislabeling": worst[t["id"]]}
-        for t, r in zip(tasks, results)
-        if isinstance(r, dict)
+        {"task": task, "result": r["result"], "score": r["score"], "model_version": version, "mislabeling": worst[task]}
+        for task, r in predicted_labeled(runtime, project, config, list(worst))
     ]
     pushed = labelstudio.push_predictions(ls, predictions)
     store.save_mislabels(project, {**found, "pushed": pushed})
@@ -237,20 +233,25 @@ def ask_for_reviews(runtime: Runtime, ls: labelstudio.Connection, project: int, 
     waiting = {t: e for t, e in store.reviews(project).items() if e.get("version") != version}
     if not waiting:
         return 0
-    votes = {t.task: t for t in store.task_votes(project)}
-    tasks = [{"id": t, "data": votes[t].data} for t in sorted(waiting) if t in votes][:MISLABELS_PUSHED]
-    results = runtime.model.predict(tasks, project=project, config=config)
+    found = predicted_labeled(runtime, project, config, sorted(waiting))
     predictions = []
-    for task, result in zip(tasks, results):
-        entry = waiting[task["id"]]
-        if entry.get("version") is None:
-            labelstudio.ask_for_annotation(ls, task["id"], int(entry["overlap"]))
-        if isinstance(result, dict):
-            score = round(-1.0 + float(entry.get("certainty") or 0.0), 6)
-            predictions.append({"task": task["id"], "result": result["result"], "score": score, "model_version": version})
+    for task, result in found:
+        if waiting[task].get("version") is None:
+            labelstudio.ask_for_annotation(ls, task, int(waiting[task]["overlap"]))
+        score = round(-1.0 + float(waiting[task].get("certainty") or 0.0), 6)
+        predictions.append({"task": task, "result": result["result"], "score": score, "model_version": version})
     pushed = labelstudio.push_predictions(ls, predictions)
-    store.mark_reviews(project, version, [t["id"] for t in tasks])
+    store.mark_reviews(project, version, [task for task, _ in found])
     return pushed
+
+
+def predicted_labeled(runtime: Runtime, project: int, config: LabelConfig, task_ids: list[int]) -> list[tuple[int, dict[str, Any]]]:
+    """The served model's prediction of each of the first `MISLABELS_PUSHED` labeled tasks among
+    `task_ids` (their texts from the stored votes), for the predictions pushed onto labeled tasks."""
+    stored = {t.task: t for t in runtime.store.task_votes(project)}
+    tasks = [{"id": t, "data": stored[t].data} for t in task_ids if t in stored][:MISLABELS_PUSHED]
+    results = runtime.model.predict(tasks, project=project, config=config)
+    return [(t["id"], r) for t, r in zip(tasks, results) if isinstance(r, dict)]
 
 
 def next_for_head(runtime: Runtime, project: int, count: int, in_head: set[int]) -> list[dict[str, Any]]:

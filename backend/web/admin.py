@@ -169,7 +169,7 @@ def annotator_agreement(project: int) -> Response:
     config = rt.store.label_config(project)
     votes = rt.store.task_votes(project)
     found = consensus.for_policy(votes, policy, config)
-    multiple = {c.from_name for c in config.controls if c.multiple} if config else set()
+    multiple = consensus.multi_label(config)
     checked = rt.store.mislabels(project) or {}
     predicted = {c: {int(t): v for t, v in by.items()} for c, by in (checked.get("predicted") or {}).items()}
     controls = agreement.report(votes, found, multiple, policy.kappa_min_shared, policy.annotator_trend, predicted)

@@ -17,7 +17,7 @@ from rq.serializers import JSONSerializer
 
 from .. import monitor
 from ..agreement import per_annotator
-from ..consensus import votes_by_voter
+from ..consensus import multi_label, votes_by_voter
 from ..payload import InvalidPayload
 from ..policy import policy_for
 from ..state import audit
@@ -79,14 +79,14 @@ def annotator_view(project: int) -> dict[str, Any]:
     rt = runtime()
     history = rt.registry.history(project)
     last = (history[-1].get("consensus") if history else None) or {}
-    config = rt.store.label_config(project)
-    multiple = {c.from_name for c in config.controls if c.multiple} if config else set()
+    multiple = multi_label(rt.store.label_config(project))
+    trend = policy_for(rt.settings, rt.store.meta(project)).annotator_trend
     votes = rt.store.task_votes(project)
     controls = sorted({c for t in votes for v in t.votes for c, chosen in v.labels.items() if chosen})
     out: dict[str, Any] = {"method": last.get("method"), "controls": {}}
     for control in controls:
         voted = [(t.task, by) for t in votes if (by := votes_by_voter(t, control))]
-        people = per_annotator(voted, control, control in multiple, policy_for(rt.settings, rt.store.meta(project)).annotator_trend)
+        people = per_annotator(voted, control, control in multiple, trend)
         out["controls"][control] = {
             "alpha": (last.get("alpha") or {}).get(control),
             "tasks": (last.get("tasks") or {}).get(control, {}),
