@@ -495,6 +495,9 @@ def test_f10_redis_out_of_memory_gives_fast_503_evicts_nothing_and_recovers(on_p
             while filled < 1000:
                 client.set(f"filler:{filled}", b"x" * size)
                 filled += 1
+    # Keys expiring meanwhile (locks, heartbeats) would free room for one more write: keep the
+    # limit well below what is used.
+    client.config_set("maxmemory", client.info("memory")["used_memory"] // 2)
     for i in range(3):
         event = annotation_event(TRAINED + 1 + i, TRAINED + 1 + i, tweets.texts[TRAINED + i], tweets.labels[TRAINED + i])
         for body in (event, {"action": "START_TRAINING", "project": {"id": 1}}):
@@ -505,6 +508,7 @@ def test_f10_redis_out_of_memory_gives_fast_503_evicts_nothing_and_recovers(on_p
         serves(url, champion)
     assert labels_of(client) == stored  # nothing evicted or half-written
     client.delete(*[f"filler:{i}" for i in range(filled)])
+    client.config_set("maxmemory", "2mb")
     post_labels(url, tweets, TRAINED, 300, threads=4)  # LS's next sync or the annotators' next saves
     job_id = start_training(url)
     assert queue_of(deployment).get_job_ids() == [job_id]
