@@ -24,11 +24,19 @@ from .config import Settings
 from .consensus import METHODS
 from .families.estimator import COMMITTEE_SIZE
 from .payload import InvalidPayload
-from .strategy import COMMITTEE_STRATEGIES, STRATEGIES
+from .strategy import BALANCES, COMMITTEE_STRATEGIES, STRATEGIES
 
 log = logging.getLogger(__name__)
 STRATEGY_NAMES = tuple(sorted({*STRATEGIES, *COMMITTEE_STRATEGIES, "random"}))
-QUEUE_SETTINGS = ("strategy", "batch_size", "cold_start_per_class", "cold_start_total", "clusters", "uncertainty_sampling")
+QUEUE_SETTINGS = (
+    "strategy",
+    "batch_size",
+    "cold_start_per_class",
+    "cold_start_total",
+    "class_balance",
+    "clusters",
+    "uncertainty_sampling",
+)
 LABEL_SETTINGS = ("consensus", "dispute_confidence", "gold_set", "gold_min")  # change what a model trains on
 GATE_METRICS = ("macro_f1", "accuracy")
 
@@ -42,6 +50,7 @@ class Policy:
     gate_margin: float = Settings.gate_margin
     cold_start_per_class: int = 5
     cold_start_total: int = 50
+    class_balance: str = "off"  # places in each batch for labels short of their share (`strategy.BALANCES`)
     clusters: int = 20
     uncertainty_sampling: bool = False
     live_accuracy_drop: float = 0.10  # retrain when live accuracy is this far below the offline estimate
@@ -112,6 +121,8 @@ def validated(overrides: Mapping[str, Any], strict: bool) -> dict[str, Any]:
             problem = None if value in GATE_METRICS else "gate_metric must be macro_f1 or accuracy"
         elif name == "consensus":
             problem = None if value in METHODS else f"consensus must be one of {list(METHODS)}"
+        elif name == "class_balance":
+            problem = None if value in BALANCES else f"class_balance must be one of {list(BALANCES)}"
         if problem:
             if strict:
                 raise InvalidPayload(problem)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import gc
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -35,6 +35,7 @@ from .policy import Policy
 
 log = logging.getLogger(__name__)
 FIRST_CANDIDATES = 1000  # tasks the near-duplicate check of the first batch starts from
+BALANCED_BATCHES = 10  # batches of the queue's head that class-aware selection fills
 
 
 class Entry(NamedTuple):
@@ -115,6 +116,63 @@ def uncertainties(
     return strategies.combine(per_control)
 
 
+class LabelColumns(NamedTuple):
+    """Every control's label probabilities side by side (tasks x labels), for class-aware batches."""
+
+    proba: np.ndarray
+    labels: list[tuple[str, str]]  # (control, label) of each column
+    groups: list[int]  # each column's control number
+    multiple: list[bool]  # each column's control is multi-label
+
+
+def label_columns(
+    bundle: ModelBundle,
+    config: LabelConfig,
+    texts_by_control: Sequence[Sequence[str | None]],
+    hashed: tuple[list[str], Pool] | None = None,
+) -> LabelColumns | None:
+    """The label probabilities of every control whose family gives them (a task without the
+    control's text: zeros); None when no control's does."""
+    n = len(texts_by_control[0]) if texts_by_control else 0
+    blocks, labels, groups, multiple = [], [], [], []
+    for number, control in enumerate(config.controls):
+        model = bundle.controls.get(control.from_name)
+        family = families.family(bundle.family_of(control.from_name)) if model is not None else None
+        if family is None or not family.claims(control):
+            continue
+        found = texts_by_control[number]
+        rows = [i for i, text in enumerate(found) if text is not None]
+        texts = [found[i] for i in rows]
+        pool = hashed[1] if hashed is not None and texts == hashed[0] else None
+        proba = family.label_proba(model, control, texts, pool) if rows else None
+        if proba is None and rows:
+            continue
+        block = np.zeros((n, len(control.labels)))
+        if rows:
+            block[rows] = proba
+        blocks.append(block)
+        labels += [(control.from_name, label) for label in control.labels]
+        groups += [len(blocks) - 1] * len(control.labels)
+        multiple += [bool(getattr(control, "multiple", False))] * len(control.labels)
+    return LabelColumns(np.hstack(blocks), labels, groups, multiple) if blocks else None
+
+
+def balanced(
+    values: np.ndarray,
+    columns: LabelColumns,
+    counts: Mapping[str, Mapping[str, int]],
+    labeled: int,
+    policy: Policy,
+    warm: bool,
+) -> np.ndarray:
+    """`values` with class-aware batches (`strategy.class_balanced`) over the first BALANCED_BATCHES
+    batches: before the project is warm, every label is wanted at the cold-start rule's count."""
+    known = np.array([counts.get(control, {}).get(label, 0) for control, label in columns.labels], dtype=float)
+    targets = strategies.balance_targets(policy.class_balance, columns.proba, known, columns.groups, columns.multiple, labeled)
+    floor = 0 if warm else policy.cold_start_per_class
+    return strategies.class_balanced(values, columns.proba, known, targets, labeled, policy.batch_size, BALANCED_BATCHES, floor)
+
+
 def rank(
     tasks: Sequence[dict[str, Any]],
     config: LabelConfig,
@@ -125,9 +183,12 @@ def rank(
     limit: int = 20_000,
     seed: int = 0,
     cache: PoolCache | None = None,
+    counts: Mapping[str, Mapping[str, int]] | None = None,
+    labeled: int = 0,
 ) -> Queue:
     """The queue over `tasks` (each `{"id", "data"}`). `cache`: the project's pool cache, which keeps
-    what does not depend on the model (hashed counts, clusters) for the next ranking."""
+    what does not depend on the model (hashed counts, clusters) for the next ranking; `counts`:
+    labeled tasks per control and label and `labeled` in all, for class-aware batches (none without)."""
     started = time.perf_counter()
     data = [t.get("data") or {} for t in tasks]
     by_control = [[control.text_of(d, limit) for d in data] for control in config.controls]
@@ -157,6 +218,11 @@ def rank(
         name, fallback = effective_strategy(bundle, policy)
         kind = "committee disagreement" if name in strategies.COMMITTEE_STRATEGIES else "uncertainty"
         reason = f"{name} {kind} of {version}" + (f" ({fallback})" if fallback else "")
+    if bundle is not None and counts is not None and policy.class_balance != "off" and name != "random":
+        columns = label_columns(bundle, config, by_control, (texts, pool))
+        if columns is not None:
+            values = balanced(values, columns, counts, labeled, policy, warm)
+            reason += f"; class-aware batches ({policy.class_balance} shares)"
     first = first_batch(values, pool, policy.batch_size)
     chosen = set(first)
     rest = [i for i in strategies.order(values, seed).tolist() if i not in chosen]

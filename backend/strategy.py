@@ -216,6 +216,133 @@ def spread_over_clusters(uncertainties: np.ndarray, cluster_ids: np.ndarray, top
     return values
 
 
+BALANCES = ("prior", "uniform", "off")  # the targets `balance_targets` knows; "off": no reserved places
+MAX_RESERVED = 0.5  # at most this share of a batch goes to starved labels; the rest follows the strategy
+
+
+def balance_targets(
+    kind: str, pool_proba: np.ndarray, counts: np.ndarray, groups: Sequence[int], multiple: Sequence[bool], labeled: int
+) -> np.ndarray:
+    """Each label's wanted share of the labeled tasks. `pool_proba`: the unlabeled pool's predicted
+    probabilities (tasks x labels, every control's labels side by side); `counts`: labeled tasks
+    per label; `groups`: each label's control number; `multiple`: per label, whether its control is
+    multi-label (its share is of tasks, not of its control's labels); `labeled`: labeled tasks.
+    `prior`: the label's estimated share of the whole project (its labeled count plus its expected
+    count in the pool), what random order would give it; `uniform`: 1/k of its control's k labels."""
+    groups, multiple = np.asarray(groups), np.asarray(multiple, dtype=bool)
+    if kind == "uniform":
+        return 1.0 / np.bincount(groups)[groups]
+    expected = np.asarray(counts, dtype=float) + pool_proba.sum(axis=0)
+    per_control = np.bincount(groups, weights=expected)[groups]
+    return expected / np.maximum(np.where(multiple, labeled + len(pool_proba), per_control), EPS)
+
+
+def class_balanced(
+    values: np.ndarray,
+    proba: np.ndarray,
+    counts: np.ndarray,
+    targets: np.ndarray,
+    labeled: int,
+    size: int,
+    batches: int = 1,
+    floor: int = 0,
+) -> np.ndarray:
+    """`values` (higher first) reordered so that no label starves: in each of the first `batches`
+    batches of `size`, a label whose expected labeled count after the strategy's batch (each
+    chosen task adds its probabilities) still falls short of its target share
+    (`targets[j]` x the labeled tasks after the batch, and at least `floor`: the cold-start rule's
+    labels per class) gets places for the tasks most likely to
+    carry it (highest `proba[:, j]`), as many as it falls short, at most MAX_RESERVED of the batch
+    in all; the other places follow `values`. A label that catches up loses its places. A label the model never predicts
+    (a column of zeros) gets none. Returns values in [0, 1] decreasing along the new order."""
+    n = len(values)
+    taken = np.zeros(n, dtype=bool)
+    by_value = order(values)
+    expected = np.asarray(counts, dtype=float).copy()
+    sequence: list[int] = []
+    cursor = 0
+    for batch in range(batches):
+        room = min(size, n - len(sequence))
+        if room <= 0:
+            break
+        plain = by_value[cursor:][~taken[by_value[cursor:]]][:room]  # what the strategy alone would choose
+        after = expected + proba[plain].sum(axis=0)
+        short = np.maximum(np.maximum(targets * (labeled + size * (batch + 1)), floor) - after, 0.0)
+        short[proba.max(axis=0) <= 0] = 0.0
+        reserved = min(int(np.floor(short.sum())), int(room * MAX_RESERVED))
+        places = np.zeros(len(short), dtype=int)
+        if reserved:
+            share = short / short.sum() * reserved
+            places = np.floor(share).astype(int)
+            for j in np.argsort(-(share - places))[: reserved - places.sum()]:
+                places[j] += 1
+        chosen: list[int] = []
+        for j in np.flatnonzero(places):
+            likely = np.where(taken, -np.inf, proba[:, j])
+            best = np.argpartition(-likely, places[j] - 1)[: places[j]]
+            best = best[np.argsort(-likely[best], kind="stable")]
+            taken[best] = True
+            chosen += best.tolist()
+        while len(chosen) < room and cursor < n:
+            task = int(by_value[cursor])
+            cursor += 1
+            if not taken[task]:
+                taken[task] = True
+                chosen.append(task)
+        expected += proba[chosen].sum(axis=0)
+        sequence += chosen
+    rest = by_value[~taken[by_value]]
+    full = np.concatenate([np.asarray(sequence, dtype=int), rest]).astype(int)
+    result = np.empty(n)
+    result[full] = 1.0 - np.arange(n) / max(n, 1)
+    return result
+
+
+def gradient_embedding_batch(proba: np.ndarray, features, size: int) -> list[int]:
+    """BADGE (Ash et al., ICLR 2020) for a linear softmax model: k-means++ seeding over each task's
+    loss gradient at its predicted label, (p - onehot(argmax p)) ⊗ x, taken greedily (each step
+    the gradient farthest from those chosen, not a draw in proportion: with text vectors that are
+    nearly orthogonal, a draw is nearly uniform). A gradient's length is uncertainty (small when
+    the model is sure) times the task's length, and the seeding spreads the picks over
+    directions, so one step is uncertainty and diversity together. Distances come
+    from the kernel <g_a, g_b> = <r_a, r_b><x_a, x_b> (r = p - onehot), never from the embeddings.
+    `features`: rows of task vectors (sparse or dense). Returns up to `size` row indices, in order."""
+    n = proba.shape[0]
+    if n == 0 or size <= 0:
+        return []
+    residual = np.array(proba, dtype=float)
+    residual[np.arange(n), residual.argmax(axis=1)] -= 1.0
+    rows = features.tocsr() if hasattr(features, "tocsr") else np.asarray(features, dtype=float)
+    lengths = np.asarray(rows.multiply(rows).sum(axis=1)).ravel() if hasattr(rows, "multiply") else (rows**2).sum(axis=1)
+    norms = (residual**2).sum(axis=1) * lengths
+    chosen = [int(np.argmax(norms))]
+    nearest = np.full(n, np.inf)
+    while len(chosen) < min(size, n):
+        last = chosen[-1]
+        similarity = rows @ rows[last].T
+        similarity = np.asarray(similarity.toarray() if hasattr(similarity, "toarray") else similarity).ravel()
+        distance = np.maximum(norms + norms[last] - 2.0 * (residual @ residual[last]) * similarity, 0.0)
+        nearest = np.minimum(nearest, distance)
+        nearest[chosen] = 0.0
+        total = nearest.sum()
+        if total <= EPS:
+            break
+        chosen.append(int(np.argmax(nearest)))
+    return chosen
+
+
+def lead_with(values: np.ndarray, first: Sequence[int]) -> np.ndarray:
+    """Values in [0, 1] that order the tasks `first` (in that order) before all others, which keep
+    the order of `values`."""
+    n = len(values)
+    head = np.asarray(list(first), dtype=int)
+    rest = order(values)
+    rest = rest[~np.isin(rest, head)]
+    result = np.empty(n)
+    result[np.concatenate([head, rest])] = 1.0 - np.arange(n) / max(n, 1)
+    return result
+
+
 def skip_most_uncertain(uncertainties: np.ndarray, count: int) -> np.ndarray:
     """The same values with the `count` most uncertain tasks moved behind all others (their
     order kept). Measures whether the very top of an uncertainty ranking is label noise that

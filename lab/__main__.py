@@ -20,10 +20,21 @@ def _strategies(text: str) -> str:
     return text
 
 
+def _shares(text: str) -> dict[str, float]:
+    from .datasets import parse_shares
+
+    try:
+        return parse_shares(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def simulate(args: argparse.Namespace) -> int:
     from .simulator import simulate as run
 
-    summary = run(args.dataset, args.strategy, args.budget, args.batch, args.seeds, Path(args.out), jobs=args.jobs)
+    summary = run(
+        args.dataset, args.strategy, args.budget, args.batch, args.seeds, Path(args.out), jobs=args.jobs, class_share=args.class_share
+    )
     print(json.dumps(summary, indent=2))
     return 0
 
@@ -53,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         type=_strategies,
         help="a strategy or a comma-separated list, each base[:key=value...] (see lab/simulator.py Variant)",
     )
+    p.add_argument("--class-share", type=_shares, default={}, help="thin classes to these shares of the data set, e.g. positive=0.08")
     p.add_argument("--budget", type=int, default=1500)
     p.add_argument("--batch", type=int, default=20)
     p.add_argument("--seeds", type=int, default=3)

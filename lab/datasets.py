@@ -72,6 +72,41 @@ def load_dataset(name: str) -> LabeledTexts:
     return load_tweets() if name == "tweets" else load_labeled_file(name)
 
 
+def with_class_shares(data: LabeledTexts, shares: dict[str, float], seed: int = 0) -> LabeledTexts:
+    """`data` with some classes thinned at random (seed fixed) so that each class named in `shares`
+    holds that share of the result, e.g. `{"positive": 0.08}`: the other classes keep all their texts."""
+    import numpy as np
+
+    unknown = set(shares) - set(data.labels)
+    if unknown:
+        raise ValueError(f"no class {sorted(unknown)} in the data set (classes: {data.classes})")
+    if not 0 < sum(shares.values()) < 1 or any(not 0 < v < 1 for v in shares.values()):
+        raise ValueError("each share must be in (0, 1) and all of them below 1 together")
+    labels = np.array(data.labels)
+    kept_rest = int(sum((labels == c).sum() for c in data.classes if c not in shares))
+    total = kept_rest / (1 - sum(shares.values()))
+    rng = np.random.default_rng(seed)
+    keep = np.ones(len(labels), dtype=bool)
+    for label, share in shares.items():
+        rows = np.flatnonzero(labels == label)
+        wanted = int(round(share * total))
+        if wanted > len(rows):
+            raise ValueError(f"{label} has {len(rows)} texts, fewer than the {wanted} a share of {share} needs")
+        keep[rng.choice(rows, len(rows) - wanted, replace=False)] = False
+    return LabeledTexts([t for t, k in zip(data.texts, keep) if k], [y for y, k in zip(data.labels, keep) if k])
+
+
+def parse_shares(text: str) -> dict[str, float]:
+    """`positive=0.08,neutral=0.2` as a dict (ValueError on anything else)."""
+    shares = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        label, sep, value = part.partition("=")
+        if not sep or not label.strip():
+            raise ValueError(f"expected label=share, got {part!r}")
+        shares[label.strip()] = float(value)
+    return shares
+
+
 def stratified_split(data: LabeledTexts, test_fraction: float = 0.2, seed: int = 0) -> tuple[LabeledTexts, LabeledTexts]:
     """The pool/test split of the AL measurements: stratified, fixed seed."""
     from sklearn.model_selection import train_test_split

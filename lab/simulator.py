@@ -43,7 +43,7 @@ from backend.families.pool import features as pool_features
 from backend.policy import Policy
 
 from . import priors
-from .datasets import load_dataset, stratified_split
+from .datasets import load_dataset, stratified_split, with_class_shares
 
 
 @dataclass
@@ -66,7 +66,7 @@ def official_baseline(train_texts: Sequence[str], train_labels: Sequence[str], t
     return list(model.predict(list(test_texts)))
 
 
-BASES = ("default", "random", *strategies.STRATEGIES, *strategies.COMMITTEE_STRATEGIES)
+BASES = ("default", "random", *strategies.STRATEGIES, *strategies.COMMITTEE_STRATEGIES, "badge")
 SHIFTS = ("em", "cold", "oracle")  # the `shift` option's targets
 MODEL_OPTIONS = {"alpha", "prior", "shift", "pseudo"}  # options of the model, not the order: random takes them too
 
@@ -92,7 +92,8 @@ class Variant:
     or, as a ceiling no product has, the pool's true class shares (`oracle`),
     `skip=N` pass over the N most uncertain tasks (`strategy.skip_most_uncertain`),
     `pseudo=S` self-training once warm: refit with S x labels of the surest pool tasks under their
-    predicted class, in the labeled class shares (`pseudo_labeled`; random takes it too).
+    predicted class, in the labeled class shares (`pseudo_labeled`; random takes it too),
+    `balance=prior|uniform|off` the class-aware batch (`strategy.class_balanced`; default: the policy's).
     """
 
     spec: str
@@ -106,6 +107,7 @@ class Variant:
     shift: str = ""
     pseudo: float = 0.0
     skip: int = 0
+    balance: str = ""
 
     def alpha_at(self, labels: int) -> float:
         """The model's alpha when `labels` tasks are labeled."""
@@ -129,6 +131,10 @@ class Variant:
                     values[key] = float(value)
                 elif key in ("members", "skip"):
                     values[key] = int(value)
+                elif key == "balance":
+                    if value not in strategies.BALANCES:
+                        raise ValueError(f"expected one of {list(strategies.BALANCES)}")
+                    values[key] = value
                 elif key == "shift":
                     if value not in SHIFTS:
                         raise ValueError(f"expected one of {list(SHIFTS)}")
@@ -264,6 +270,7 @@ def run(
     if variant.cold is not None:
         policy = replace(policy, cold_start_per_class=variant.cold[0], cold_start_total=variant.cold[1])
     measure = policy.strategy if variant.base in ("default", *strategies.COMMITTEE_STRATEGIES) else variant.base
+    measure = "margin" if measure == "badge" else measure  # BADGE picks the batch; margin orders the rest
     if variant.density and represent is None:
         represent = representativeness(unit_features, cluster_ids)
     rng = np.random.default_rng(seed)
@@ -329,6 +336,17 @@ def run(
                 values = strategies.skip_most_uncertain(values, variant.skip)
             if warm and variant.spread:
                 values = strategies.spread_over_clusters(values, cluster_ids[candidates], int(variant.spread * size))
+            if warm and (variant.base == "badge" or (variant.base == "default" and policy.strategy == "badge")):
+                proba = pool_proba if pool_proba is not None else probabilities(model, pool_scorable)  # type: ignore[arg-type]
+                picked = strategies.gradient_embedding_batch(proba[candidates], unit_features[candidates], size)
+                values = strategies.lead_with(values, picked)
+            balance = variant.balance or policy.class_balance
+            if model is not None and balance != "off":
+                proba = (pool_proba if pool_proba is not None else probabilities(model, pool_scorable))[candidates]
+                known = np.array([counts[c] for c in classes], dtype=float)
+                targets = strategies.balance_targets(balance, proba, known, [0] * len(classes), [False] * len(classes), len(labeled))
+                floor = 0 if warm else policy.cold_start_per_class
+                values = strategies.class_balanced(values, proba, known, targets, len(labeled), size, floor=floor)
             picked = strategies.select_batch(values, unit_features[candidates], size)
             chosen = [int(candidates[i]) for i in picked]
         labeled += chosen
@@ -387,6 +405,7 @@ def simulate(
     out: Path,
     policy: Policy | None = None,
     jobs: int = os.cpu_count() or 1,
+    class_share: dict[str, float] | None = None,
 ) -> dict[str, object]:
     """Runs every (strategy, seed) pair, `jobs` at a time in forked processes. `strategy`: one
     variant or a comma-separated list (see `Variant`); random is added when missing."""
@@ -394,6 +413,8 @@ def simulate(
     variants = parse_strategies(strategy)
     policy = policy or Policy(batch_size=batch)
     data = load_dataset(dataset)
+    if class_share:
+        data = with_class_shares(data, class_share)
     pool, test = stratified_split(data)
     classes = sorted(set(data.labels))
     pool_x, test_x = hash_texts(pool.texts), hash_texts(test.texts)
@@ -440,6 +461,7 @@ def simulate(
                 writer.writerow([curve.strategy, curve.seed, *row])
     summary: dict[str, object] = {
         "dataset": dataset,
+        "class_share": class_share or {},
         "pool": len(pool_y),
         "test": len(test_y),
         "budget": budget,
@@ -463,10 +485,32 @@ def simulate(
             "labels_to_95": labels_to_reach(labels, accuracy, 0.95 * full_accuracy),
             "labels_to_95_per_seed": [labels_to_reach(labels, np.array(c.accuracy), 0.95 * full_accuracy) for c in mine],
         }
+    control = next(v.spec for v in variants if v.base == "random")
+    summary["worst_gap_vs_random"] = {name: worst_gaps(curves, name, control) for name in names if name != control}
     summary["seconds"] = round(time.perf_counter() - started, 1)
     summary["plot"] = str(plot(curves, names, full_accuracy, official_accuracy, out / f"learning-curve-{Path(dataset).stem}.png"))
     summary["csv"] = str(csv_path)
     return summary
+
+
+GAPS_FROM = 100  # labels from which the worst gap against random order is read
+
+
+def worst_gaps(curves: list[Curve], name: str, control: str) -> dict[str, list[float | int]]:
+    """Per metric, the seed-mean of `name` minus that of `control` where it is lowest from GAPS_FROM
+    labels on, and at how many labels: [gap, labels]."""
+    out: dict[str, list[float | int]] = {}
+    for metric in ("accuracy", "macro_f1"):
+        mine = np.mean([getattr(c, metric) for c in curves if c.strategy == name], axis=0)
+        theirs = np.mean([getattr(c, metric) for c in curves if c.strategy == control], axis=0)
+        labels = np.array(next(c for c in curves if c.strategy == name).labels)
+        counted = labels >= GAPS_FROM
+        if not counted.any():
+            continue
+        gaps = (mine - theirs)[counted]
+        worst = int(np.argmin(gaps))
+        out[metric] = [round(float(gaps[worst]), 4), int(labels[counted][worst])]
+    return out
 
 
 def plot(curves: list[Curve], names: list[str], full: float, official: float, path: Path) -> Path:

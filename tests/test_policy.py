@@ -35,6 +35,8 @@ def test_admin_overrides_beat_extra_params_which_beat_the_environment():
         {"uncertainty_sampling": "yes"},
         {"gate_metric": "auc"},
         {"clusters": True},
+        {"class_balance": "always"},
+        {"consensus": "loudest"},
     ],
 )
 def test_admin_settings_are_validated(bad):

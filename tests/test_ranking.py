@@ -215,3 +215,34 @@ def test_a_committee_strategy_without_members_says_it_ranks_by_margin(tweets):
     assert len(voted.members) == 3 and all(set(m.columns) == set(voted.columns) for m in voted.members)
     ranked = rank(tasks, config, Policy(strategy="vote_entropy"), ModelBundle({"sentiment": voted}), "v", True)
     assert ranked.strategy == "vote_entropy" and [e.task for e in ranked.entries] != [e.task for e in lacking.entries]
+
+
+def test_class_balance_gives_the_starved_label_places_in_the_first_batches(tweets):
+    from backend.families import ModelBundle
+    from backend.families.estimator import ControlModel
+    from backend.labelconfig import parse_label_config
+    from backend.policy import Policy
+    from backend.ranking import BALANCED_BATCHES, rank
+
+    config = parse_label_config(LABEL_CONFIG)
+    labels = ("positive", "negative", "neutral")
+    rare = [i for i in range(3000) if tweets.labels[i] == "positive"][:8]
+    chosen = [i for i in range(3000) if tweets.labels[i] != "positive"][:192] + rare
+    model = ControlModel.fit([tweets.texts[i] for i in chosen], [[tweets.labels[i]] for i in chosen], labels, False)
+    bundle = ModelBundle({"sentiment": model})
+    tasks = [{"id": 10_000 + i, "data": {"text": tweets.texts[3000 + i]}} for i in range(2000)]
+    counts = {"sentiment": {"positive": 2, "negative": 99, "neutral": 99}}  # fewer positives than the model expects
+    likely = model.predict_proba([t["data"]["text"] for t in tasks])[:, list(model.labels).index("positive")]
+    head = 20 * BALANCED_BATCHES
+
+    def positives(queue):
+        return float(np.mean([likely[e.task - 10_000] for e in queue.entries[:head]]))
+
+    off = rank(tasks, config, Policy(), bundle, "v", True, counts=counts, labeled=200)
+    prior = rank(tasks, config, Policy(class_balance="prior"), bundle, "v", True, counts=counts, labeled=200)
+    uniform = rank(tasks, config, Policy(class_balance="uniform"), bundle, "v", True, counts=counts, labeled=200)
+    assert "class-aware" not in off.reason and "class-aware batches (prior shares)" in prior.reason
+    assert positives(off) < positives(prior) < positives(uniform)  # a larger share wanted: more places
+    assert off.entries == rank(tasks, config, Policy(class_balance="prior"), bundle, "v", True).entries  # no counts: no balance
+    cold = rank(tasks, config, Policy(class_balance="prior", cold_start_per_class=20), bundle, "v", False, counts=counts, labeled=200)
+    assert positives(cold) > positives(rank(tasks, config, Policy(cold_start_per_class=20), bundle, "v", False, counts=counts, labeled=200))

@@ -117,3 +117,57 @@ def test_skip_most_uncertain_moves_the_top_behind_the_rest_in_their_order():
     assert list(s.order(s.skip_most_uncertain(uncertainties, 9))) == list(s.order(uncertainties))
     assert s.skip_most_uncertain(np.zeros(0), 3).shape == (0,)
     assert list(uncertainties) == [0.2, 0.9, 0.5, 0.95, 0.1]  # the input is left alone
+
+
+def test_class_balanced_gives_a_starved_label_places_until_it_catches_up():
+    rng = np.random.default_rng(0)
+    n = 1000
+    proba = rng.dirichlet([1, 1, 0.2], n)  # label 2 is rare and seldom likely
+    values = s.margin(proba)
+    counts = np.array([40.0, 40.0, 0.0])
+    targets = np.array([0.45, 0.45, 0.10])
+    plain = s.order(values)[:20]
+    first = s.order(s.class_balanced(values, proba, counts, targets, 80, 20))[:20]
+    # after the batch, 100 labels: label 2 wants 10 and expects what the strategy's own batch brings
+    places = int(10 - proba[plain, 2].sum())
+    likely_rare = set(np.argsort(-proba[:, 2])[:places].tolist())
+    assert 5 <= places <= 10 and likely_rare <= set(first.tolist()) and not likely_rare <= set(plain.tolist())
+    assert set(first.tolist()) - likely_rare <= set(plain.tolist())  # the other places follow the strategy
+    caught_up = s.class_balanced(values, proba, np.array([45.0, 45.0, 10.0]), targets, 80, 20)
+    assert list(s.order(caught_up)[:20]) == list(plain)  # no label short: the strategy's order
+    floor = s.class_balanced(values, proba, np.array([50.0, 50.0, 0.0]), np.array([0.4, 0.4, 0.0]), 100, 20, floor=5)
+    places = int(5 - proba[plain, 2].sum())  # cold start: 5 of every label
+    assert places >= 1 and set(np.argsort(-proba[:, 2])[:places].tolist()) <= set(s.order(floor)[:20].tolist())
+    unknown = np.column_stack([proba[:, :2] / proba[:, :2].sum(axis=1, keepdims=True), np.zeros(n)])
+    assert list(s.order(s.class_balanced(values, unknown, counts, targets, 80, 20))[:20]) == list(plain)  # never predicted: no places
+
+
+def test_class_balanced_fills_later_batches_from_expected_counts():
+    proba = np.array([[0.9, 0.1]] * 50 + [[0.2, 0.8]] * 50)
+    values = np.linspace(1, 0, 100)  # the strategy prefers the frequent label's tasks
+    ranked = s.order(s.class_balanced(values, proba, np.zeros(2), np.array([0.5, 0.5]), 0, 10, batches=3))
+    for batch in range(3):
+        chosen = ranked[batch * 10 : (batch + 1) * 10]
+        assert (chosen >= 50).sum() >= 4  # every batch keeps places for the label the strategy passes over
+    assert sorted(ranked.tolist()) == list(range(100))
+
+
+def test_balance_targets_prior_and_uniform():
+    pool = np.array([[0.8, 0.2, 0.9], [0.6, 0.4, 0.1]])
+    counts = np.array([6.0, 2.0, 3.0])
+    prior = s.balance_targets("prior", pool, counts, [0, 0, 1], [False, False, True], 8)
+    assert prior == pytest.approx([7.4 / 10, 2.6 / 10, 4.0 / 10])  # single choice: of the control's labels; multi: of tasks
+    assert s.balance_targets("uniform", pool, counts, [0, 0, 1], [False, False, True], 8) == pytest.approx([0.5, 0.5, 1.0])
+
+
+def test_gradient_embedding_batch_prefers_uncertain_tasks_and_spreads_over_directions():
+    sure = np.array([[0.98, 0.01, 0.01]] * 30)
+    unsure = np.array([[0.4, 0.35, 0.25]] * 30)
+    proba = np.vstack([sure, unsure])
+    directions = np.vstack([np.eye(6)[i % 3] for i in range(30)] + [np.eye(6)[3 + i % 3] for i in range(30)])
+    picked = s.gradient_embedding_batch(proba, sparse.csr_matrix(directions), 3)
+    assert len(picked) == 3 and all(i >= 30 for i in picked)  # gradients of sure tasks are short
+    assert len({int(directions[i].argmax()) for i in picked}) == 3  # one per direction, not three alike
+    values = s.lead_with(s.margin(proba), picked)
+    assert list(s.order(values)[:3]) == picked and sorted(s.order(values)) == list(range(60))
+    assert s.gradient_embedding_batch(proba[:0], directions[:0], 3) == []

@@ -120,6 +120,11 @@ class Family(ABC):
         """How many committee members the model carries (0: none)."""
         return 0
 
+    def label_proba(self, model: Any, control: Any, texts: Sequence[str], pool: Any = None) -> np.ndarray | None:
+        """Per text, the probability of each of `control.labels` (what class-aware batches read);
+        None for a family whose predictions are not per-label probabilities."""
+        return None
+
     @abstractmethod
     def outcomes(self, control: Any, targets: Sequence[Any], predicted: Sequence[Any]) -> Outcomes:
         """Predicted targets against true ones, for the gate."""
@@ -187,7 +192,10 @@ class ChoicesFamily(Family):
         return out
 
     def uncertainty(self, model: Any, control: ChoicesControl, texts: Sequence[str], strategy: str, pool: Any = None) -> np.ndarray:
-        return strategies.uncertainty(self.predict_proba(model, control, texts), strategy, control.multiple)
+        return strategies.uncertainty(self.label_proba(model, control, texts, pool), strategy, control.multiple)
+
+    def label_proba(self, model: Any, control: ChoicesControl, texts: Sequence[str], pool: Any = None) -> np.ndarray:
+        return self.predict_proba(model, control, texts)
 
     def outcomes(self, control: ChoicesControl, targets: Sequence[Any], predicted: Sequence[Any]) -> Outcomes:
         y, p = indicators(targets, control.labels), indicators(predicted, control.labels)

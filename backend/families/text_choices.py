@@ -31,22 +31,27 @@ class TextChoices(ChoicesFamily):
         return model.with_committee(targets, features, committee, weights=weights) if model is not None and committee else model
 
     def predict_proba(self, model: ControlModel, control: ChoicesControl, texts: Sequence[str], features: Any = None) -> np.ndarray:
-        features = hash_texts(texts) if features is None else features
-        return restrict(model.predict_proba(features=features), model.labels, control.labels, control.multiple)
+        return self.label_proba(model, control, texts, features=features)
 
     def uncertainty(
         self, model: ControlModel, control: ChoicesControl, texts: Sequence[str], strategy: str, pool: Any = None
     ) -> np.ndarray:
         """`pool`: the pool cache's features of exactly these texts (scored without hashing them again)."""
         features = None if pool is not None else hash_texts(texts)
-
-        def proba(member: ControlModel) -> np.ndarray:
-            raw = pool.predict_proba(member) if pool is not None else member.predict_proba(features=features)
-            return restrict(raw, member.labels, control.labels, control.multiple)
-
         if strategy in strategies.COMMITTEE_STRATEGIES:
-            return strategies.disagreement([proba(m) for m in model.members], strategy, control.multiple)
-        return strategies.uncertainty(proba(model), strategy, control.multiple)
+            members = [self.label_proba(m, control, texts, pool, features) for m in model.members]
+            return strategies.disagreement(members, strategy, control.multiple)
+        return strategies.uncertainty(self.label_proba(model, control, texts, pool, features), strategy, control.multiple)
+
+    def label_proba(
+        self, model: ControlModel, control: ChoicesControl, texts: Sequence[str], pool: Any = None, features: Any = None
+    ) -> np.ndarray:
+        """`pool`: as for `uncertainty`; `features`: these texts' hashed counts, when the caller has them."""
+        if pool is not None:
+            raw = pool.predict_proba(model)
+        else:
+            raw = model.predict_proba(features=hash_texts(texts) if features is None else features)
+        return restrict(raw, model.labels, control.labels, control.multiple)
 
     def committee(self, model: ControlModel) -> int:
         return len(model.members)

@@ -137,6 +137,8 @@ def rank_pool(runtime: Runtime, project: int, config: LabelConfig) -> Queue | No
         warm,
         runtime.settings.max_text_chars,
         cache=cache_for(registry.project_dir(project)),
+        counts=counts,
+        labeled=total,
     )
     new_version = previous is None or previous.get("version") != version
     signal = stopping_signal(runtime, project, served, config, pool, policy) if served and new_version else None

@@ -13,6 +13,7 @@ from ..consensus import METHODS as CONSENSUS_METHODS
 from ..payload import MAX_LS_PROJECT, MAX_PROJECT
 from ..policy import GATE_METRICS, MAX_INTERVAL, STRATEGY_NAMES
 from ..state.audit import KINDS
+from ..strategy import BALANCES
 
 MAX_ID = 10**15
 
@@ -185,6 +186,11 @@ SCHEMAS: dict[str, Any] = {
             "gate_margin": {"type": "number", "minimum": 0, "maximum": 1},
             "cold_start_per_class": {"type": "integer", "minimum": 0, "maximum": 10**6},
             "cold_start_total": {"type": "integer", "minimum": 0, "maximum": 10**6},
+            "class_balance": {
+                "description": "Places in each batch for labels short of their share: prior (what random order gives), uniform or off.",
+                "type": "string",
+                "enum": list(BALANCES),
+            },
             "clusters": {"type": "integer", "minimum": 0, "maximum": 10**6},
             "uncertainty_sampling": {"type": "boolean"},
             "live_accuracy_drop": {"type": "number", "minimum": 0, "maximum": 1},
