@@ -126,4 +126,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--to", required=True)
     p.set_defaults(func=rollback)
     args = parser.parse_args(argv)
-    return int(args.func(Settings.from_env(), args))
+    from .policy import file_rules
+
+    settings = Settings.from_env()
+    try:
+        file_rules(settings.labeling_rules_file)
+    except ValueError as exc:
+        parser.exit(2, f"{exc}\n")
+    return int(args.func(settings, args))

@@ -50,6 +50,7 @@ class Settings:
     label_studio_timeout: float = 30.0
     trigger_check_interval: float = 10.0  # seconds between live-accuracy / drift trigger checks per project
     worker_nice: int = 10
+    labeling_rules_file: str = ""  # a JSON list of labeling rules every project starts with (backend/rules.py)
     model_families: str = ""  # extra model families, `package.module:Class,...` (backend/families)
     embedded_store: str = "auto"  # without REDIS_URL: auto | redis (a private redis-server in MODEL_DIR/.redis) | memory (fakeredis)
 

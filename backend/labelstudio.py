@@ -35,7 +35,7 @@ PUSH_BATCH = 10  # predictions stored between two checks that their version is s
 PUSH_DUTY = 0.2  # the share of time our writes keep LS busy; the rest is left to its annotators
 SYNC_BATCH = 500  # annotations written to Redis per round trip
 SYNC_OVERLAP = 300.0  # seconds re-read before the last sync, for clock skew and slow commits
-OUR_VERSION = re.compile(r"^(untrained|p\d+-v\d+)$")  # the version names this backend gives
+OUR_VERSION = re.compile(r"^(untrained|p\d+-v\d+|rules-[0-9a-f]{8})$")  # the version names this backend gives
 
 
 class LabelStudioError(Exception):

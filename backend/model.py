@@ -21,7 +21,8 @@ from typing import Any
 from . import families
 from .config import Settings
 from .families import ModelBundle
-from .labelconfig import LabelConfig
+from .labelconfig import ChoicesControl, LabelConfig
+from .rules import decide
 from .serving import ModelCache
 from .training import Snapshot, TrainResult, train_and_judge
 
@@ -53,9 +54,13 @@ class Model:
         self.cache = cache
 
     def model_version(self, project: int) -> str:
-        """The version LS should believe we serve: the project's current pointer, read from disk."""
+        """The version LS should believe we serve: the project's current pointer, read from disk;
+        before the first model, the version of the project's labeling rules, if any."""
         pointer = self.cache.pointer(project)
-        return pointer.version if pointer else UNTRAINED
+        if pointer:
+            return pointer.version
+        rules = self.cache.rules(project)
+        return rules.version if rules else UNTRAINED
 
     def predict(self, tasks: Sequence[dict[str, Any]], context: Any = None, *, project: int, config: LabelConfig) -> Predictions:
         """One entry per task, in order: a prediction, or `[]` when the task cannot be predicted.
@@ -65,11 +70,7 @@ class Model:
         datas = [_data(t) for t in tasks]
         texts_of = {c.from_name: [c.text_of(data, limit) for data in datas] for c in config.controls}
         if served is None:
-            readable = [any(texts[i] is not None for texts in texts_of.values()) for i in range(len(tasks))]
-            untrained = self.scores(project, tasks, readable)
-            return Predictions(
-                {"result": [], "score": untrained[i], "model_version": UNTRAINED} if r else [] for i, r in enumerate(readable)
-            )
+            return self.before_training(tasks, project, config, texts_of)
         observation = Observation(served.version)
         regions: dict[int, list[dict[str, Any]]] = {}  # tasks with a region only: a request is mostly one control
         for control in config.controls:
@@ -107,6 +108,37 @@ class Model:
         )
         results.observation = observation
         return results
+
+    def before_training(
+        self, tasks: Sequence[dict[str, Any]], project: int, config: LabelConfig, texts_of: dict[str, list[str | None]]
+    ) -> Predictions:
+        """No model yet: the labeling rules' pre-annotations (`rules.decide`) under the rules'
+        version, and an empty result for a task no rule covers, each with its queue score."""
+        readable = [any(texts[i] is not None for texts in texts_of.values()) for i in range(len(tasks))]
+        placed = self.scores(project, tasks, readable)
+        ruleset = self.cache.rules(project)
+        if not ruleset:
+            return Predictions({"result": [], "score": placed[i], "model_version": UNTRAINED} if r else [] for i, r in enumerate(readable))
+        regions: dict[int, list[dict[str, Any]]] = {}
+        choices = [c for c in config.controls if isinstance(c, ChoicesControl)]
+        for control in choices:
+            votes = ruleset.votes(control, texts_of[control.from_name], only=len(choices) == 1)
+            picked, scores = decide(votes, control.multiple)
+            for i, (labels, score) in enumerate(zip(picked, scores.tolist())):
+                if labels:
+                    region = {
+                        "id": f"{control.from_name}-{i}",
+                        "from_name": control.from_name,
+                        "to_name": control.to_name,
+                        "type": "choices",
+                        "value": {"choices": [control.labels[k] for k in labels]},
+                        "score": round(score, 6),
+                    }
+                    regions.setdefault(i, []).append(region)
+        return Predictions(
+            {"result": regions.get(i, []), "score": placed[i], "model_version": ruleset.version} if r else []
+            for i, r in enumerate(readable)
+        )
 
     def scores(self, project: int, tasks: Sequence[dict[str, Any]], wanted: Sequence[bool]) -> list[float]:
         """Each wanted task's place in the project's stored queue (`ModelCache.queue_scores`, read

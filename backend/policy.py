@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from croniter import croniter
@@ -24,6 +26,7 @@ from .config import Settings
 from .consensus import METHODS
 from .families.estimator import COMMITTEE_SIZE
 from .payload import InvalidPayload
+from .rules import RuleSet, parse_rules
 from .strategy import BALANCES, COMMITTEE_STRATEGIES, STRATEGIES
 
 log = logging.getLogger(__name__)
@@ -36,6 +39,7 @@ QUEUE_SETTINGS = (
     "class_balance",
     "clusters",
     "uncertainty_sampling",
+    "rules",
 )
 LABEL_SETTINGS = ("consensus", "dispute_confidence", "gold_set", "gold_min")  # change what a model trains on
 GATE_METRICS = ("macro_f1", "accuracy")
@@ -66,6 +70,12 @@ class Policy:
     kappa_min_shared: int = 20  # agreement: Cohen's kappa only for pairs of annotators sharing this many tasks
     annotator_trend: int = 100  # agreement: each annotator's recent agreement over their last this many labels
     review_extra_annotation: bool = False  # ask LS for one more annotation of each disputed task (`publish.ask_for_reviews`)
+    rules: tuple[dict[str, str], ...] = ()  # labeling rules, their JSON spec (`rules.parse_rules`)
+
+    @property
+    def rule_set(self) -> RuleSet:
+        """The compiled labeling rules."""
+        return _rule_set(json.dumps(list(self.rules), sort_keys=True))
 
     def warm(self, counts: Mapping[str, Mapping[str, int]], labels: Mapping[str, tuple[str, ...]], total: int) -> bool:
         """True once uncertainty may replace diversity (the cold-start rule in the module doc)."""
@@ -89,7 +99,36 @@ def defaults(settings: Settings) -> Policy:
         retrain_threshold=settings.retrain_threshold,
         gate_metric=settings.gate_metric,
         gate_margin=settings.gate_margin,
+        rules=file_rules(settings.labeling_rules_file),
     )
+
+
+def file_rules(path: str) -> tuple[dict[str, str], ...]:
+    """The rules of LABELING_RULES_FILE (a JSON list, `rules.parse_rules`), read again when the file
+    changes; ValueError says why a file cannot be used (checked when a process starts)."""
+    if not path:
+        return ()
+    try:
+        stat = os.stat(path)
+    except OSError as exc:
+        raise ValueError(f"LABELING_RULES_FILE {path}: {exc.strerror}") from None
+    return _file_rules(path, stat.st_mtime_ns, stat.st_size)
+
+
+@lru_cache(maxsize=8)
+def _file_rules(path: str, mtime: int, size: int) -> tuple[dict[str, str], ...]:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return tuple(r.to_json() for r in parse_rules(handle.read()))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"LABELING_RULES_FILE {path}: {exc}") from None
+    except InvalidPayload as exc:
+        raise ValueError(f"LABELING_RULES_FILE {path}: {exc.message}") from None
+
+
+@lru_cache(maxsize=64)
+def _rule_set(spec: str) -> RuleSet:
+    return RuleSet(parse_rules(spec))
 
 
 def validated(overrides: Mapping[str, Any], strict: bool) -> dict[str, Any]:
@@ -121,6 +160,11 @@ def validated(overrides: Mapping[str, Any], strict: bool) -> dict[str, Any]:
             problem = None if value in GATE_METRICS else "gate_metric must be macro_f1 or accuracy"
         elif name == "consensus":
             problem = None if value in METHODS else f"consensus must be one of {list(METHODS)}"
+        elif name == "rules":
+            try:
+                value = tuple(r.to_json() for r in parse_rules(value))
+            except InvalidPayload as exc:
+                problem = str(exc)
         elif name == "class_balance":
             problem = None if value in BALANCES else f"class_balance must be one of {list(BALANCES)}"
         if problem:

@@ -20,6 +20,7 @@ import numpy as np
 
 from .families import ModelBundle
 from .metrics import MODEL_SEQ
+from .rules import RuleSet, parse_rules
 from .state.registry import Pointer, Registry, RegistryError
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,7 @@ class ModelCache:
         self.poll_interval = poll_interval
         self._served: dict[int, Served] = {}
         self._scores: dict[int, QueueScores] = {}
+        self._rules: dict[int, tuple[tuple[int, int], RuleSet]] = {}
         self._known: set[int] = set()
         self._errors: dict[int, str] = {}
         self._lock = threading.Lock()
@@ -113,8 +115,29 @@ class ModelCache:
             self.refresh_scores(project)
         return self._scores.get(project)
 
+    def rules(self, project: int) -> RuleSet | None:
+        """The project's labeling rules as of the last poll (`Registry.save_rules`); None without."""
+        self.queue_scores(project)
+        held = self._rules.get(project)
+        return held[1] if held else None
+
+    def refresh_rules(self, project: int) -> None:
+        """Read the project's rules again if their file changed."""
+        path = self.registry.rules_path(project)
+        try:
+            stat = path.stat()
+            stamp = (stat.st_mtime_ns, stat.st_size)
+            held = self._rules.get(project)
+            if held is None or held[0] != stamp:
+                self._rules[project] = (stamp, RuleSet(parse_rules(path.read_text())))
+        except FileNotFoundError:
+            self._rules.pop(project, None)
+        except (OSError, ValueError) as exc:  # InvalidPayload is a ValueError
+            log.warning("project %s: labeling rules unreadable (%s); predicting without them", project, exc)
+
     def refresh_scores(self, project: int) -> None:
-        """Read the project's queue scores again if the file changed."""
+        """Read the project's queue scores (and rules) again if their files changed."""
+        self.refresh_rules(project)
         path = self.registry.queue_scores_path(project)
         try:
             stat = path.stat()

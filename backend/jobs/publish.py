@@ -74,8 +74,13 @@ def publish(runtime: Runtime, project: int, ls: labelstudio.Connection | None) -
 
 
 def served_version(runtime: Runtime, project: int) -> str:
+    """The promoted version; before the first, the labeling rules' version, else `untrained`."""
     pointer = runtime.registry.pointer(project)
-    return pointer.version if pointer else UNTRAINED
+    if pointer:
+        return pointer.version
+    runtime.cache.refresh_rules(project)
+    rules = runtime.cache.rules(project)
+    return rules.version if rules else UNTRAINED
 
 
 def refresh_pool(runtime: Runtime, ls: labelstudio.Connection, project: int, config: LabelConfig) -> dict[str, int]:
@@ -120,10 +125,11 @@ def rank_pool(runtime: Runtime, project: int, config: LabelConfig) -> Queue | No
     store, registry = runtime.store, runtime.registry
     policy = policy_for(runtime.settings, store.meta(project))
     covers = store.ranking_requests(project)
+    registry.save_rules(project, policy.rules)
     pointer = registry.pointer(project)
     runtime.cache.refresh(project)
     served = runtime.cache.get(project) if pointer else None
-    version = served.version if served else UNTRAINED
+    version = served.version if served else served_version(runtime, project)
     previous = store.queue(project)
     pool = store.unlabeled_pool(project)
     counts, total = label_counts(consensus.for_policy(store.task_votes(project), policy, config).tasks, config)

@@ -32,6 +32,7 @@ from ..families import ModelBundle
 ARTIFACT_SUFFIX = ".skops"
 POINTER = "current.json"
 QUEUE_SCORES = "queue-scores.npy"  # the stored ranking's LS score of each task, for `/predict`
+RULES = "rules.json"  # the project's labeling rules, for `/predict` before the first model
 SCORE_ENTRY = np.dtype([("task", "<i8"), ("score", "<f8")])
 _VERSION = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 TRUSTED_TYPES: list[str] = []  # a TF-IDF + linear-model pipeline needs none beyond skops' defaults
@@ -174,6 +175,25 @@ class Registry:
         buffer = io.BytesIO()
         np.save(buffer, entries, allow_pickle=False)
         atomic_write(directory / QUEUE_SCORES, buffer.getvalue())
+
+    def save_rules(self, project: int, spec: Sequence[dict[str, str]]) -> None:
+        """Store the project's labeling rules (their JSON spec) where web processes read them
+        without Redis (`ModelCache.rules`); no rules: no file."""
+        path = self.rules_path(project)
+        if not spec:
+            path.unlink(missing_ok=True)
+            return
+        raw = json.dumps(list(spec), sort_keys=True).encode()
+        try:
+            if path.read_bytes() == raw:
+                return
+        except FileNotFoundError:
+            pass
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, raw)
+
+    def rules_path(self, project: int) -> Path:
+        return self.project_dir(project) / RULES
 
     def queue_scores_path(self, project: int) -> Path:
         return self.project_dir(project) / QUEUE_SCORES

@@ -89,7 +89,10 @@ def setup() -> Response:
             access_token=req.access_token,
             extra_params=req.extra_params or None,
         )
-        reschedule(rt.redis, req.project, policy_for(rt.settings, rt.store.meta(req.project)).retrain_every)
+        policy = policy_for(rt.settings, rt.store.meta(req.project))
+        reschedule(rt.redis, req.project, policy.retrain_every)
+        rt.registry.save_rules(req.project, policy.rules)
+        rt.cache.refresh_rules(req.project)
     except RedisError:
         log.warning("project %s: /setup could not store project details (redis unavailable)", req.project)
     return jsonify(model_version=rt.model.model_version(req.project))

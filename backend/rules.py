@@ -1,0 +1,183 @@
+"""Labeling rules (weak supervision): keyword, phrase and regular-expression rules per control and
+label, kept as data. A rule votes for its label on every text it matches; the votes of a task give
+pre-annotations before the first model and a cold-start order, and the annotations measure each rule.
+
+Patterns run on RE2 (google-re2): matching takes time linear in the text, so no pattern can
+backtrack catastrophically and stall a web worker, and a pattern RE2 cannot run in linear time
+(backreferences, lookaround) is refused when the rules are set. Nothing is evaluated as code.
+
+The spec is a JSON list; each item names a `label`, optionally its `control` (needed only when the
+config has several `Choices` controls), and exactly one of `keyword` (a whole word),
+`phrase` (whole words in sequence), `regex` (RE2 syntax, searched anywhere), or their plural lists
+(`keywords`, `phrases`, `regexes`), one rule per entry. Keywords and phrases ignore case.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from .payload import InvalidPayload
+
+KINDS = ("keyword", "phrase", "regex")
+PLURALS = ("keywords", "phrases", "regexes")
+MAX_RULES = 500
+MAX_PATTERN = 500  # characters of one pattern
+MAX_PROGRAM = 1 << 20  # bytes RE2 may use for one compiled pattern
+VERSION_PREFIX = "rules-"
+
+
+@dataclass(frozen=True)
+class Rule:
+    label: str
+    kind: str  # one of KINDS
+    pattern: str
+    control: str = ""  # "" = the config's only Choices control
+
+    @property
+    def name(self) -> str:
+        return f"{self.control + ':' if self.control else ''}{self.label} {self.kind} {self.pattern!r}"
+
+    def to_json(self) -> dict[str, str]:
+        out = {"label": self.label, self.kind: self.pattern}
+        return {**out, "control": self.control} if self.control else out
+
+
+def parse_rules(raw: Any) -> tuple[Rule, ...]:
+    """Rules from their JSON spec (a list, or a JSON string of one); InvalidPayload (400) says what is wrong."""
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except ValueError:
+            raise InvalidPayload("rules must be a JSON list") from None
+    if not isinstance(raw, list):
+        raise InvalidPayload("rules must be a list of {label, keyword|phrase|regex} objects")
+    rules: list[Rule] = []
+    for number, item in enumerate(raw):
+        where = f"rule {number}"
+        if not isinstance(item, dict):
+            raise InvalidPayload(f"{where} must be an object")
+        unknown = set(item) - {"label", "control", *KINDS, *PLURALS}
+        if unknown:
+            raise InvalidPayload(f"{where}: unknown keys {sorted(unknown)}")
+        label, control = item.get("label"), item.get("control", "")
+        if not isinstance(label, str) or not label or not isinstance(control, str):
+            raise InvalidPayload(f"{where}: label (and control, if given) must be non-empty strings")
+        given = [(kind, [item[kind]]) for kind in KINDS if kind in item]
+        given += [(kind, item[plural]) for kind, plural in zip(KINDS, PLURALS) if plural in item]
+        if len(given) != 1:
+            raise InvalidPayload(f"{where}: give exactly one of keyword, phrase, regex (or keywords, phrases, regexes)")
+        kind, patterns = given[0]
+        if not isinstance(patterns, list) or not patterns:
+            raise InvalidPayload(f"{where}: {kind}s must be a non-empty list")
+        for pattern in patterns:
+            if not isinstance(pattern, str) or not pattern.strip() or len(pattern) > MAX_PATTERN:
+                raise InvalidPayload(f"{where}: each {kind} must be a non-empty string of at most {MAX_PATTERN} characters")
+            rule = Rule(label, kind, pattern.strip() if kind != "regex" else pattern, control)
+            problem = compile_problem(rule)
+            if problem:
+                raise InvalidPayload(f"{where}: {problem}")
+            rules.append(rule)
+    if len(rules) > MAX_RULES:
+        raise InvalidPayload(f"at most {MAX_RULES} rules")
+    return tuple(dict.fromkeys(rules))
+
+
+def expression(rule: Rule) -> str:
+    """The RE2 pattern of a rule: keywords and phrases as whole words, ignoring case."""
+    if rule.kind == "regex":
+        return rule.pattern
+    import re2
+
+    words = rule.pattern.split()
+    return r"(?i)(?:^|\W)" + r"\s+".join(re2.escape(w) for w in words) + r"(?:\W|$)"
+
+
+@lru_cache(maxsize=4096)
+def _compiled(pattern: str) -> Any:
+    import re2
+
+    options = re2.Options()
+    options.log_errors = False
+    options.max_mem = MAX_PROGRAM
+    return re2.compile(pattern, options)
+
+
+def compile_problem(rule: Rule) -> str | None:
+    """Why RE2 refuses the rule's pattern (None when it compiles)."""
+    import re2
+
+    try:
+        _compiled(expression(rule))
+    except re2.error as error:
+        reason = error.args[0] if error.args else error
+        reason = reason.decode(errors="replace") if isinstance(reason, bytes) else str(reason)
+        return f"{rule.kind} {rule.pattern!r} is not an RE2 pattern ({reason})"
+    return None
+
+
+class RuleSet:
+    """Compiled rules of one project, applied to a label config's controls."""
+
+    def __init__(self, rules: Sequence[Rule]):
+        self.rules = tuple(rules)
+        self.patterns = [_compiled(expression(r)) for r in self.rules]
+        digest = hashlib.sha256(json.dumps([r.to_json() for r in self.rules], sort_keys=True).encode()).hexdigest()
+        self.version = VERSION_PREFIX + digest[:8]
+
+    def __bool__(self) -> bool:
+        return bool(self.rules)
+
+    def applies(self, rule: Rule, control: Any, only: bool) -> bool:
+        """Does `rule` vote in `control` (a Choices control; `only`: the config's only one)?"""
+        return (rule.control == control.from_name or (not rule.control and only)) and rule.label in control.labels
+
+    def matches(self, texts: Sequence[str | None]) -> np.ndarray:
+        """texts x rules: which rule matches which text (None: no text, no match)."""
+        out = np.zeros((len(texts), len(self.rules)), dtype=bool)
+        for j, pattern in enumerate(self.patterns):
+            for i, text in enumerate(texts):
+                if text is not None and pattern.search(text) is not None:
+                    out[i, j] = True
+        return out
+
+    def votes(self, control: Any, texts: Sequence[str | None], only: bool) -> np.ndarray:
+        """texts x control.labels: how many rules vote for each label of `control`."""
+        out = np.zeros((len(texts), len(control.labels)), dtype=int)
+        mine = [j for j, r in enumerate(self.rules) if self.applies(r, control, only)]
+        if not mine:
+            return out
+        hits = RuleSet(self.rules[j] for j in mine).matches(texts)
+        for column, j in enumerate(mine):
+            out[:, control.labels.index(self.rules[j].label)] += hits[:, column]
+        return out
+
+
+def decide(votes: np.ndarray, multiple: bool) -> tuple[list[list[int]], np.ndarray]:
+    """Per text, from its rule votes over a control's labels: the label indices the rules give
+    (single choice: the label with the most votes, none on a tie; multi-label: every label voted
+    for) and a score in [0, 1], the agreeing votes' share times 1 - 2^-agreeing (one rule alone
+    0.5, two agreeing 0.75, ...); uncovered texts score 0."""
+    n = votes.shape[0]
+    picked: list[list[int]] = [[] for _ in range(n)]
+    scores = np.zeros(n)
+    totals = votes.sum(axis=1)
+    for i in np.flatnonzero(totals):
+        row = votes[i]
+        if multiple:
+            picked[i] = np.flatnonzero(row).tolist()
+            agreeing = int(row[row > 0].min())
+        else:
+            best = np.flatnonzero(row == row.max())
+            if len(best) > 1:
+                continue
+            picked[i] = [int(best[0])]
+            agreeing = int(row.max())
+        scores[i] = agreeing / totals[i] * (1 - 0.5**agreeing)
+    return picked, scores

@@ -1,0 +1,112 @@
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from backend.labelconfig import parse_label_config
+from backend.payload import InvalidPayload
+from backend.rules import RuleSet, decide, parse_rules
+from tests.conftest import LABEL_CONFIG
+
+TWEET_RULES = [  # ten rules from common sense, not from the data
+    {"label": "positive", "keywords": ["thanks", "thank you", "love", "great", "awesome"]},
+    {"label": "negative", "keywords": ["delayed", "cancelled", "worst", "lost"]},
+    {"label": "negative", "regex": r"(?i)\bno(t| one)? (help|response|answer)"},
+]
+
+
+def test_rules_parse_into_one_rule_per_pattern_and_refuse_what_is_wrong():
+    rules = parse_rules(TWEET_RULES)
+    assert len(rules) == 10 and {r.kind for r in rules} == {"keyword", "regex"}
+    assert parse_rules('[{"label": "positive", "phrase": "on time"}]')[0].pattern == "on time"
+    for bad in (
+        {"rules": []},
+        [{"label": "positive"}],
+        [{"label": "positive", "keyword": "a", "regex": "b"}],
+        [{"label": "", "keyword": "a"}],
+        [{"label": "positive", "keyword": "a", "when": "always"}],
+        [{"label": "positive", "regex": r"(a)\1"}],  # a backreference: RE2 cannot run it in linear time
+        [{"label": "positive", "regex": "(?=a)"}],
+        [{"label": "positive", "keywords": []}],
+        [{"label": "positive", "regex": "x" * 501}],
+        "not json",
+    ):
+        with pytest.raises(InvalidPayload):
+            parse_rules(bad)
+
+
+def test_votes_and_decisions_single_and_multi_label():
+    config = parse_label_config(LABEL_CONFIG)
+    control = config.controls[0]
+    ruleset = RuleSet(parse_rules(TWEET_RULES))
+    texts = ["Thanks, great crew!", "Flight delayed, no response at all", "thanks but my bag is lost", "on my way", None]
+    votes = ruleset.votes(control, texts, only=True)
+    labels = list(control.labels)
+    assert votes[0, labels.index("positive")] == 2 and votes[1, labels.index("negative")] == 2
+    picked, scores = decide(votes, multiple=False)
+    assert [labels[k] for k in picked[0]] == ["positive"] and scores[0] == pytest.approx(0.75)
+    assert picked[2] == [] and scores[2] == 0  # a tie: no pre-annotation
+    assert picked[3] == [] and picked[4] == []  # uncovered
+    assert not ruleset.votes(control, texts, only=False).any()  # rules without a control need the only control
+    multi, multi_scores = decide(np.array([[1, 2, 0]]), multiple=True)
+    assert multi == [[0, 1]] and multi_scores[0] == pytest.approx(1 / 3 * 0.5)
+    assert RuleSet(parse_rules(TWEET_RULES)).version == ruleset.version.replace("x", "x")  # a stable name
+    assert ruleset.version != RuleSet(parse_rules(TWEET_RULES[:2])).version
+
+
+def test_a_pattern_built_to_backtrack_catastrophically_matches_in_linear_time():
+    ruleset = RuleSet(parse_rules([{"label": "negative", "regex": "(a+)+$"}, {"label": "negative", "regex": "(x+x+)+y"}]))
+    hostile = ["a" * 100_000 + "!", "x" * 100_000]
+    started = time.perf_counter()
+    assert ruleset.matches(hostile).tolist() == [[False, False], [False, False]]
+    assert time.perf_counter() - started < 2.0  # Python's re takes longer than the age of the universe
+
+
+def test_rules_pre_annotate_before_the_first_model_under_their_own_version(client):
+    client.post("/setup", json={"project": 1, "schema": LABEL_CONFIG, "extra_params": {"rules": TWEET_RULES}})
+    version = client.post("/setup", json={"project": 1, "schema": LABEL_CONFIG}).json["model_version"]
+    assert version.startswith("rules-")
+    tasks = [{"id": 1, "data": {"text": "thanks, great crew"}}, {"id": 2, "data": {"text": "on my way"}}]
+    results = client.post("/predict", json={"project": 1, "label_config": LABEL_CONFIG, "tasks": tasks}).json["results"]
+    assert results[0]["model_version"] == version and results[0]["result"][0]["value"]["choices"] == ["positive"]
+    assert results[0]["result"][0]["score"] == pytest.approx(0.75)
+    assert results[1]["result"] == [] and results[1]["model_version"] == version  # uncovered: nothing
+    answer = client.put("/projects/1/settings", json={"rules": [{"label": "negative", "keyword": "way"}]}).json
+    assert answer["settings"]["rules"] == [{"label": "negative", "keyword": "way"}]  # the admin API beats extra_params
+    results = client.post("/predict", json={"project": 1, "label_config": LABEL_CONFIG, "tasks": tasks}).json["results"]
+    assert results[0]["result"] == [] and results[1]["result"][0]["value"]["choices"] == ["negative"]
+    assert results[1]["model_version"] != version
+    bad = client.put("/projects/1/settings", json={"rules": [{"label": "negative", "regex": r"(a)\1"}]})
+    assert bad.status_code == 400 and "RE2" in bad.json["error"]
+    client.put("/projects/1/settings", json={"rules": []})
+    results = client.post("/predict", json={"project": 1, "label_config": LABEL_CONFIG, "tasks": tasks}).json["results"]
+    assert results[0]["model_version"] == "untrained" and results[0]["result"] == []
+
+
+def test_a_hostile_pattern_does_not_stall_predict(client):
+    client.put("/projects/1/settings", json={"rules": [{"label": "negative", "regex": "(a+)+$"}]})
+    tasks = [{"id": i, "data": {"text": "a" * 20_000 + "!"}} for i in range(50)]
+    answers = []
+
+    def call():
+        answers.append(client.post("/predict", json={"project": 1, "label_config": LABEL_CONFIG, "tasks": tasks}).status_code)
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    thread.join(timeout=10)
+    assert answers == [200]
+
+
+def test_labeling_rules_file_is_every_projects_default(tmp_path):
+    from backend.config import Settings
+    from backend.policy import defaults, file_rules
+
+    path = tmp_path / "rules.json"
+    path.write_text('[{"label": "positive", "keyword": "thanks"}]')
+    assert defaults(Settings(labeling_rules_file=str(path))).rules == ({"label": "positive", "keyword": "thanks"},)
+    path.write_text('[{"label": "positive", "regex": "(a)\\\\1"}]')
+    with pytest.raises(ValueError, match="LABELING_RULES_FILE"):
+        file_rules(str(path))
+    with pytest.raises(ValueError, match="LABELING_RULES_FILE"):
+        file_rules(str(tmp_path / "missing.json"))
