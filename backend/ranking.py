@@ -1,7 +1,8 @@
 """Rank a project's unlabeled tasks by what they would teach the model: the queue.
 
 Cold start (no model, or the cold-start rule not yet met): cluster round-robin over the pool's
-features. Warm: the project's strategy over the served model's probabilities (a committee
+features, with the tasks the project's labeling rules disagree on first and those they do not
+cover next (`rules.tiers`). Warm: the project's strategy over the served model's probabilities (a committee
 strategy over its members' probabilities), several controls combined. Either way the first
 `batch_size` tasks skip near-duplicates, every task gets a k-means `cluster`, and the LS `score`
 is the task's position (ascending = served first).
@@ -26,12 +27,13 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from . import families
+from . import families, rules
 from . import strategy as strategies
 from .families import ModelBundle
 from .families.pool import Pool, PoolCache
-from .labelconfig import LabelConfig
+from .labelconfig import ChoicesControl, LabelConfig
 from .policy import Policy
+from .rules import RuleSet
 
 log = logging.getLogger(__name__)
 FIRST_CANDIDATES = 1000  # tasks the near-duplicate check of the first batch starts from
@@ -122,7 +124,6 @@ class LabelColumns(NamedTuple):
     proba: np.ndarray
     labels: list[tuple[str, str]]  # (control, label) of each column
     groups: list[int]  # each column's control number
-    multiple: list[bool]  # each column's control is multi-label
 
 
 def label_columns(
@@ -134,7 +135,7 @@ def label_columns(
     """The label probabilities of every control whose family gives them (a task without the
     control's text: zeros); None when no control's does."""
     n = len(texts_by_control[0]) if texts_by_control else 0
-    blocks, labels, groups, multiple = [], [], [], []
+    blocks, labels, groups = [], [], []
     for number, control in enumerate(config.controls):
         model = bundle.controls.get(control.from_name)
         family = families.family(bundle.family_of(control.from_name)) if model is not None else None
@@ -153,8 +154,15 @@ def label_columns(
         blocks.append(block)
         labels += [(control.from_name, label) for label in control.labels]
         groups += [len(blocks) - 1] * len(control.labels)
-        multiple += [bool(getattr(control, "multiple", False))] * len(control.labels)
-    return LabelColumns(np.hstack(blocks), labels, groups, multiple) if blocks else None
+    return LabelColumns(np.hstack(blocks), labels, groups) if blocks else None
+
+
+def rule_tiers(ruleset: RuleSet, config: LabelConfig, texts_by_control: Sequence[Sequence[str | None]]) -> np.ndarray:
+    """`rules.tiers` of every task from the rules' votes in each Choices control."""
+    choices = [(i, c) for i, c in enumerate(config.controls) if isinstance(c, ChoicesControl)]
+    if not choices:
+        return np.zeros(len(texts_by_control[0]) if texts_by_control else 0, dtype=int)
+    return rules.tiers([ruleset.votes(c, texts_by_control[i], only=len(choices) == 1) for i, c in choices])
 
 
 def balanced(
@@ -168,7 +176,7 @@ def balanced(
     """`values` with class-aware batches (`strategy.class_balanced`) over the first BALANCED_BATCHES
     batches: before the project is warm, every label is wanted at the cold-start rule's count."""
     known = np.array([counts.get(control, {}).get(label, 0) for control, label in columns.labels], dtype=float)
-    targets = strategies.balance_targets(policy.class_balance, columns.proba, known, columns.groups, columns.multiple, labeled)
+    targets = strategies.uniform_targets(columns.groups)
     floor = 0 if warm else policy.cold_start_per_class
     return strategies.class_balanced(values, columns.proba, known, targets, labeled, policy.batch_size, BALANCED_BATCHES, floor)
 
@@ -210,6 +218,9 @@ def rank(
             f"cold start: cluster round-robin until every class has {policy.cold_start_per_class} labels "
             f"and {policy.cold_start_total} tasks are labeled"
         )
+        if policy.rules:
+            values = strategies.by_tier(values, rule_tiers(policy.rule_set, config, by_control))
+            reason += "; tasks the labeling rules disagree on first, then those they do not cover"
     elif policy.strategy == "random":
         values = np.random.default_rng(seed).random(len(tasks))
         name, reason = "random", "random order (control)"
@@ -222,7 +233,7 @@ def rank(
         columns = label_columns(bundle, config, by_control, (texts, pool))
         if columns is not None:
             values = balanced(values, columns, counts, labeled, policy, warm)
-            reason += f"; class-aware batches ({policy.class_balance} shares)"
+            reason += "; class-aware batches"
     first = first_batch(values, pool, policy.batch_size)
     chosen = set(first)
     rest = [i for i in strategies.order(values, seed).tolist() if i not in chosen]

@@ -159,6 +159,26 @@ class RuleSet:
         return out
 
 
+CONFLICT, UNCOVERED, AGREED = 2, 1, 0  # a task's tier at cold start (`tiers`)
+
+
+def tiers(votes: Sequence[np.ndarray]) -> np.ndarray:
+    """Per task, from its votes in every control (tasks x labels each): CONFLICT when rules vote
+    for different labels of a control, else UNCOVERED when no rule matched, else AGREED. At cold
+    start labels teach most where the rules disagree or are silent."""
+    if not votes:
+        return np.zeros(0, dtype=int)
+    n = votes[0].shape[0]
+    out = np.full(n, UNCOVERED)
+    matched = np.zeros(n, dtype=bool)
+    for control_votes in votes:
+        matched |= control_votes.sum(axis=1) > 0
+        conflict = (control_votes > 0).sum(axis=1) > 1
+        out[conflict] = CONFLICT
+    out[matched & (out != CONFLICT)] = AGREED
+    return out
+
+
 def decide(votes: np.ndarray, multiple: bool) -> tuple[list[list[int]], np.ndarray]:
     """Per text, from its rule votes over a control's labels: the label indices the rules give
     (single choice: the label with the most votes, none on a tie; multi-label: every label voted
@@ -181,3 +201,75 @@ def decide(votes: np.ndarray, multiple: bool) -> tuple[list[list[int]], np.ndarr
             agreeing = int(row.max())
         scores[i] = agreeing / totals[i] * (1 - 0.5**agreeing)
     return picked, scores
+
+
+def report(
+    ruleset: RuleSet,
+    config: Any,
+    labeled: Sequence[tuple[dict[str, Any], dict[str, list[str]]]],
+    pool: Sequence[dict[str, Any]],
+    limit: int,
+) -> dict[str, Any]:
+    """How each rule does on the project: `labeled` holds (task data, consensus labels per control),
+    `pool` the unlabeled tasks' data. Per rule: `matched` tasks and `coverage` (their share of all
+    tasks), `conflicts` (matched tasks where a rule of the same single-choice control votes
+    another label), and among the matched labeled tasks how many carry the rule's label
+    (`correct`, `accuracy`). A rule whose control or label the config lacks says so in `problem`."""
+    from .labelconfig import ChoicesControl
+
+    choices = [c for c in config.controls if isinstance(c, ChoicesControl)] if config is not None else []
+    datas = [data for data, _ in labeled] + list(pool)
+    n, known = len(datas), len(labeled)
+    rows = [
+        {
+            "rule": rule.to_json(),
+            "name": rule.name,
+            "control": None,
+            "problem": None,
+            "matched": 0,
+            "coverage": 0.0,
+            "conflicts": 0,
+            "labeled": 0,
+            "correct": 0,
+            "accuracy": None,
+        }
+        for rule in ruleset.rules
+    ]
+    covered = np.zeros(n, dtype=bool)
+    for control in choices:
+        mine = [j for j, rule in enumerate(ruleset.rules) if ruleset.applies(rule, control, len(choices) == 1)]
+        if not mine:
+            continue
+        hits = RuleSet(ruleset.rules[j] for j in mine).matches([control.text_of(d, limit) for d in datas])
+        covered |= hits.any(axis=1)
+        labels = np.array([control.labels.index(ruleset.rules[j].label) for j in mine])
+        for column, j in enumerate(mine):
+            rule, row = ruleset.rules[j], rows[j]
+            matched = hits[:, column]
+            others = hits[:, labels != labels[column]].any(axis=1) if not control.multiple else np.zeros(n, dtype=bool)
+            truth = [rule.label in labeled[i][1].get(control.from_name, []) for i in np.flatnonzero(matched[:known])]
+            row.update(
+                control=control.from_name,
+                matched=int(matched.sum()),
+                coverage=round(float(matched.mean()), 4) if n else 0.0,
+                conflicts=int((matched & others).sum()),
+                labeled=len(truth),
+                correct=int(sum(truth)),
+                accuracy=round(sum(truth) / len(truth), 4) if truth else None,
+            )
+    for rule, row in zip(ruleset.rules, rows):
+        if row["control"] is None:
+            row["problem"] = (
+                "no Choices control has this label"
+                if not rule.control
+                else f"the label config has no Choices control {rule.control!r} with label {rule.label!r}"
+            )
+            if not rule.control and len(choices) > 1 and any(rule.label in c.labels for c in choices):
+                row["problem"] = "several Choices controls: name the rule's control"
+    return {
+        "version": ruleset.version,
+        "tasks": n,
+        "labeled": known,
+        "covered": round(float(covered.mean()), 4) if n else 0.0,
+        "rules": rows,
+    }

@@ -93,7 +93,7 @@ class Variant:
     `skip=N` pass over the N most uncertain tasks (`strategy.skip_most_uncertain`),
     `pseudo=S` self-training once warm: refit with S x labels of the surest pool tasks under their
     predicted class, in the labeled class shares (`pseudo_labeled`; random takes it too),
-    `balance=prior|uniform|off` the class-aware batch (`strategy.class_balanced`; default: the policy's).
+    `balance=uniform|off` the class-aware batch (`strategy.class_balanced`; default: the policy's).
     """
 
     spec: str
@@ -344,7 +344,7 @@ def run(
             if model is not None and balance != "off":
                 proba = (pool_proba if pool_proba is not None else probabilities(model, pool_scorable))[candidates]
                 known = np.array([counts[c] for c in classes], dtype=float)
-                targets = strategies.balance_targets(balance, proba, known, [0] * len(classes), [False] * len(classes), len(labeled))
+                targets = strategies.uniform_targets([0] * len(classes))
                 floor = 0 if warm else policy.cold_start_per_class
                 values = strategies.class_balanced(values, proba, known, targets, len(labeled), size, floor=floor)
             picked = strategies.select_batch(values, unit_features[candidates], size)

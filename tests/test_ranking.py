@@ -231,7 +231,7 @@ def test_class_balance_gives_the_starved_label_places_in_the_first_batches(tweet
     model = ControlModel.fit([tweets.texts[i] for i in chosen], [[tweets.labels[i]] for i in chosen], labels, False)
     bundle = ModelBundle({"sentiment": model})
     tasks = [{"id": 10_000 + i, "data": {"text": tweets.texts[3000 + i]}} for i in range(2000)]
-    counts = {"sentiment": {"positive": 2, "negative": 99, "neutral": 99}}  # fewer positives than the model expects
+    counts = {"sentiment": {label: sum(tweets.labels[i] == label for i in chosen) for label in labels}}
     likely = model.predict_proba([t["data"]["text"] for t in tasks])[:, list(model.labels).index("positive")]
     head = 20 * BALANCED_BATCHES
 
@@ -239,10 +239,28 @@ def test_class_balance_gives_the_starved_label_places_in_the_first_batches(tweet
         return float(np.mean([likely[e.task - 10_000] for e in queue.entries[:head]]))
 
     off = rank(tasks, config, Policy(), bundle, "v", True, counts=counts, labeled=200)
-    prior = rank(tasks, config, Policy(class_balance="prior"), bundle, "v", True, counts=counts, labeled=200)
     uniform = rank(tasks, config, Policy(class_balance="uniform"), bundle, "v", True, counts=counts, labeled=200)
-    assert "class-aware" not in off.reason and "class-aware batches (prior shares)" in prior.reason
-    assert positives(off) < positives(prior) < positives(uniform)  # a larger share wanted: more places
-    assert off.entries == rank(tasks, config, Policy(class_balance="prior"), bundle, "v", True).entries  # no counts: no balance
-    cold = rank(tasks, config, Policy(class_balance="prior", cold_start_per_class=20), bundle, "v", False, counts=counts, labeled=200)
+    assert "class-aware" not in off.reason and "class-aware batches" in uniform.reason
+    assert positives(off) < positives(uniform)
+    assert off.entries == rank(tasks, config, Policy(class_balance="uniform"), bundle, "v", True).entries  # no counts: no balance
+    cold = rank(tasks, config, Policy(class_balance="uniform", cold_start_per_class=20), bundle, "v", False, counts=counts, labeled=200)
     assert positives(cold) > positives(rank(tasks, config, Policy(cold_start_per_class=20), bundle, "v", False, counts=counts, labeled=200))
+
+
+def test_labeling_rules_put_disputed_then_uncovered_tasks_first_at_cold_start(tweets):
+    from backend.labelconfig import parse_label_config
+    from backend.policy import Policy
+    from backend.ranking import rank
+
+    config = parse_label_config(LABEL_CONFIG)
+    marks = [" zzgood zzbad", "", " zzgood", " zzbad", ""]  # disputed, uncovered, covered, covered, uncovered
+    texts = [tweets.texts[i] + marks[i % 5] for i in range(100)]
+    tasks = [{"id": i + 1, "data": {"text": t}} for i, t in enumerate(texts)]
+    rules = ({"label": "positive", "keyword": "zzgood"}, {"label": "negative", "keyword": "zzbad"})
+    ranked = rank(tasks, config, Policy(rules=rules), None, "untrained", False)
+    kinds = ["disputed", "uncovered", "covered", "covered", "uncovered"]
+    tiers = [kinds[(e.task - 1) % 5] for e in ranked.entries]
+    assert set(tiers[:20]) == {"disputed"} and set(tiers[20:60]) == {"uncovered"} and set(tiers[60:]) == {"covered"}
+    assert "labeling rules" in ranked.reason
+    plain = rank(tasks, config, Policy(), None, "untrained", False)
+    assert "labeling rules" not in plain.reason and [e.task for e in plain.entries] != [e.task for e in ranked.entries]

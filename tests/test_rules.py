@@ -110,3 +110,27 @@ def test_labeling_rules_file_is_every_projects_default(tmp_path):
         file_rules(str(path))
     with pytest.raises(ValueError, match="LABELING_RULES_FILE"):
         file_rules(str(tmp_path / "missing.json"))
+
+
+def test_rules_report_coverage_conflicts_and_accuracy_against_the_labels(client):
+    from tests.conftest import annotation_event
+
+    client.post("/setup", json={"project": 1, "schema": LABEL_CONFIG})
+    rules = [*TWEET_RULES, {"label": "meh", "keyword": "meh"}, {"control": "topic", "label": "positive", "keyword": "x"}]
+    client.put("/projects/1/settings", json={"rules": rules})
+    labeled = [("thanks, great flight", "positive"), ("thanks for nothing, bag lost", "negative"), ("delayed again", "negative")]
+    for i, (text, label) in enumerate(labeled):
+        client.post("/webhook", json=annotation_event(i + 1, i + 1, text, label))
+    pool = [{"id": 100 + i, "data": {"text": text}} for i, text in enumerate(["love it", "on time", "cancelled", "the worst"])]
+    client.post("/webhook", json={"action": "TASKS_CREATED", "project": {"id": 1, "label_config": LABEL_CONFIG}, "tasks": pool})
+    answer = client.get("/projects/1/rules").json
+    by_name = {r["name"]: r for r in answer["rules"]}
+    thanks = by_name["positive keyword 'thanks'"]
+    assert answer["tasks"] == 7 and answer["labeled"] == 3
+    assert thanks["matched"] == 2 and thanks["labeled"] == 2 and thanks["correct"] == 1 and thanks["accuracy"] == 0.5
+    assert thanks["conflicts"] == 1  # "lost" votes negative on the second
+    assert by_name["negative keyword 'delayed'"]["accuracy"] == 1.0
+    assert by_name["negative keyword 'cancelled'"]["matched"] == 1 and by_name["negative keyword 'cancelled'"]["labeled"] == 0
+    assert answer["covered"] == pytest.approx(6 / 7, abs=1e-4)
+    assert by_name["meh keyword 'meh'"]["problem"] == "no Choices control has this label"
+    assert "topic" in by_name["topic:positive keyword 'x'"]["problem"]

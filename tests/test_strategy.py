@@ -152,22 +152,5 @@ def test_class_balanced_fills_later_batches_from_expected_counts():
     assert sorted(ranked.tolist()) == list(range(100))
 
 
-def test_balance_targets_prior_and_uniform():
-    pool = np.array([[0.8, 0.2, 0.9], [0.6, 0.4, 0.1]])
-    counts = np.array([6.0, 2.0, 3.0])
-    prior = s.balance_targets("prior", pool, counts, [0, 0, 1], [False, False, True], 8)
-    assert prior == pytest.approx([7.4 / 10, 2.6 / 10, 4.0 / 10])  # single choice: of the control's labels; multi: of tasks
-    assert s.balance_targets("uniform", pool, counts, [0, 0, 1], [False, False, True], 8) == pytest.approx([0.5, 0.5, 1.0])
-
-
-def test_gradient_embedding_batch_prefers_uncertain_tasks_and_spreads_over_directions():
-    sure = np.array([[0.98, 0.01, 0.01]] * 30)
-    unsure = np.array([[0.4, 0.35, 0.25]] * 30)
-    proba = np.vstack([sure, unsure])
-    directions = np.vstack([np.eye(6)[i % 3] for i in range(30)] + [np.eye(6)[3 + i % 3] for i in range(30)])
-    picked = s.gradient_embedding_batch(proba, sparse.csr_matrix(directions), 3)
-    assert len(picked) == 3 and all(i >= 30 for i in picked)  # gradients of sure tasks are short
-    assert len({int(directions[i].argmax()) for i in picked}) == 3  # one per direction, not three alike
-    values = s.lead_with(s.margin(proba), picked)
-    assert list(s.order(values)[:3]) == picked and sorted(s.order(values)) == list(range(60))
-    assert s.gradient_embedding_batch(proba[:0], directions[:0], 3) == []
+def test_uniform_targets_share_each_control_among_its_labels():
+    assert s.uniform_targets([0, 0, 1, 1, 1]) == pytest.approx([0.5, 0.5, 1 / 3, 1 / 3, 1 / 3])

@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify
 
-from .. import agreement, consensus, monitor
+from .. import agreement, consensus, monitor, rules
 from ..jobs.trigger import check_settings, request_retrain, reschedule
 from ..payload import MAX_PROJECT, InvalidPayload, project_id, require_object
 from ..policy import policy_for, validated
@@ -79,6 +79,19 @@ def train(project: int) -> Response:
     full = http.args.get("full_sync", "0") in {"1", "true", "yes"}
     request = request_retrain(rt.settings, rt.redis, project, "admin API" + (" (full sync)" if full else ""), full_sync=full, actor=actor())
     return jsonify(project=project, retrain=request.to_json())
+
+
+@admin.get("/<int:project>/rules")
+def rules_report(project: int) -> Response:
+    """The project's labeling rules with each one's coverage, conflicts and accuracy against the
+    consensus labels (`rules.report`)."""
+    rt = runtime()
+    policy = policy_for(rt.settings, rt.store.meta(project))
+    config = rt.store.label_config(project)
+    tasks = consensus.for_policy(rt.store.task_votes(project), policy, config).tasks if config is not None else []
+    pool = [t["data"] for t in rt.store.unlabeled_pool(project)]
+    found = rules.report(policy.rule_set, config, [(t.data, t.labels) for t in tasks], pool, rt.settings.max_text_chars)
+    return jsonify(project=project, **found)
 
 
 @admin.get("/<int:project>/labels")

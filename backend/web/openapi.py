@@ -187,7 +187,7 @@ SCHEMAS: dict[str, Any] = {
             "cold_start_per_class": {"type": "integer", "minimum": 0, "maximum": 10**6},
             "cold_start_total": {"type": "integer", "minimum": 0, "maximum": 10**6},
             "class_balance": {
-                "description": "Places in each batch for labels short of their share: prior (what random order gives), uniform or off.",
+                "description": "uniform: places in each batch for labels short of 1/k of their control's labels; off: none.",
                 "type": "string",
                 "enum": list(BALANCES),
             },
