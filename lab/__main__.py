@@ -33,7 +33,15 @@ def simulate(args: argparse.Namespace) -> int:
     from .simulator import simulate as run
 
     summary = run(
-        args.dataset, args.strategy, args.budget, args.batch, args.seeds, Path(args.out), jobs=args.jobs, class_share=args.class_share
+        args.dataset,
+        args.strategy,
+        args.budget,
+        args.batch,
+        args.seeds,
+        Path(args.out),
+        jobs=args.jobs,
+        class_share=args.class_share,
+        rules_file=args.rules,
     )
     print(json.dumps(summary, indent=2))
     return 0
@@ -65,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         help="a strategy or a comma-separated list, each base[:key=value...] (see lab/simulator.py Variant)",
     )
     p.add_argument("--class-share", type=_shares, default={}, help="thin classes to these shares of the data set, e.g. positive=0.08")
+    p.add_argument("--rules", help="a JSON file of labeling rules for the variants with the `rules` option (backend/rules.py)")
     p.add_argument("--budget", type=int, default=1500)
     p.add_argument("--batch", type=int, default=20)
     p.add_argument("--seeds", type=int, default=3)

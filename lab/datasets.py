@@ -104,6 +104,8 @@ def parse_shares(text: str) -> dict[str, float]:
         if not sep or not label.strip():
             raise ValueError(f"expected label=share, got {part!r}")
         shares[label.strip()] = float(value)
+    if not 0 < sum(shares.values()) < 1 or any(not 0 < v < 1 for v in shares.values()):
+        raise ValueError("each share must be in (0, 1) and all of them below 1 together")
     return shares
 
 

@@ -93,7 +93,9 @@ class Variant:
     `skip=N` pass over the N most uncertain tasks (`strategy.skip_most_uncertain`),
     `pseudo=S` self-training once warm: refit with S x labels of the surest pool tasks under their
     predicted class, in the labeled class shares (`pseudo_labeled`; random takes it too),
-    `balance=uniform|off` the class-aware batch (`strategy.class_balanced`; default: the policy's).
+    `balance=uniform|off` the class-aware batch (`strategy.class_balanced`; default: the policy's),
+    `rules` the cold start of a project with the labeling rules of `--rules` (`ranking.rule_tiers`:
+    tasks the rules dispute first, then those they miss).
     """
 
     spec: str
@@ -108,6 +110,7 @@ class Variant:
     pseudo: float = 0.0
     skip: int = 0
     balance: str = ""
+    rules: bool = False
 
     def alpha_at(self, labels: int) -> float:
         """The model's alpha when `labels` tasks are labeled."""
@@ -131,6 +134,10 @@ class Variant:
                     values[key] = float(value)
                 elif key in ("members", "skip"):
                     values[key] = int(value)
+                elif key == "rules":
+                    if value not in ("", "1"):
+                        raise ValueError("rules takes no value")
+                    values[key] = True
                 elif key == "balance":
                     if value not in strategies.BALANCES:
                         raise ValueError(f"expected one of {list(strategies.BALANCES)}")
@@ -261,6 +268,7 @@ def run(
     pool_scorable: Segment | None = None,
     test_scorable: Segment | None = None,
     represent: np.ndarray | None = None,
+    rule_tiers: np.ndarray | None = None,
 ) -> Curve:
     """One learning curve: label `batch` tasks per round, refit from scratch, score the test set
     every round. The pool and test set are scored from their counts (`Segment`s, built here when not given)."""
@@ -329,6 +337,10 @@ def run(
                 values = strategies.uncertainty(proba, measure)  # type: ignore[arg-type]
             if values is None:
                 values = diversity
+                if variant.rules:
+                    if rule_tiers is None:
+                        raise ValueError(f"{variant.spec} needs --rules")
+                    values = strategies.by_tier(diversity, rule_tiers)
             elif variant.density:
                 values = values * represent**variant.density  # type: ignore[operator]
             values = values[candidates]
@@ -384,6 +396,7 @@ def _run_shared(run_key: tuple[Variant, int]) -> Curve:
         d["pool_scorable"],
         d["test_scorable"],
         d["represent"],
+        d["rule_tiers"],
     )  # type: ignore[arg-type]
     with open(d["partial"], "a", newline="") as handle:  # type: ignore[arg-type]  # finished runs survive a stopped simulation
         csv.writer(handle).writerows([curve.strategy, curve.seed, *row] for row in zip(curve.labels, curve.accuracy, curve.macro_f1))
@@ -406,6 +419,7 @@ def simulate(
     policy: Policy | None = None,
     jobs: int = os.cpu_count() or 1,
     class_share: dict[str, float] | None = None,
+    rules_file: str | None = None,
 ) -> dict[str, object]:
     """Runs every (strategy, seed) pair, `jobs` at a time in forked processes. `strategy`: one
     variant or a comma-separated list (see `Variant`); random is added when missing."""
@@ -446,7 +460,11 @@ def simulate(
         pool_scorable=Segment.of(pool_x),
         test_scorable=Segment.of(test_x),
         represent=representativeness(unit, cluster_ids) if any(v.density for v in variants) else None,
+        rule_tiers=None,
     )
+    rules_summary = None
+    if rules_file:
+        rules_summary, _shared["rule_tiers"] = rules_on_pool(rules_file, classes, pool.texts, pool_y)
     runs = [(variant, seed) for variant in variants for seed in range(seeds)]
     runs.sort(key=lambda r: r[0].base not in strategies.COMMITTEE_STRATEGIES)  # the slowest first
     with ProcessPoolExecutor(max(1, min(jobs, len(runs))), mp_context=multiprocessing.get_context("fork")) as pool_:
@@ -485,12 +503,39 @@ def simulate(
             "labels_to_95": labels_to_reach(labels, accuracy, 0.95 * full_accuracy),
             "labels_to_95_per_seed": [labels_to_reach(labels, np.array(c.accuracy), 0.95 * full_accuracy) for c in mine],
         }
+    if rules_summary is not None:
+        summary["rules"] = rules_summary
     control = next(v.spec for v in variants if v.base == "random")
     summary["worst_gap_vs_random"] = {name: worst_gaps(curves, name, control) for name in names if name != control}
     summary["seconds"] = round(time.perf_counter() - started, 1)
     summary["plot"] = str(plot(curves, names, full_accuracy, official_accuracy, out / f"learning-curve-{Path(dataset).stem}.png"))
     summary["csv"] = str(csv_path)
     return summary
+
+
+def rules_on_pool(path: str, classes: list[str], texts: Sequence[str], truth: np.ndarray) -> tuple[dict[str, object], np.ndarray]:
+    """The labeling rules of `path` on the pool: how many tasks they cover, how many they
+    pre-annotate (no tie) and how often that pre-annotation is the true label; and every task's
+    cold-start tier (`rules.tiers`)."""
+    from backend import rules
+    from backend.labelconfig import parse_label_config
+
+    choices = "".join(f'<Choice value="{c}"/>' for c in classes)
+    control = parse_label_config(
+        f'<View><Text name="text" value="$text"/><Choices name="label" toName="text">{choices}</Choices></View>'
+    ).controls[0]
+    ruleset = rules.RuleSet(rules.parse_rules(Path(path).read_text()))
+    votes = ruleset.votes(control, list(texts), only=True)
+    picked, _ = rules.decide(votes, multiple=False)
+    decided = [i for i, p in enumerate(picked) if p]
+    correct = sum(control.labels[picked[i][0]] == truth[i] for i in decided)
+    summary = {
+        "rules": len(ruleset.rules),
+        "coverage": round(float((votes.sum(axis=1) > 0).mean()), 4),
+        "pre_annotated": round(len(decided) / len(texts), 4),
+        "accuracy_on_pre_annotated": round(correct / len(decided), 4) if decided else None,
+    }
+    return summary, rules.tiers([votes])
 
 
 GAPS_FROM = 100  # labels from which the worst gap against random order is read

@@ -1,5 +1,7 @@
+import json
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,11 +11,7 @@ from backend.payload import InvalidPayload
 from backend.rules import RuleSet, decide, parse_rules
 from tests.conftest import LABEL_CONFIG
 
-TWEET_RULES = [  # ten rules from common sense, not from the data
-    {"label": "positive", "keywords": ["thanks", "thank you", "love", "great", "awesome"]},
-    {"label": "negative", "keywords": ["delayed", "cancelled", "worst", "lost"]},
-    {"label": "negative", "regex": r"(?i)\bno(t| one)? (help|response|answer)"},
-]
+TWEET_RULES = json.loads((Path(__file__).parents[1] / "lab" / "rules" / "tweets.json").read_text())  # ten rules from common sense
 
 
 def test_rules_parse_into_one_rule_per_pattern_and_refuse_what_is_wrong():

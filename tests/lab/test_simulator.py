@@ -131,3 +131,31 @@ def test_pseudo_labels_are_the_surest_unlabeled_rows_in_the_labeled_class_shares
     unlabeled = np.array([True, True, True, True, True, False])  # row 5 is labeled
     rows, labels = pseudo_labeled(proba, np.array(["a", "a", "b"]), unlabeled, ["a", "b"], share=1.0)
     assert list(rows) == [2, 0, 3] and list(labels) == ["a", "a", "b"]
+
+
+def test_class_shares_rules_class_balance_and_badge_in_one_simulation(tmp_path, tweets, capsys):
+    from pathlib import Path
+
+    path = labeled_csv(tmp_path / "small.csv", tweets, 1500)
+    rules = Path(__file__).parents[2] / "lab" / "rules" / "tweets.json"
+    strategies = "default:balance=uniform:rules,badge:cold=2/20"
+    argv = ["simulate", "--dataset", str(path), "--strategy", strategies, "--class-share", "positive=0.08", "--rules", str(rules)]
+    assert main([*argv, "--budget", "80", "--batch", "20", "--seeds", "1", "--jobs", "1", "--out", str(tmp_path / "out")]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["class_share"] == {"positive": 0.08} and list(summary["strategies"]) == [*strategies.split(","), "random"]
+    assert summary["rules"]["rules"] == 10 and 0 < summary["rules"]["coverage"] < 1
+    assert 0 < summary["rules"]["accuracy_on_pre_annotated"] <= 1
+    assert set(summary["worst_gap_vs_random"]) == set(strategies.split(","))
+    with pytest.raises(SystemExit):
+        main(["simulate", "--class-share", "positive=2"])
+
+
+def test_with_class_shares_thins_only_the_named_classes(tweets):
+    from lab.datasets import LabeledTexts, with_class_shares
+
+    data = LabeledTexts(tweets.texts[:3000], tweets.labels[:3000])
+    thinned = with_class_shares(data, {"positive": 0.08})
+    assert thinned.labels.count("positive") / len(thinned) == pytest.approx(0.08, abs=0.001)
+    assert thinned.labels.count("negative") == data.labels.count("negative")
+    with pytest.raises(ValueError):
+        with_class_shares(data, {"happy": 0.1})
