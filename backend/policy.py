@@ -72,6 +72,9 @@ class Policy:
     review_extra_annotation: bool = False  # ask LS for one more annotation of each disputed task (`publish.ask_for_reviews`)
     rules: tuple[dict[str, str], ...] = ()  # labeling rules, their JSON spec (`rules.parse_rules`)
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "rules", tuple(self.rules))  # the spec as stored (a JSON list) compares equal to the default
+
     @property
     def rule_set(self) -> RuleSet:
         """The compiled labeling rules."""
@@ -91,7 +94,7 @@ class Policy:
         return COMMITTEE_SIZE if self.strategy in COMMITTEE_STRATEGIES else 0
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "rules": list(self.rules)}
 
 
 def defaults(settings: Settings) -> Policy:
@@ -162,7 +165,7 @@ def validated(overrides: Mapping[str, Any], strict: bool) -> dict[str, Any]:
             problem = None if value in METHODS else f"consensus must be one of {list(METHODS)}"
         elif name == "rules":
             try:
-                value = tuple(r.to_json() for r in parse_rules(value))
+                value = [r.to_json() for r in parse_rules(value)]
             except InvalidPayload as exc:
                 problem = str(exc)
         elif name == "class_balance":

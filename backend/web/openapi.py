@@ -12,6 +12,9 @@ from typing import Any
 from ..consensus import METHODS as CONSENSUS_METHODS
 from ..payload import MAX_LS_PROJECT, MAX_PROJECT
 from ..policy import GATE_METRICS, MAX_INTERVAL, STRATEGY_NAMES
+from ..rules import KINDS as RULE_KINDS
+from ..rules import MAX_PATTERN, MAX_RULES
+from ..rules import PLURALS as RULE_PLURALS
 from ..state.audit import KINDS
 from ..strategy import BALANCES
 
@@ -192,6 +195,26 @@ SCHEMAS: dict[str, Any] = {
                 "enum": list(BALANCES),
             },
             "clusters": {"type": "integer", "minimum": 0, "maximum": 10**6},
+            "rules": {
+                "description": "Labeling rules: each names a label, optionally its control, and one of keyword, phrase, "
+                "regex (RE2) or their lists keywords, phrases, regexes.",
+                "type": "array",
+                "maxItems": MAX_RULES,
+                "items": {
+                    "type": "object",
+                    "required": ["label"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "label": {"type": "string", "minLength": 1},
+                        "control": {"type": "string"},
+                        **{kind: {"type": "string", "minLength": 1, "maxLength": MAX_PATTERN} for kind in RULE_KINDS},
+                        **{
+                            plural: {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1, "maxLength": MAX_PATTERN}}
+                            for plural in RULE_PLURALS
+                        },
+                    },
+                },
+            },
             "uncertainty_sampling": {"type": "boolean"},
             "live_accuracy_drop": {"type": "number", "minimum": 0, "maximum": 1},
             "live_min_samples": {"type": "integer", "minimum": 0, "maximum": 10**6},
@@ -472,6 +495,16 @@ OPENAPI: dict[str, Any] = {
             "get": _operation(
                 "agreement",
                 "Annotator agreement per control (Krippendorff's alpha, pairwise Cohen's kappa, per class) and per annotator",
+                _project_json,
+                400,
+                503,
+                parameters=[PROJECT_PATH],
+            )
+        },
+        "/projects/{project}/rules": {
+            "get": _operation(
+                "rules",
+                "The labeling rules with each one's coverage, conflicts and accuracy against the consensus labels",
                 _project_json,
                 400,
                 503,

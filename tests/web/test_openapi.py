@@ -91,7 +91,7 @@ def schema_of(name: str) -> dict:
         ("WebhookEvent", {"action": "ANNOTATION_CREATED"}),
         ("TrainRequest", {"project": 1, "label_config": LABEL_CONFIG}),
         ("RollbackRequest", {"version": "p1-v3"}),
-        ("Settings", {f.name: f.default for f in fields(Policy)}),
+        ("Settings", Policy().to_json()),
     ],
 )
 def test_what_label_studio_sends_fits_the_schemas(name, body):
@@ -120,6 +120,14 @@ def test_settings_schema_is_the_validator():
             for value in (schema["anyOf"][0]["minimum"], schema["anyOf"][0]["maximum"], "*/5 * * * *"):
                 assert validated({name: value}, strict=True) == {name: value}
             for value in (-1, schema["anyOf"][0]["maximum"] + 1, "nope"):
+                with pytest.raises(InvalidPayload):
+                    validated({name: value}, strict=True)
+            continue
+        if schema.get("type") == "array":  # rules
+            assert validated({name: [{"label": "positive", "keyword": "thanks"}]}, strict=True) == {
+                name: [{"label": "positive", "keyword": "thanks"}]
+            }
+            for value in ("nope", [{"label": "positive"}], [{"label": "positive", "regex": "(a)\\1"}]):
                 with pytest.raises(InvalidPayload):
                     validated({name: value}, strict=True)
             continue
