@@ -79,7 +79,9 @@ def parse_rules(raw: Any) -> tuple[Rule, ...]:
         for pattern in patterns:
             if not isinstance(pattern, str) or not pattern.strip() or len(pattern) > MAX_PATTERN:
                 raise InvalidPayload(f"{where}: each {kind} must be a non-empty string of at most {MAX_PATTERN} characters")
-            rule = Rule(label, kind, pattern.strip() if kind != "regex" else pattern, control)
+            if kind == "keyword" and len(pattern.split()) != 1:
+                raise InvalidPayload(f"{where}: a keyword is one word ({pattern!r}: make it a phrase)")
+            rule = Rule(label, kind, " ".join(pattern.split()) if kind != "regex" else pattern, control)
             problem = compile_problem(rule)
             if problem:
                 raise InvalidPayload(f"{where}: {problem}")

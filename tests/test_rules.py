@@ -16,7 +16,7 @@ TWEET_RULES = json.loads((Path(__file__).parents[1] / "lab" / "rules" / "tweets.
 
 def test_rules_parse_into_one_rule_per_pattern_and_refuse_what_is_wrong():
     rules = parse_rules(TWEET_RULES)
-    assert len(rules) == 10 and {r.kind for r in rules} == {"keyword", "regex"}
+    assert len(rules) == 10 and {r.kind for r in rules} == {"keyword", "phrase", "regex"}
     assert parse_rules('[{"label": "positive", "phrase": "on time"}]')[0].pattern == "on time"
     for bad in (
         {"rules": []},
@@ -27,6 +27,7 @@ def test_rules_parse_into_one_rule_per_pattern_and_refuse_what_is_wrong():
         [{"label": "positive", "regex": r"(a)\1"}],  # a backreference: RE2 cannot run it in linear time
         [{"label": "positive", "regex": "(?=a)"}],
         [{"label": "positive", "keywords": []}],
+        [{"label": "positive", "keyword": "thank you"}],  # two words: a phrase
         [{"label": "positive", "regex": "x" * 501}],
         "not json",
     ):
