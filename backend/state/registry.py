@@ -4,6 +4,7 @@ Layout under `MODEL_DIR/project-<id>/`:
   `<version>.skops`  the artifact (skops, never pickle), published by temp file + fsync + rename
   `<version>.json`   its record: parent, metrics of both sides, fingerprint, label counts, decision
   `current.json`     the pointer `{version, seq, sha256, watermark}`, moved last and only under a lock
+  `queue-scores.npy`, `labeling-rules.spec`  what `/predict` reads without Redis: queue positions, rules
 The pointer on disk is authoritative; `seq` grows on every move (promotion or rollback), so a
 process never swaps backwards, and `watermark` never falls, so an older job can never win.
 """
@@ -32,7 +33,7 @@ from ..families import ModelBundle
 ARTIFACT_SUFFIX = ".skops"
 POINTER = "current.json"
 QUEUE_SCORES = "queue-scores.npy"  # the stored ranking's LS score of each task, for `/predict`
-RULES = "rules.json"  # the project's labeling rules, for `/predict` before the first model
+RULES = "labeling-rules.spec"  # the project's labeling rules (JSON), for `/predict` before the first model
 SCORE_ENTRY = np.dtype([("task", "<i8"), ("score", "<f8")])
 _VERSION = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 TRUSTED_TYPES: list[str] = []  # a TF-IDF + linear-model pipeline needs none beyond skops' defaults
@@ -273,9 +274,11 @@ class Registry:
             if path.name == POINTER:
                 continue
             try:
-                records.append(json.loads(path.read_bytes()))
+                record = json.loads(path.read_bytes())
             except ValueError:
                 continue
+            if isinstance(record, dict):
+                records.append(record)
         return sorted(records, key=lambda r: (r.get("created_at", 0), r.get("version", "")))
 
     def load(self, project: int, version: str, sha256: str) -> ModelBundle:
