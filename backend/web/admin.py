@@ -85,13 +85,17 @@ def train(project: int) -> Response:
 def rules_report(project: int) -> Response:
     """The project's labeling rules with each one's coverage, conflicts and accuracy against the
     consensus labels (`rules.report`)."""
+    return jsonify(project=project, **rules_of(project))
+
+
+def rules_of(project: int) -> dict[str, Any]:
+    """`rules.report` of the project's rules over its consensus labels and unlabeled pool."""
     rt = runtime()
     policy = policy_for(rt.settings, rt.store.meta(project))
     config = rt.store.label_config(project)
     tasks = consensus.for_policy(rt.store.task_votes(project), policy, config).tasks if config is not None else []
     pool = [t["data"] for t in rt.store.unlabeled_pool(project)]
-    found = rules.report(policy.rule_set, config, [(t.data, t.labels) for t in tasks], pool, rt.settings.max_text_chars)
-    return jsonify(project=project, **found)
+    return rules.report(policy.rule_set, config, [(t.data, t.labels) for t in tasks], pool, rt.settings.max_text_chars)
 
 
 @admin.get("/<int:project>/labels")

@@ -21,6 +21,7 @@ from ..consensus import multi_label, votes_by_voter
 from ..payload import InvalidPayload
 from ..policy import policy_for
 from ..state import audit
+from .admin import rules_of
 from .api import runtime
 
 ui = Blueprint("ui", __name__, template_folder="templates")
@@ -68,6 +69,7 @@ def project_view(project: int) -> dict[str, Any]:
         "jobs": recent_jobs(project),
         "mislabels": rt.store.mislabels(project),
         "agreement": annotator_view(project),
+        "rules": rules_of(project),
         "stability": (rt.store.stability(project) or [None])[-1],
         "events": audit.events(rt.redis, project, 30),
     }

@@ -32,14 +32,15 @@ def test_page_without_projects(client):
 
 def test_page_of_a_trained_project_shows_every_section(client, tweets):
     version = train(client, tweets, n=150)
-    client.put("/projects/1/settings", json={"batch_size": 5})
+    client.put("/projects/1/settings", json={"batch_size": 5, "rules": [{"label": "positive", "keyword": "thanks"}]})
     html = client.get("/ui?project=1").get_data(as_text=True)
     assert f'<b id="current-version">{version}</b>' in html
     assert re.search(r'<svg id="learning-curve".*<polyline class="series" data-series="offline accuracy"', html, re.S)
-    for section in ("summary", "drift", "history", "queue", "jobs", "agreement", "mislabels", "audit"):
+    for section in ("summary", "drift", "history", "queue", "jobs", "agreement", "rules", "mislabels", "audit"):
         assert f'id="{section}"' in html
     assert 'aria-label="agreement per annotator"' in html and "Consensus: majority" in html
     assert "promoted" in html and "settings changed: batch_size" in html
+    assert "positive keyword &#39;thanks&#39;" in html and "1 rules (rules-" in html
     assert 'href="rq/"' not in html  # embedded mode has no RQ dashboard
 
 
