@@ -42,7 +42,7 @@ from backend.families.pool import Segment
 from backend.families.pool import features as pool_features
 from backend.policy import Policy
 
-from . import priors
+from . import badge, priors
 from .datasets import load_dataset, stratified_split, with_class_shares
 
 
@@ -350,8 +350,8 @@ def run(
                 values = strategies.spread_over_clusters(values, cluster_ids[candidates], int(variant.spread * size))
             if warm and (variant.base == "badge" or (variant.base == "default" and policy.strategy == "badge")):
                 proba = pool_proba if pool_proba is not None else probabilities(model, pool_scorable)  # type: ignore[arg-type]
-                picked = strategies.gradient_embedding_batch(proba[candidates], unit_features[candidates], size)
-                values = strategies.lead_with(values, picked)
+                picked = badge.gradient_embedding_batch(proba[candidates], unit_features[candidates], size)
+                values = badge.lead_with(values, picked)
             balance = variant.balance or policy.class_balance
             if model is not None and balance != "off":
                 proba = (pool_proba if pool_proba is not None else probabilities(model, pool_scorable))[candidates]
