@@ -1,9 +1,10 @@
 """Rank a project's unlabeled tasks by what they would teach the model: the queue.
 
 Cold start (no model, or the cold-start rule not yet met): cluster round-robin over the pool's
-features, with the tasks the project's labeling rules disagree on first and those they do not
-cover next (`rules.tiers`). Warm: the project's strategy over the served model's probabilities (a committee
-strategy over its members' probabilities), several controls combined. Either way the first
+features; with labeling rules, class-aware batches read the rules' votes as the labels'
+likelihood (`rule_columns`), so the first batches hold tasks the rules give each label. Warm:
+the project's strategy over the served model's probabilities (a committee strategy over its
+members' probabilities), several controls combined, with class-aware batches if `class_balance` asks. Either way the first
 `batch_size` tasks skip near-duplicates, every task gets a k-means `cluster`, and the LS `score`
 is the task's position (ascending = served first).
 
@@ -157,12 +158,15 @@ def label_columns(
     return LabelColumns(np.hstack(blocks), labels, groups) if blocks else None
 
 
-def rule_tiers(ruleset: RuleSet, config: LabelConfig, texts_by_control: Sequence[Sequence[str | None]]) -> np.ndarray:
-    """`rules.tiers` of every task from the rules' votes in each Choices control."""
+def rule_columns(ruleset: RuleSet, config: LabelConfig, texts_by_control: Sequence[Sequence[str | None]]) -> LabelColumns:
+    """The labeling rules' vote shares of every Choices control's labels (`rules.label_shares`),
+    side by side: the label likelihoods of class-aware batches before the first model."""
     choices = [(i, c) for i, c in enumerate(config.controls) if isinstance(c, ChoicesControl)]
-    if not choices:
-        return np.zeros(len(texts_by_control[0]) if texts_by_control else 0, dtype=int)
-    return rules.tiers([ruleset.votes(c, texts_by_control[i], only=len(choices) == 1) for i, c in choices])
+    n = len(texts_by_control[0]) if texts_by_control else 0
+    blocks = [rules.label_shares(ruleset.votes(c, texts_by_control[i], only=len(choices) == 1)) for i, c in choices]
+    labels = [(c.from_name, label) for _, c in choices for label in c.labels]
+    groups = [number for number, (_, c) in enumerate(choices) for _ in c.labels]
+    return LabelColumns(np.hstack(blocks) if blocks else np.zeros((n, 0)), labels, groups)
 
 
 def balanced(
@@ -175,6 +179,8 @@ def balanced(
 ) -> np.ndarray:
     """`values` with class-aware batches (`strategy.class_balanced`) over the first BALANCED_BATCHES
     batches: before the project is warm, every label is wanted at the cold-start rule's count."""
+    if not columns.labels:
+        return values
     known = np.array([counts.get(control, {}).get(label, 0) for control, label in columns.labels], dtype=float)
     targets = strategies.uniform_targets(columns.groups)
     floor = 0 if warm else policy.cold_start_per_class
@@ -211,6 +217,7 @@ def rank(
         return Queue(version, policy.strategy, "no unlabeled tasks with text", [], time.perf_counter() - started)
     pool = pool_of(tasks, texts, policy, seed, cache)
     cluster_ids = pool.clusters
+    bundle_balances = True
     if bundle is None or not warm:
         values = strategies.diversity(cluster_ids, seed)
         name = "diversity"
@@ -218,9 +225,10 @@ def rank(
             f"cold start: cluster round-robin until every class has {policy.cold_start_per_class} labels "
             f"and {policy.cold_start_total} tasks are labeled"
         )
-        if policy.rules:
-            values = strategies.by_tier(values, rule_tiers(policy.rule_set, config, by_control))
-            reason += "; tasks the labeling rules disagree on first, then those they do not cover"
+        if policy.rules:  # the rules' votes, not a model that has not seen every label a few times
+            values = balanced(values, rule_columns(policy.rule_set, config, by_control), counts or {}, labeled, policy, False)
+            reason += "; class-aware batches from the labeling rules' votes"
+            bundle_balances = False
     elif policy.strategy == "random":
         values = np.random.default_rng(seed).random(len(tasks))
         name, reason = "random", "random order (control)"
@@ -229,7 +237,7 @@ def rank(
         name, fallback = effective_strategy(bundle, policy)
         kind = "committee disagreement" if name in strategies.COMMITTEE_STRATEGIES else "uncertainty"
         reason = f"{name} {kind} of {version}" + (f" ({fallback})" if fallback else "")
-    if bundle is not None and counts is not None and policy.class_balance != "off" and name != "random":
+    if bundle_balances and bundle is not None and counts is not None and policy.class_balance != "off" and name != "random":
         columns = label_columns(bundle, config, by_control, (texts, pool))
         if columns is not None:
             values = balanced(values, columns, counts, labeled, policy, warm)

@@ -1,6 +1,7 @@
 """Labeling rules (weak supervision): keyword, phrase and regular-expression rules per control and
 label, kept as data. A rule votes for its label on every text it matches; the votes of a task give
-pre-annotations before the first model and a cold-start order, and the annotations measure each rule.
+pre-annotations before the first model and class-aware cold-start batches, and the annotations
+measure each rule.
 
 Patterns run on RE2 (google-re2): matching takes time linear in the text, so no pattern can
 backtrack catastrophically and stall a web worker, and a pattern RE2 cannot run in linear time
@@ -161,24 +162,11 @@ class RuleSet:
         return out
 
 
-CONFLICT, UNCOVERED, AGREED = 2, 1, 0  # a task's tier at cold start (`tiers`)
-
-
-def tiers(votes: Sequence[np.ndarray]) -> np.ndarray:
-    """Per task, from its votes in every control (tasks x labels each): CONFLICT when rules vote
-    for different labels of a control, else UNCOVERED when no rule matched, else AGREED. At cold
-    start labels teach most where the rules disagree or are silent."""
-    if not votes:
-        return np.zeros(0, dtype=int)
-    n = votes[0].shape[0]
-    out = np.full(n, UNCOVERED)
-    matched = np.zeros(n, dtype=bool)
-    for control_votes in votes:
-        matched |= control_votes.sum(axis=1) > 0
-        conflict = (control_votes > 0).sum(axis=1) > 1
-        out[conflict] = CONFLICT
-    out[matched & (out != CONFLICT)] = AGREED
-    return out
+def label_shares(votes: np.ndarray) -> np.ndarray:
+    """Per task, each label's share of the rules' votes in one control (tasks x labels; an
+    uncovered task: zeros): what the cold start's class-aware batches read as the labels' likelihood."""
+    totals = votes.sum(axis=1, keepdims=True)
+    return np.divide(votes, totals, out=np.zeros(votes.shape, dtype=float), where=totals > 0)
 
 
 def decide(votes: np.ndarray, multiple: bool) -> tuple[list[list[int]], np.ndarray]:

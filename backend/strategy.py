@@ -289,15 +289,6 @@ def class_balanced(
     return result
 
 
-def by_tier(values: np.ndarray, tiers: np.ndarray) -> np.ndarray:
-    """Values in [0, 1] that order higher `tiers` first and, within a tier, follow `values`."""
-    n = len(values)
-    sequence = np.lexsort((-np.asarray(values, dtype=float), -np.asarray(tiers)))
-    result = np.empty(n)
-    result[sequence] = 1.0 - np.arange(n) / max(n, 1)
-    return result
-
-
 def skip_most_uncertain(uncertainties: np.ndarray, count: int) -> np.ndarray:
     """The same values with the `count` most uncertain tasks moved behind all others (their
     order kept). Measures whether the very top of an uncertainty ranking is label noise that

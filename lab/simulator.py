@@ -94,8 +94,8 @@ class Variant:
     `pseudo=S` self-training once warm: refit with S x labels of the surest pool tasks under their
     predicted class, in the labeled class shares (`pseudo_labeled`; random takes it too),
     `balance=uniform|off` the class-aware batch (`strategy.class_balanced`; default: the policy's),
-    `rules` the cold start of a project with the labeling rules of `--rules` (`ranking.rule_tiers`:
-    tasks the rules dispute first, then those they miss).
+    `rules` the cold start of a project with the labeling rules of `--rules` (`ranking.rule_columns`:
+    class-aware batches that read the rules' votes as the labels' likelihood).
     """
 
     spec: str
@@ -268,7 +268,7 @@ def run(
     pool_scorable: Segment | None = None,
     test_scorable: Segment | None = None,
     represent: np.ndarray | None = None,
-    rule_tiers: np.ndarray | None = None,
+    rule_shares: np.ndarray | None = None,
 ) -> Curve:
     """One learning curve: label `batch` tasks per round, refit from scratch, score the test set
     every round. The pool and test set are scored from their counts (`Segment`s, built here when not given)."""
@@ -337,10 +337,6 @@ def run(
                 values = strategies.uncertainty(proba, measure)  # type: ignore[arg-type]
             if values is None:
                 values = diversity
-                if variant.rules:
-                    if rule_tiers is None:
-                        raise ValueError(f"{variant.spec} needs --rules")
-                    values = strategies.by_tier(diversity, rule_tiers)
             elif variant.density:
                 values = values * represent**variant.density  # type: ignore[operator]
             values = values[candidates]
@@ -353,12 +349,18 @@ def run(
                 picked = badge.gradient_embedding_batch(proba[candidates], unit_features[candidates], size)
                 values = badge.lead_with(values, picked)
             balance = variant.balance or policy.class_balance
-            if model is not None and balance != "off":
-                proba = (pool_proba if pool_proba is not None else probabilities(model, pool_scorable))[candidates]
+            likely = None  # each candidate's label likelihoods for class-aware batches
+            if not warm and variant.rules:  # the product's cold start with rules (`ranking.rule_columns`)
+                if rule_shares is None:
+                    raise ValueError(f"{variant.spec} needs --rules")
+                likely = rule_shares[candidates]
+            elif model is not None and balance != "off":
+                likely = (pool_proba if pool_proba is not None else probabilities(model, pool_scorable))[candidates]
+            if likely is not None:
                 known = np.array([counts[c] for c in classes], dtype=float)
                 targets = strategies.uniform_targets([0] * len(classes))
                 floor = 0 if warm else policy.cold_start_per_class
-                values = strategies.class_balanced(values, proba, known, targets, len(labeled), size, floor=floor)
+                values = strategies.class_balanced(values, likely, known, targets, len(labeled), size, floor=floor)
             picked = strategies.select_batch(values, unit_features[candidates], size)
             chosen = [int(candidates[i]) for i in picked]
         labeled += chosen
@@ -396,7 +398,7 @@ def _run_shared(run_key: tuple[Variant, int]) -> Curve:
         d["pool_scorable"],
         d["test_scorable"],
         d["represent"],
-        d["rule_tiers"],
+        d["rule_shares"],
     )  # type: ignore[arg-type]
     with open(d["partial"], "a", newline="") as handle:  # type: ignore[arg-type]  # finished runs survive a stopped simulation
         csv.writer(handle).writerows([curve.strategy, curve.seed, *row] for row in zip(curve.labels, curve.accuracy, curve.macro_f1))
@@ -460,11 +462,11 @@ def simulate(
         pool_scorable=Segment.of(pool_x),
         test_scorable=Segment.of(test_x),
         represent=representativeness(unit, cluster_ids) if any(v.density for v in variants) else None,
-        rule_tiers=None,
+        rule_shares=None,
     )
     rules_summary = None
     if rules_file:
-        rules_summary, _shared["rule_tiers"] = rules_on_pool(rules_file, classes, pool.texts, pool_y)
+        rules_summary, _shared["rule_shares"] = rules_on_pool(rules_file, classes, pool.texts, pool_y)
     runs = [(variant, seed) for variant in variants for seed in range(seeds)]
     runs.sort(key=lambda r: r[0].base not in strategies.COMMITTEE_STRATEGIES)  # the slowest first
     with ProcessPoolExecutor(max(1, min(jobs, len(runs))), mp_context=multiprocessing.get_context("fork")) as pool_:
@@ -516,7 +518,7 @@ def simulate(
 def rules_on_pool(path: str, classes: list[str], texts: Sequence[str], truth: np.ndarray) -> tuple[dict[str, object], np.ndarray]:
     """The labeling rules of `path` on the pool: how many tasks they cover, how many they
     pre-annotate (no tie) and how often that pre-annotation is the true label; and every task's
-    cold-start tier (`rules.tiers`)."""
+    label shares of the rules' votes (`rules.label_shares`)."""
     from backend import rules
     from backend.labelconfig import parse_label_config
 
@@ -535,7 +537,7 @@ def rules_on_pool(path: str, classes: list[str], texts: Sequence[str], truth: np
         "pre_annotated": round(len(decided) / len(texts), 4),
         "accuracy_on_pre_annotated": round(correct / len(decided), 4) if decided else None,
     }
-    return summary, rules.tiers([votes])
+    return summary, rules.label_shares(votes)
 
 
 GAPS_FROM = 100  # labels from which the worst gap against random order is read

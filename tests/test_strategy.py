@@ -154,8 +154,3 @@ def test_class_balanced_fills_later_batches_from_expected_counts():
 
 def test_uniform_targets_share_each_control_among_its_labels():
     assert s.uniform_targets([0, 0, 1, 1, 1]) == pytest.approx([0.5, 0.5, 1 / 3, 1 / 3, 1 / 3])
-
-
-def test_by_tier_orders_higher_tiers_first_and_keeps_the_order_within_one():
-    values = np.array([0.9, 0.1, 0.5, 0.7])
-    assert list(s.order(s.by_tier(values, np.array([0, 1, 1, 0])))) == [2, 1, 0, 3]

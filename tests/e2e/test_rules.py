@@ -1,6 +1,7 @@
 """Labeling rules against a real Label Studio 1.23.2: rules sent as the ML backend's extra params
-pre-annotate the project before its first label under their own version, LS serves the tasks they
-dispute first, and the first promoted model replaces them (their rows are deleted)."""
+pre-annotate the project before its first label under their own version, LS's first tasks include
+tasks the rules give each label (class-aware cold start), and the first promoted model replaces
+them (their rows are deleted)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 import requests
 
 from backend.labelconfig import parse_label_config
-from backend.rules import RuleSet, decide, parse_rules, tiers
+from backend.rules import RuleSet, decide, parse_rules
 from lab.ls_session import annotate
 from tests.conftest import LABEL_CONFIG, wait_for
 
@@ -25,8 +26,8 @@ def test_rules_pre_annotate_in_label_studio_until_the_first_model(label_studio, 
     token = {"Authorization": f"Token {label_studio.token}"}
     ruleset = RuleSet(parse_rules(RULES))
     control = parse_label_config(LABEL_CONFIG).controls[0]
-    found = tiers([ruleset.votes(control, tweets.texts[:5000], only=True)])
-    chosen = [i for i in range(5000) if found[i] == 2][:20] + [i for i in range(5000) if found[i] != 2][:280]
+    found = ruleset.votes(control, tweets.texts[:5000], only=True).sum(axis=1)
+    chosen = [i for i in range(5000) if found[i]][:30] + [i for i in range(5000) if not found[i]][:270]  # a tenth covered
     texts = [tweets.texts[i] for i in chosen]
     labels = [tweets.labels[i] for i in chosen]
     project = ls.projects.create(title="e2e rules", label_config=LABEL_CONFIG)
@@ -40,14 +41,14 @@ def test_rules_pre_annotate_in_label_studio_until_the_first_model(label_studio, 
 
     wait_for(lambda: ls_version() == ruleset.version, timeout=120, interval=0.5)
     votes = ruleset.votes(control, texts, only=True)
-    disputed = {i for i, tier in enumerate(tiers([votes])) if tier == 2}
-    assert len(disputed) == 20
+    given = {i for i, picked in enumerate(decide(votes, multiple=False)[0]) if picked}
 
     ids = {int(t.data["ref"]): t.id for t in ls.tasks.list(project=project.id)}
     refs = {task: ref for ref, task in ids.items()}
-    session = annotate(label_studio.url, label_studio.token, project.id, lambda data: labels[data["ref"]], steps=3)
-    assert session.failures == []
-    assert session.steps[0].version == ruleset.version and refs[session.steps[0].task] in disputed  # disputed first
+    session = annotate(label_studio.url, label_studio.token, project.id, lambda data: labels[data["ref"]], steps=10)
+    assert session.failures == [] and {step.version for step in session.steps} == {ruleset.version}
+    served = [refs[step.task] for step in session.steps]
+    assert len(given & set(served)) >= 3, served  # a tenth of the tasks, but half of each cold-start batch
 
     covered = next(i for i, row in enumerate(votes) if (row > 0).sum() == 1)
     expected = decide(votes[covered : covered + 1], multiple=False)[1][0]
@@ -61,7 +62,7 @@ def test_rules_pre_annotate_in_label_studio_until_the_first_model(label_studio, 
     assert predicted["result"][0]["value"]["choices"] == [control.labels[int(votes[covered].argmax())]]
     assert predicted["result"][0]["score"] == pytest.approx(expected, abs=1e-6) and expected >= 0.5
 
-    annotate(label_studio.url, label_studio.token, project.id, lambda data: labels[data["ref"]], steps=40)
+    annotate(label_studio.url, label_studio.token, project.id, lambda data: labels[data["ref"]], steps=30)
     trained = backend_server.settled_version(project.id, 20)
     assert trained.startswith(f"p{project.id}-v")
 
