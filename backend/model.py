@@ -21,7 +21,8 @@ from typing import Any
 from . import families
 from .config import Settings
 from .families import ModelBundle
-from .labelconfig import ChoicesControl, LabelConfig
+from .families.base import choices_region
+from .labelconfig import LabelConfig
 from .rules import decide
 from .serving import ModelCache
 from .training import Snapshot, TrainResult, train_and_judge
@@ -120,21 +121,12 @@ class Model:
         if not ruleset:
             return Predictions({"result": [], "score": placed[i], "model_version": UNTRAINED} if r else [] for i, r in enumerate(readable))
         regions: dict[int, list[dict[str, Any]]] = {}
-        choices = [c for c in config.controls if isinstance(c, ChoicesControl)]
-        for control in choices:
-            votes = ruleset.votes(control, texts_of[control.from_name], only=len(choices) == 1)
+        for control, votes in ruleset.votes_in(config, texts_of):
             picked, scores = decide(votes, control.multiple)
             for i, (labels, score) in enumerate(zip(picked, scores.tolist())):
                 if labels:
-                    region = {
-                        "id": f"{control.from_name}-{i}",
-                        "from_name": control.from_name,
-                        "to_name": control.to_name,
-                        "type": "choices",
-                        "value": {"choices": [control.labels[k] for k in labels]},
-                        "score": round(score, 6),
-                    }
-                    regions.setdefault(i, []).append(region)
+                    region = choices_region(control, [control.labels[k] for k in labels], score)
+                    regions.setdefault(i, []).append({"id": f"{control.from_name}-{i}", **region})
         return Predictions(
             {"result": regions.get(i, []), "score": placed[i], "model_version": ruleset.version} if r else []
             for i, r in enumerate(readable)

@@ -32,7 +32,7 @@ from . import families, rules
 from . import strategy as strategies
 from .families import ModelBundle
 from .families.pool import Pool, PoolCache
-from .labelconfig import ChoicesControl, LabelConfig
+from .labelconfig import LabelConfig
 from .policy import Policy
 from .rules import RuleSet
 
@@ -161,11 +161,11 @@ def label_columns(
 def rule_columns(ruleset: RuleSet, config: LabelConfig, texts_by_control: Sequence[Sequence[str | None]]) -> LabelColumns:
     """The labeling rules' vote shares of every Choices control's labels (`rules.label_shares`),
     side by side: the label likelihoods of class-aware batches before the first model."""
-    choices = [(i, c) for i, c in enumerate(config.controls) if isinstance(c, ChoicesControl)]
     n = len(texts_by_control[0]) if texts_by_control else 0
-    blocks = [rules.label_shares(ruleset.votes(c, texts_by_control[i], only=len(choices) == 1)) for i, c in choices]
-    labels = [(c.from_name, label) for _, c in choices for label in c.labels]
-    groups = [number for number, (_, c) in enumerate(choices) for _ in c.labels]
+    voted = ruleset.votes_in(config, {c.from_name: texts for c, texts in zip(config.controls, texts_by_control)})
+    blocks = [rules.label_shares(votes) for _, votes in voted]
+    labels = [(c.from_name, label) for c, _ in voted for label in c.labels]
+    groups = [number for number, (c, _) in enumerate(voted) for _ in c.labels]
     return LabelColumns(np.hstack(blocks) if blocks else np.zeros((n, 0)), labels, groups)
 
 
@@ -217,7 +217,7 @@ def rank(
         return Queue(version, policy.strategy, "no unlabeled tasks with text", [], time.perf_counter() - started)
     pool = pool_of(tasks, texts, policy, seed, cache)
     cluster_ids = pool.clusters
-    bundle_balances = True
+    columns, likelihood = None, ""  # each task's label likelihoods for class-aware batches, and whose
     if bundle is None or not warm:
         values = strategies.diversity(cluster_ids, seed)
         name = "diversity"
@@ -225,10 +225,8 @@ def rank(
             f"cold start: cluster round-robin until every class has {policy.cold_start_per_class} labels "
             f"and {policy.cold_start_total} tasks are labeled"
         )
-        if policy.rules:  # the rules' votes, not a model that has not seen every label a few times
-            values = balanced(values, rule_columns(policy.rule_set, config, by_control), counts or {}, labeled, policy, False)
-            reason += "; class-aware batches from the labeling rules' votes"
-            bundle_balances = False
+        if policy.rules and counts is not None:  # the rules' votes, not a model that has not seen every label a few times
+            columns, likelihood = rule_columns(policy.rule_set, config, by_control), "the labeling rules' votes"
     elif policy.strategy == "random":
         values = np.random.default_rng(seed).random(len(tasks))
         name, reason = "random", "random order (control)"
@@ -237,11 +235,11 @@ def rank(
         name, fallback = effective_strategy(bundle, policy)
         kind = "committee disagreement" if name in strategies.COMMITTEE_STRATEGIES else "uncertainty"
         reason = f"{name} {kind} of {version}" + (f" ({fallback})" if fallback else "")
-    if bundle_balances and bundle is not None and counts is not None and policy.class_balance != "off" and name != "random":
-        columns = label_columns(bundle, config, by_control, (texts, pool))
-        if columns is not None:
-            values = balanced(values, columns, counts, labeled, policy, warm)
-            reason += "; class-aware batches"
+    if columns is None and counts is not None and bundle is not None and policy.class_balance != "off" and name != "random":
+        columns, likelihood = label_columns(bundle, config, by_control, (texts, pool)), "the model"
+    if columns is not None and counts is not None:
+        values = balanced(values, columns, counts, labeled, policy, warm)
+        reason += f"; class-aware batches from {likelihood}"
     first = first_batch(values, pool, policy.batch_size)
     chosen = set(first)
     rest = [i for i in strategies.order(values, seed).tolist() if i not in chosen]

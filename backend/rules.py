@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -141,25 +141,43 @@ class RuleSet:
         """Does `rule` vote in `control` (a Choices control; `only`: the config's only one)?"""
         return (rule.control == control.from_name or (not rule.control and only)) and rule.label in control.labels
 
-    def matches(self, texts: Sequence[str | None]) -> np.ndarray:
-        """texts x rules: which rule matches which text (None: no text, no match)."""
-        out = np.zeros((len(texts), len(self.rules)), dtype=bool)
-        for j, pattern in enumerate(self.patterns):
+    def matches(self, texts: Sequence[str | None], which: Sequence[int] | None = None) -> np.ndarray:
+        """texts x rules (those numbered in `which`, else all): which rule matches which text (None:
+        no text, no match)."""
+        which = range(len(self.rules)) if which is None else which
+        out = np.zeros((len(texts), len(which)), dtype=bool)
+        for column, j in enumerate(which):
+            pattern = self.patterns[j]
             for i, text in enumerate(texts):
                 if text is not None and pattern.search(text) is not None:
-                    out[i, j] = True
+                    out[i, column] = True
         return out
+
+    def voting(self, control: Any, only: bool) -> list[int]:
+        """The numbers of the rules that vote in `control` (`only`: the config's only Choices control)."""
+        return [j for j, rule in enumerate(self.rules) if self.applies(rule, control, only)]
 
     def votes(self, control: Any, texts: Sequence[str | None], only: bool) -> np.ndarray:
         """texts x control.labels: how many rules vote for each label of `control`."""
         out = np.zeros((len(texts), len(control.labels)), dtype=int)
-        mine = [j for j, r in enumerate(self.rules) if self.applies(r, control, only)]
-        if not mine:
-            return out
-        hits = RuleSet(self.rules[j] for j in mine).matches(texts)
+        mine = self.voting(control, only)
+        hits = self.matches(texts, mine)
         for column, j in enumerate(mine):
             out[:, control.labels.index(self.rules[j].label)] += hits[:, column]
         return out
+
+    def votes_in(self, config: Any, texts_by_name: Mapping[str, Sequence[str | None]]) -> list[tuple[Any, np.ndarray]]:
+        """Each Choices control of `config` with the rules' votes over its texts (`texts_by_name`:
+        each control's text of every task, by the control's name)."""
+        choices = choice_controls(config)
+        return [(c, self.votes(c, texts_by_name[c.from_name], only=len(choices) == 1)) for c in choices]
+
+
+def choice_controls(config: Any) -> list[Any]:
+    """The `Choices` controls of a label config, the only controls rules vote in (none without a config)."""
+    from .labelconfig import ChoicesControl
+
+    return [c for c in config.controls if isinstance(c, ChoicesControl)] if config is not None else []
 
 
 def label_shares(votes: np.ndarray) -> np.ndarray:
@@ -205,9 +223,7 @@ def report(
     tasks), `conflicts` (matched tasks where a rule of the same single-choice control votes
     another label), and among the matched labeled tasks how many carry the rule's label
     (`correct`, `accuracy`). A rule whose control or label the config lacks says so in `problem`."""
-    from .labelconfig import ChoicesControl
-
-    choices = [c for c in config.controls if isinstance(c, ChoicesControl)] if config is not None else []
+    choices = choice_controls(config)
     datas = [data for data, _ in labeled] + list(pool)
     n, known = len(datas), len(labeled)
     rows = [
@@ -227,10 +243,10 @@ def report(
     ]
     covered = np.zeros(n, dtype=bool)
     for control in choices:
-        mine = [j for j, rule in enumerate(ruleset.rules) if ruleset.applies(rule, control, len(choices) == 1)]
+        mine = ruleset.voting(control, len(choices) == 1)
         if not mine:
             continue
-        hits = RuleSet(ruleset.rules[j] for j in mine).matches([control.text_of(d, limit) for d in datas])
+        hits = ruleset.matches([control.text_of(d, limit) for d in datas], mine)
         covered |= hits.any(axis=1)
         labels = np.array([control.labels.index(ruleset.rules[j].label) for j in mine])
         for column, j in enumerate(mine):

@@ -7,7 +7,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -117,6 +117,12 @@ class Runtime:
         store = Store(redis)
         families.install(settings.model_families)
         return cls(settings, redis, store, registry, cache, Model(settings, cache), BackgroundWriter())
+
+    def keep_rules(self, project: int, spec: Sequence[dict[str, str]]) -> None:
+        """Store the project's labeling rules where `/predict` reads them without Redis, and serve
+        them from this process at once (others follow within a poll)."""
+        self.registry.save_rules(project, spec)
+        self.cache.refresh_rules(project)
 
 
 _installed: dict[int, Runtime] = {}

@@ -238,14 +238,14 @@ def class_balanced(
     batches: int = 1,
     floor: int = 0,
 ) -> np.ndarray:
-    """`values` (higher first) reordered so that no label starves: in each of the first `batches`
-    batches of `size`, a label whose expected labeled count after the strategy's batch (each
-    chosen task adds its probabilities) still falls short of its target share
-    (`targets[j]` x the labeled tasks after the batch, and at least `floor`: the cold-start rule's
-    labels per class) gets places for the tasks most likely to
-    carry it (highest `proba[:, j]`), as many as it falls short, at most MAX_RESERVED of the batch
-    in all; the other places follow `values`. A label that catches up loses its places. A label the model never predicts
-    (a column of zeros) gets none. Returns values in [0, 1] decreasing along the new order."""
+    """`values` (higher first) reordered so that no label starves. In each of the first `batches`
+    batches of `size`, a label whose expected labeled count after the strategy's own batch (each
+    chosen task adds its probabilities) still falls short of its target (`targets[j]` x the labeled
+    tasks after the batch, and at least `floor`: the cold-start rule's labels per class) gets
+    places for the tasks most likely to carry it (highest `proba[:, j]`), as many as it falls
+    short, at most MAX_RESERVED of the batch in all; the other places follow `values`. A label that
+    catches up loses its places; a label never predicted (a column of zeros) gets none. Returns
+    values in [0, 1] decreasing along the new order."""
     n = len(values)
     taken = np.zeros(n, dtype=bool)
     by_value = order(values)

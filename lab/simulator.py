@@ -41,6 +41,7 @@ from backend.families.hashing import hash_texts
 from backend.families.pool import Segment
 from backend.families.pool import features as pool_features
 from backend.policy import Policy
+from backend.ranking import LabelColumns, balanced
 
 from . import badge, priors
 from .datasets import load_dataset, stratified_split, with_class_shares
@@ -356,11 +357,9 @@ def run(
                 likely = rule_shares[candidates]
             elif model is not None and balance != "off":
                 likely = (pool_proba if pool_proba is not None else probabilities(model, pool_scorable))[candidates]
-            if likely is not None:
-                known = np.array([counts[c] for c in classes], dtype=float)
-                targets = strategies.uniform_targets([0] * len(classes))
-                floor = 0 if warm else policy.cold_start_per_class
-                values = strategies.class_balanced(values, likely, known, targets, len(labeled), size, floor=floor)
+            if likely is not None:  # the product's class-aware batches
+                columns = LabelColumns(likely, [("c", c) for c in classes], [0] * len(classes))
+                values = balanced(values, columns, {"c": counts}, len(labeled), replace(policy, batch_size=size), warm)
             picked = strategies.select_batch(values, unit_features[candidates], size)
             chosen = [int(candidates[i]) for i in picked]
         labeled += chosen

@@ -175,19 +175,7 @@ class ChoicesFamily(Family):
         novelty = [0.0] * len(scores) if novelty is None else novelty
         out = []
         for score, new, picked in zip(scores, novelty, choose(proba, control.labels, control.multiple, threshold)):
-            regions = (
-                [
-                    {
-                        "from_name": control.from_name,
-                        "to_name": control.to_name,
-                        "type": "choices",
-                        "value": {"choices": picked},
-                        "score": round(score, 6),
-                    }
-                ]
-                if picked
-                else []
-            )
+            regions = [choices_region(control, picked, score)] if picked else []
             out.append(Prediction(regions, round(score, 6), sorted(picked), float(new)))
         return out
 
@@ -211,6 +199,17 @@ class ChoicesFamily(Family):
             return [frequent for _ in range(n)]
         top = Counter(t[0] for t in targets).most_common(1)
         return [[top[0][0]] if top else [] for _ in range(n)]
+
+
+def choices_region(control: ChoicesControl, picked: Sequence[str], score: float) -> dict[str, Any]:
+    """One LS result region choosing `picked` in `control` (the caller adds its `id`)."""
+    return {
+        "from_name": control.from_name,
+        "to_name": control.to_name,
+        "type": "choices",
+        "value": {"choices": list(picked)},
+        "score": round(score, 6),
+    }
 
 
 def indicators(label_lists: Sequence[Sequence[str]], labels: Sequence[str]) -> np.ndarray:

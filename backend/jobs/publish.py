@@ -125,7 +125,7 @@ def rank_pool(runtime: Runtime, project: int, config: LabelConfig) -> Queue | No
     store, registry = runtime.store, runtime.registry
     policy = policy_for(runtime.settings, store.meta(project))
     covers = store.ranking_requests(project)
-    registry.save_rules(project, policy.rules)
+    runtime.keep_rules(project, policy.rules)
     pointer = registry.pointer(project)
     runtime.cache.refresh(project)
     served = runtime.cache.get(project) if pointer else None

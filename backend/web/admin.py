@@ -133,8 +133,7 @@ def put_settings(project: int) -> Response:
     audit.record(rt.redis, project, "settings", actor(), "settings changed: " + ", ".join(sorted(changes)), changes=changes)
     after = policy_for(rt.settings, rt.store.meta(project))
     reschedule(rt.redis, project, after.retrain_every)
-    rt.registry.save_rules(project, after.rules)
-    rt.cache.refresh_rules(project)
+    rt.keep_rules(project, after.rules)
     body: dict[str, Any] = {"project": project, "settings": after.to_json()}
     request = check_settings(rt.settings, rt.store, project, before, after, actor())
     if request is not None:  # the queue follows at once (a committee retrains)

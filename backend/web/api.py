@@ -91,8 +91,7 @@ def setup() -> Response:
         )
         policy = policy_for(rt.settings, rt.store.meta(req.project))
         reschedule(rt.redis, req.project, policy.retrain_every)
-        rt.registry.save_rules(req.project, policy.rules)
-        rt.cache.refresh_rules(req.project)
+        rt.keep_rules(req.project, policy.rules)
     except RedisError:
         log.warning("project %s: /setup could not store project details (redis unavailable)", req.project)
     return jsonify(model_version=rt.model.model_version(req.project))
