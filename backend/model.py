@@ -23,7 +23,7 @@ from .config import Settings
 from .families import ModelBundle
 from .families.base import choices_region
 from .labelconfig import LabelConfig
-from .rules import decide
+from .rules import RuleSet, decide
 from .serving import ModelCache
 from .training import Snapshot, TrainResult, train_and_judge
 
@@ -151,10 +151,12 @@ class Model:
         metric: str | None = None,
         margin: float | None = None,
         committee: int = 0,
+        rules: RuleSet | None = None,
     ) -> TrainResult:
-        """Train a challenger on a snapshot of the labels (with `committee` members per control) and
-        judge it against the champion; `event` is what asked for it (a webhook action, `schedule`,
-        the admin API), kept on the result for the version's record."""
+        """Train a challenger on a snapshot of the labels (with `committee` members per control, and
+        the labeling `rules` as a prior where they help) and judge it against the champion; `event`
+        is what asked for it (a webhook action, `schedule`, the admin API), kept on the result for
+        the version's record."""
         result = train_and_judge(
             data,
             champion,
@@ -162,6 +164,7 @@ class Model:
             margin=self.settings.gate_margin if margin is None else margin,
             threshold=self.settings.multilabel_threshold,
             committee=committee,
+            rules=rules,
         )
         result.event = event
         return result

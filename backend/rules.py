@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
@@ -32,6 +32,7 @@ MAX_RULES = 500
 MAX_PATTERN = 500  # characters of one pattern
 MAX_PROGRAM = 1 << 20  # bytes RE2 may use for one compiled pattern
 VERSION_PREFIX = "rules-"
+PRIOR_WEIGHTS = (0.0, 0.25, 0.5)  # the rules' share in a trained model's probabilities the train job tries (`RulePrior`)
 
 
 @dataclass(frozen=True)
@@ -209,6 +210,45 @@ def decide(votes: np.ndarray, multiple: bool) -> tuple[list[list[int]], np.ndarr
             agreeing = int(row.max())
         scores[i] = agreeing / totals[i] * (1 - 0.5**agreeing)
     return picked, scores
+
+
+def blend(proba: np.ndarray, votes: np.ndarray, weight: float, multiple: bool) -> np.ndarray:
+    """A model's probabilities (tasks x labels) with the rules' votes mixed in at `weight` on the
+    tasks some rule covers: single choice moves each row towards the labels' share of the votes,
+    multi-label moves each voted label towards 1. Uncovered tasks keep the model's probabilities."""
+    if weight <= 0 or not votes.any():
+        return proba
+    if multiple:
+        return np.where(votes > 0, (1 - weight) * proba + weight, proba)
+    covered = votes.sum(axis=1, keepdims=True) > 0
+    return np.where(covered, (1 - weight) * proba + weight * label_shares(votes), proba)
+
+
+@dataclass(frozen=True)
+class RulePrior:
+    """The labeling rules of one control as a prior of its trained model: `blend` at `weight` over
+    the votes of `rules` (those the train job found voting in the control, by `RuleSet.voting`).
+    The train job picks the weight out of fold and records it with the version (`training.choose_prior`)."""
+
+    rules: tuple[Rule, ...]
+    weight: float
+    version: str = ""  # the project's rules version the prior was taken from
+    compiled: RuleSet = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "compiled", RuleSet(self.rules))
+
+    def apply(self, proba: np.ndarray, control: Any, texts: Sequence[str | None]) -> np.ndarray:
+        """`proba` over `control.labels` for `texts` with the rules mixed in."""
+        return blend(proba, self.compiled.votes(control, texts, only=True), self.weight, control.multiple)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"rules": [r.to_json() for r in self.rules], "weight": float(self.weight), "version": self.version}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> RulePrior:
+        """A prior from `to_json`'s values (ValueError, as `parse_rules` raises, when they are not rules)."""
+        return cls(parse_rules(list(data["rules"])), float(data["weight"]), str(data.get("version", "")))
 
 
 def report(

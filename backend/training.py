@@ -31,7 +31,9 @@ import numpy as np
 from . import drift, families
 from .consensus import LabeledTask
 from .families import Family, ModelBundle, Outcomes
-from .labelconfig import LabelConfig
+from .families.base import choose
+from .labelconfig import ChoicesControl, LabelConfig
+from .rules import PRIOR_WEIGHTS, RulePrior, RuleSet, blend
 
 MIN_HOLDOUT = 200
 MAX_HOLDOUT = 1000
@@ -209,6 +211,7 @@ class Judgement:
     baseline: dict[str, dict[str, float]]
     method: str
     gold: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)  # "challenger"/"champion" -> control -> metrics
+    rules: dict[str, dict[str, Any]] = field(default_factory=dict)  # control -> the labeling rules' prior (`choose_prior`)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -219,6 +222,7 @@ class Judgement:
             "champion": self.champion,
             "baseline": self.baseline,
             "gold": self.gold,
+            "rules": self.rules,
         }
 
 
@@ -244,9 +248,13 @@ def train_and_judge(
     margin: float = 0.0,
     threshold: float = 0.5,
     committee: int = 0,
+    rules: RuleSet | None = None,
 ) -> TrainResult:
     """Train a challenger on the snapshot (with `committee` members per control when asked: the
-    committee strategies rank with them) and decide whether it may replace the champion."""
+    committee strategies rank with them) and decide whether it may replace the champion. Where
+    labeling `rules` vote in a control, the challenger mixes them in at the weight that scores
+    best out of fold on its training tasks (`choose_prior`; none when no weight beats leaving
+    them out), and the gate judges it with them."""
     if metric not in METRICS:
         raise ValueError(f"unknown gate metric {metric!r}")
     started = time.perf_counter()
@@ -257,6 +265,8 @@ def train_and_judge(
     methods = set()
     paired: dict[str, tuple[Outcomes, Outcomes]] = {}
     reference: dict[str, list[float]] | None = None
+    priors: dict[str, dict[str, Any]] = {}
+    only = sum(isinstance(data.control, ChoicesControl) for data in snapshot.controls.values()) == 1  # as `rules.choice_controls`
     for name, data in snapshot.controls.items():
         if len(data.texts) < 2:
             continue
@@ -265,6 +275,12 @@ def train_and_judge(
         train = [i for i in range(len(data.tasks)) if not mask[i]]
         family, control = data.family, data.control
         model = data.subset(train).fit(committee)
+        if model is not None and rules:
+            prior, scores = choose_prior(data.subset(train), rules, only, metric, threshold)
+            if scores:
+                priors[name] = {"version": rules.version, "weight": prior.weight if prior else 0.0, "out_of_fold": scores}
+            if prior is not None:
+                model = family.with_prior(model, prior) or model
         if len(held) >= MIN_HOLDOUT:
             methods.add("holdout")
             targets = [data.targets[i] for i in held]
@@ -314,7 +330,7 @@ def train_and_judge(
             reason += f"; gold set {metric} {new_gold:.4f} vs champion {old_gold:.4f}"
     elif gold.get("challenger"):
         reason += f"; gold set {metric} {mean_metric(gold['challenger'], metric):.4f}"
-    judgement = Judgement(promote, reason, challenger_m, champion_m, baseline_m, method, gold)
+    judgement = Judgement(promote, reason, challenger_m, champion_m, baseline_m, method, gold, priors)
     names = {name: snapshot.controls[name].family.name for name in models}
     return TrainResult(ModelBundle(models, names), judgement, time.perf_counter() - started, reference)
 
@@ -355,23 +371,67 @@ def worse_probability(paired: dict[str, tuple[Outcomes, Outcomes]], metric: str,
     return float(np.mean(total / max(len(paired), 1) < -margin))
 
 
-def _cross_validate(data: ControlData, threshold: float) -> tuple[list[Any], list[Any]]:
-    """Out-of-fold predictions of the challenger and of the baseline (deterministic folds)."""
+def choose_prior(data: ControlData, rules: RuleSet, only: bool, metric: str, threshold: float) -> tuple[RulePrior | None, dict[str, float]]:
+    """The labeling rules' prior for one control: each weight of `PRIOR_WEIGHTS` scored by `metric`
+    over out-of-fold predictions of `data` (the tasks the challenger trains on), the best kept (a
+    tie goes to the smaller weight, so rules that do not help stay out: None). Also the score of
+    each weight; empty (and None) when no rule votes in the control, the family gives no
+    probabilities, or the examples are too few to fold."""
+    family, control = data.family, data.control
+    voting = rules.voting(control, only)
+    n = len(data.texts)
+    if not voting or n < 4:
+        return None, {}
+    proba = np.zeros((n, len(control.labels)))
+    scored = np.zeros(n, dtype=bool)
+    for train, test in folds(data):
+        model = data.subset(train).fit()
+        if model is None:
+            continue
+        part = family.label_proba(model, control, [data.texts[i] for i in test])
+        if part is None:
+            return None, {}
+        proba[test], scored[test] = part, True
+    if not scored.any():
+        return None, {}
+    rows = np.flatnonzero(scored)
+    votes = rules.votes(control, [data.texts[i] for i in rows], only)
+    targets = [data.targets[i] for i in rows]
+    scores: dict[str, float] = {}
+    best, best_score = 0.0, -1.0
+    for weight in PRIOR_WEIGHTS:
+        mixed = blend(proba[rows], votes, weight, control.multiple)
+        predicted = [sorted(picked) for picked in choose(mixed, control.labels, control.multiple, threshold)]
+        score = family.outcomes(control, targets, predicted).metrics()[metric]
+        scores[str(weight)] = round(score, 4)
+        if score > best_score:
+            best, best_score = weight, score
+    prior = RulePrior(tuple(rules.rules[j] for j in voting), best, rules.version) if best > 0 else None
+    return prior, scores
+
+
+def folds(data: ControlData) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Deterministic cross-validation folds (train rows, test rows) over `data`: stratified by
+    target when every target occurs at least twice, else by row number."""
     n = len(data.texts)
     strata = [json.dumps(t, sort_keys=True) for t in data.targets]
     smallest = min(Counter(strata).values())
-    folds = max(2, min(5, smallest))
+    count = max(2, min(5, smallest))
+    if smallest < 2:
+        return [
+            (np.array([j for j in range(n) if j % count != k]), np.array([j for j in range(n) if j % count == k])) for k in range(count)
+        ]
+    from sklearn.model_selection import StratifiedKFold
+
+    return list(StratifiedKFold(count, shuffle=True, random_state=0).split(np.zeros(n), strata))
+
+
+def _cross_validate(data: ControlData, threshold: float) -> tuple[list[Any], list[Any]]:
+    """Out-of-fold predictions of the challenger and of the baseline (`folds`)."""
+    n = len(data.texts)
     predicted: list[Any] = [[] for _ in range(n)]
     baseline: list[Any] = [[] for _ in range(n)]
-    if smallest < 2:
-        splitter = [
-            (np.array([j for j in range(n) if j % folds != k]), np.array([j for j in range(n) if j % folds == k])) for k in range(folds)
-        ]
-    else:
-        from sklearn.model_selection import StratifiedKFold
-
-        splitter = list(StratifiedKFold(folds, shuffle=True, random_state=0).split(np.zeros(n), strata))
-    for train, test in splitter:
+    for train, test in folds(data):
         if len(test) == 0 or len(train) == 0:
             continue
         model = data.subset(train).fit()

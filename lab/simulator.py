@@ -9,7 +9,8 @@ scores the test set every round. `--strategy` takes a comma-separated list of va
 own policy (cluster round-robin until the cold-start rule holds, then margin, de-duplicated
 batches); `random` is the control. The full-pool models of ours and of the official Label Studio
 example (TF-IDF 1-3-grams + LogisticRegression C=10) are fitted side by side as references.
-Writes a CSV of every point and a PNG of the curves; while it runs, finished runs are appended to
+Writes a CSV of every point (accuracy, macro-F1 and each class's recall) and a PNG of the curves
+(per-class recall in its second row); while it runs, finished runs are appended to
 `simulation-<dataset>.partial.csv`.
 
 Speed: pool and test features are hashed once and scored after each refit from their counts, as
@@ -26,20 +27,22 @@ import sys
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
-from sklearn.metrics import accuracy_score, f1_score
+from sklearn.metrics import accuracy_score, f1_score, recall_score
 from sklearn.preprocessing import normalize
 
+from backend import families, rules, training
 from backend import strategy as strategies
 from backend.families import pool as pool_scoring
 from backend.families.estimator import PRIOR, ControlModel, alpha_for
 from backend.families.hashing import hash_texts
 from backend.families.pool import Segment
 from backend.families.pool import features as pool_features
+from backend.labelconfig import ChoicesControl, parse_label_config
 from backend.policy import Policy
 from backend.ranking import LabelColumns, balanced
 
@@ -54,6 +57,68 @@ class Curve:
     labels: list[int]
     accuracy: list[float]
     macro_f1: list[float]
+    recall: dict[str, list[float]] = field(default_factory=dict)  # per class, at each point of `labels`
+
+    def rows(self, classes: Sequence[str]) -> list[list[object]]:
+        """CSV rows: strategy, seed, labels, accuracy, macro-F1 and each class's recall (`CSV_COLUMNS`)."""
+        recalls = [self.recall.get(c, []) for c in classes]
+        return [
+            [self.strategy, self.seed, n, accuracy, f1, *(r[i] for r in recalls)]
+            for i, (n, accuracy, f1) in enumerate(zip(self.labels, self.accuracy, self.macro_f1))
+        ]
+
+
+def csv_columns(classes: Sequence[str]) -> list[str]:
+    return ["strategy", "seed", "labels", "accuracy", "macro_f1", *(f"recall:{c}" for c in classes)]
+
+
+@dataclass
+class RulesOnData:
+    """The labeling rules of `--rules` on the simulated data, used as the product uses them: their
+    votes order the cold start (`ranking.rule_columns`) and, once a model exists, the train job's
+    out-of-fold choice mixes them into it (`training.choose_prior`, `rules.blend`)."""
+
+    ruleset: rules.RuleSet
+    control: ChoicesControl
+    pool_texts: Sequence[str]
+    pool_votes: np.ndarray
+    test_votes: np.ndarray
+    metric: str
+
+    @classmethod
+    def load(cls, path: str, classes: list[str], pool_texts: Sequence[str], test_texts: Sequence[str], metric: str) -> RulesOnData:
+        choices = "".join(f'<Choice value="{c}"/>' for c in classes)
+        control = parse_label_config(
+            f'<View><Text name="text" value="$text"/><Choices name="label" toName="text">{choices}</Choices></View>'
+        ).controls[0]
+        ruleset = rules.RuleSet(rules.parse_rules(Path(path).read_text()))
+        pool_votes = ruleset.votes(control, list(pool_texts), only=True)
+        return cls(ruleset, control, pool_texts, pool_votes, ruleset.votes(control, list(test_texts), only=True), metric)
+
+    def shares(self, rows: np.ndarray) -> np.ndarray:
+        """The label shares of the rules' votes on pool rows: the cold start's label likelihoods."""
+        return rules.label_shares(self.pool_votes[rows])
+
+    def weight(self, labeled: Sequence[int], pool_y: np.ndarray) -> float:
+        """The weight the product's train job would mix the rules in at, trained on `labeled`."""
+        family = families.family(families.DEFAULT_FAMILY)
+        texts = [self.pool_texts[i] for i in labeled]
+        data = training.ControlData(self.control, family, list(labeled), texts, [[y] for y in pool_y[labeled]], [1.0] * len(labeled))
+        prior, _ = training.choose_prior(data, self.ruleset, True, self.metric, 0.5)
+        return prior.weight if prior is not None else 0.0
+
+    def summary(self, truth: np.ndarray) -> dict[str, object]:
+        """How many pool tasks the rules cover and pre-annotate (no tie), and how often that
+        pre-annotation is the true label."""
+        picked, _ = rules.decide(self.pool_votes, multiple=False)
+        decided = [i for i, p in enumerate(picked) if p]
+        correct = sum(self.control.labels[picked[i][0]] == truth[i] for i in decided)
+        return {
+            "rules": len(self.ruleset.rules),
+            "coverage": round(float((self.pool_votes.sum(axis=1) > 0).mean()), 4),
+            "pre_annotated": round(len(decided) / len(truth), 4),
+            "accuracy_on_pre_annotated": round(correct / len(decided), 4) if decided else None,
+        }
 
 
 def official_baseline(train_texts: Sequence[str], train_labels: Sequence[str], test_texts: Sequence[str]) -> list[str]:
@@ -95,8 +160,9 @@ class Variant:
     `pseudo=S` self-training once warm: refit with S x labels of the surest pool tasks under their
     predicted class, in the labeled class shares (`pseudo_labeled`; random takes it too),
     `balance=uniform|off` the class-aware batch (`strategy.class_balanced`; default: the policy's),
-    `rules` the cold start of a project with the labeling rules of `--rules` (`ranking.rule_columns`:
-    class-aware batches that read the rules' votes as the labels' likelihood).
+    `rules` a project with the labeling rules of `--rules` (`RulesOnData`): its cold start reads the
+    rules' votes as the labels' likelihood in class-aware batches (`ranking.rule_columns`), and its
+    models mix the rules in at the weight the train job picks out of fold (`training.choose_prior`).
     """
 
     spec: str
@@ -269,7 +335,7 @@ def run(
     pool_scorable: Segment | None = None,
     test_scorable: Segment | None = None,
     represent: np.ndarray | None = None,
-    rule_shares: np.ndarray | None = None,
+    rules_on: RulesOnData | None = None,
 ) -> Curve:
     """One learning curve: label `batch` tasks per round, refit from scratch, score the test set
     every round. The pool and test set are scored from their counts (`Segment`s, built here when not given)."""
@@ -286,7 +352,9 @@ def run(
     committee_rng = np.random.default_rng([seed, 1])
     labeled: list[int] = []
     is_labeled = np.zeros(len(pool_y), dtype=bool)
-    curve = Curve(variant.spec, seed, [], [], [])
+    curve = Curve(variant.spec, seed, [], [], [], {c: [] for c in classes})
+    if variant.rules and rules_on is None:
+        raise ValueError(f"{variant.spec} needs --rules")
     diversity = strategies.diversity(cluster_ids, seed)
     cold_prior: dict[str, float] | None = None  # `shift=cold`: class shares of the labels taken before warm
     while True:
@@ -316,13 +384,23 @@ def run(
             decision = pool_scoring.decision_values(model.linear, pool_scorable)  # type: ignore[arg-type]
             target = shift_target(variant.shift, pool_y, model.columns, cold_prior)
             model, pool_proba = shifted(model, decision, fitted_y, pool_y[labeled], ~is_labeled, target)
+        weight = rules_on.weight(labeled, pool_y) if model is not None and variant.rules else 0.0  # type: ignore[union-attr]
+        if weight:
+            pool_proba = rules.blend(
+                pool_proba if pool_proba is not None else probabilities(model, pool_scorable), rules_on.pool_votes, weight, False
+            )  # type: ignore[arg-type,union-attr]
         if labeled:
-            predicted = (
-                np.array(classes)[probabilities(model, test_scorable).argmax(axis=1)] if model else np.full(len(test_y), pool_y[labeled][0])
-            )
+            if model:
+                test_proba = probabilities(model, test_scorable)
+                test_proba = rules.blend(test_proba, rules_on.test_votes, weight, False) if weight else test_proba  # type: ignore[union-attr]
+                predicted = np.array(classes)[test_proba.argmax(axis=1)]
+            else:
+                predicted = np.full(len(test_y), pool_y[labeled][0])
             curve.labels.append(len(labeled))
             curve.accuracy.append(float(accuracy_score(test_y, predicted)))
             curve.macro_f1.append(float(f1_score(test_y, predicted, average="macro")))
+            for c, value in zip(classes, recall_score(test_y, predicted, labels=classes, average=None, zero_division=0)):
+                curve.recall[c].append(float(value))
         if len(labeled) >= budget:
             return curve
         candidates = np.flatnonzero(~is_labeled)
@@ -352,9 +430,7 @@ def run(
             balance = variant.balance or policy.class_balance
             likely = None  # each candidate's label likelihoods for class-aware batches
             if not warm and variant.rules:  # the product's cold start with rules (`ranking.rule_columns`)
-                if rule_shares is None:
-                    raise ValueError(f"{variant.spec} needs --rules")
-                likely = rule_shares[candidates]
+                likely = rules_on.shares(candidates)  # type: ignore[union-attr]
             elif model is not None and balance != "off":
                 likely = (pool_proba if pool_proba is not None else probabilities(model, pool_scorable))[candidates]
             if likely is not None:  # the product's class-aware batches
@@ -397,10 +473,10 @@ def _run_shared(run_key: tuple[Variant, int]) -> Curve:
         d["pool_scorable"],
         d["test_scorable"],
         d["represent"],
-        d["rule_shares"],
+        d["rules_on"],
     )  # type: ignore[arg-type]
     with open(d["partial"], "a", newline="") as handle:  # type: ignore[arg-type]  # finished runs survive a stopped simulation
-        csv.writer(handle).writerows([curve.strategy, curve.seed, *row] for row in zip(curve.labels, curve.accuracy, curve.macro_f1))
+        csv.writer(handle).writerows(curve.rows(d["classes"]))  # type: ignore[arg-type]
     print(
         f"{variant.spec} seed {seed}: accuracy {curve.accuracy[-1]:.4f} at {curve.labels[-1]} labels "
         f"({time.perf_counter() - started:.0f} s, {time.process_time() - cpu:.0f} s CPU)",
@@ -461,11 +537,9 @@ def simulate(
         pool_scorable=Segment.of(pool_x),
         test_scorable=Segment.of(test_x),
         represent=representativeness(unit, cluster_ids) if any(v.density for v in variants) else None,
-        rule_shares=None,
+        rules_on=RulesOnData.load(rules_file, classes, pool.texts, test.texts, policy.gate_metric) if rules_file else None,
     )
-    rules_summary = None
-    if rules_file:
-        rules_summary, _shared["rule_shares"] = rules_on_pool(rules_file, classes, pool.texts, pool_y)
+    rules_summary = _shared["rules_on"].summary(pool_y) if rules_file else None  # type: ignore[union-attr]
     runs = [(variant, seed) for variant in variants for seed in range(seeds)]
     runs.sort(key=lambda r: r[0].base not in strategies.COMMITTEE_STRATEGIES)  # the slowest first
     with ProcessPoolExecutor(max(1, min(jobs, len(runs))), mp_context=multiprocessing.get_context("fork")) as pool_:
@@ -474,10 +548,9 @@ def simulate(
     partial.unlink()
     with open(csv_path, "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["strategy", "seed", "labels", "accuracy", "macro_f1"])
+        writer.writerow(csv_columns(classes))
         for curve in sorted(curves, key=lambda c: (names.index(c.strategy), c.seed)):
-            for row in zip(curve.labels, curve.accuracy, curve.macro_f1):
-                writer.writerow([curve.strategy, curve.seed, *row])
+            writer.writerows(curve.rows(classes))
     summary: dict[str, object] = {
         "dataset": dataset,
         "class_share": class_share or {},
@@ -500,6 +573,7 @@ def simulate(
             "aulc_accuracy": round(float(accuracy.mean()), 4),
             "aulc_macro_f1": round(float(f1.mean()), 4),
             "final_accuracy": round(float(accuracy[-1]), 4),
+            "final_recall": {c: round(float(np.mean([m.recall[c][-1] for m in mine])), 4) for c in classes},
             "labels_to_90": labels_to_reach(labels, accuracy, 0.9 * full_accuracy),
             "labels_to_95": labels_to_reach(labels, accuracy, 0.95 * full_accuracy),
             "labels_to_95_per_seed": [labels_to_reach(labels, np.array(c.accuracy), 0.95 * full_accuracy) for c in mine],
@@ -512,31 +586,6 @@ def simulate(
     summary["plot"] = str(plot(curves, names, full_accuracy, official_accuracy, out / f"learning-curve-{Path(dataset).stem}.png"))
     summary["csv"] = str(csv_path)
     return summary
-
-
-def rules_on_pool(path: str, classes: list[str], texts: Sequence[str], truth: np.ndarray) -> tuple[dict[str, object], np.ndarray]:
-    """The labeling rules of `path` on the pool: how many tasks they cover, how many they
-    pre-annotate (no tie) and how often that pre-annotation is the true label; and every task's
-    label shares of the rules' votes (`rules.label_shares`)."""
-    from backend import rules
-    from backend.labelconfig import parse_label_config
-
-    choices = "".join(f'<Choice value="{c}"/>' for c in classes)
-    control = parse_label_config(
-        f'<View><Text name="text" value="$text"/><Choices name="label" toName="text">{choices}</Choices></View>'
-    ).controls[0]
-    ruleset = rules.RuleSet(rules.parse_rules(Path(path).read_text()))
-    votes = ruleset.votes(control, list(texts), only=True)
-    picked, _ = rules.decide(votes, multiple=False)
-    decided = [i for i, p in enumerate(picked) if p]
-    correct = sum(control.labels[picked[i][0]] == truth[i] for i in decided)
-    summary = {
-        "rules": len(ruleset.rules),
-        "coverage": round(float((votes.sum(axis=1) > 0).mean()), 4),
-        "pre_annotated": round(len(decided) / len(texts), 4),
-        "accuracy_on_pre_annotated": round(correct / len(decided), 4) if decided else None,
-    }
-    return summary, rules.label_shares(votes)
 
 
 GAPS_FROM = 100  # labels from which the worst gap against random order is read
@@ -560,12 +609,28 @@ def worst_gaps(curves: list[Curve], name: str, control: str) -> dict[str, list[f
 
 
 def plot(curves: list[Curve], names: list[str], full: float, official: float, path: Path) -> Path:
+    """Accuracy and macro-F1 in the first row, each class's recall in the second."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharex=True)
+    classes = list(curves[0].recall)
+    columns = max(2, len(classes))
+    fig, grid = plt.subplots(2, columns, figsize=(6 * columns, 9), sharex=True, squeeze=False)
+    for c, axis in zip(classes, grid[1]):
+        for name in names:
+            mine = [curve for curve in curves if curve.strategy == name]
+            values = np.array([curve.recall[c] for curve in mine])
+            axis.plot(mine[0].labels, values.mean(axis=0), label=name)
+            axis.fill_between(mine[0].labels, values.min(axis=0), values.max(axis=0), alpha=0.2)
+        axis.set_xlabel("labels")
+        axis.set_ylabel(f"recall of {c}")
+        axis.grid(alpha=0.3)
+        axis.legend(loc="lower right", fontsize=8)
+    for axis in grid[1][len(classes) :]:
+        axis.set_visible(False)
+    axes = grid[0]
     for metric, axis in zip(("accuracy", "macro_f1"), axes):
         for name in names:
             mine = [c for c in curves if c.strategy == name]

@@ -8,7 +8,7 @@ import pytest
 
 from backend.labelconfig import parse_label_config
 from backend.payload import InvalidPayload
-from backend.rules import RuleSet, decide, parse_rules
+from backend.rules import RulePrior, RuleSet, blend, decide, parse_rules
 from tests.conftest import LABEL_CONFIG
 
 TWEET_RULES = json.loads((Path(__file__).parents[1] / "lab" / "rules" / "tweets.json").read_text())  # ten rules from common sense
@@ -53,6 +53,29 @@ def test_votes_and_decisions_single_and_multi_label():
     assert multi == [[0, 1]] and multi_scores[0] == pytest.approx(1 / 3 * 0.5)
     assert RuleSet(parse_rules(TWEET_RULES)).version == ruleset.version  # a stable name
     assert ruleset.version != RuleSet(parse_rules(TWEET_RULES[:2])).version
+
+
+def test_blend_moves_covered_tasks_towards_the_rules_and_leaves_the_rest():
+    proba = np.array([[0.6, 0.4], [0.6, 0.4], [0.5, 0.5]])
+    votes = np.array([[0, 2], [1, 1], [0, 0]])
+    single = blend(proba, votes, 0.5, multiple=False)
+    assert np.allclose(single, [[0.3, 0.7], [0.55, 0.45], [0.5, 0.5]])
+    assert np.allclose(single.sum(axis=1), 1.0)
+    multi = blend(proba, votes, 0.5, multiple=True)
+    assert np.allclose(multi, [[0.6, 0.7], [0.8, 0.7], [0.5, 0.5]])
+    assert blend(proba, votes, 0.0, multiple=False) is proba
+
+
+def test_a_rule_prior_applies_its_votes_and_round_trips_as_plain_values():
+    control = parse_label_config(LABEL_CONFIG).controls[0]
+    prior = RulePrior(parse_rules([{"label": "positive", "keyword": "great"}]), 0.5, "rules-x")
+    proba = np.full((2, len(control.labels)), 1 / len(control.labels))
+    mixed = prior.apply(proba, control, ["a great day", "a day"])
+    assert mixed[0].argmax() == control.labels.index("positive") and np.allclose(mixed[1], proba[1])
+    again = RulePrior.from_json(json.loads(json.dumps(prior.to_json())))
+    assert again == prior and np.allclose(again.apply(proba, control, ["great"]), prior.apply(proba, control, ["great"]))
+    with pytest.raises(ValueError):
+        RulePrior.from_json({"rules": [{"label": "positive"}], "weight": 0.5})
 
 
 def test_a_pattern_built_to_backtrack_catastrophically_matches_in_linear_time():
@@ -134,6 +157,24 @@ def test_rules_report_coverage_conflicts_and_accuracy_against_the_labels(client)
     assert answer["covered"] == pytest.approx(6 / 7, abs=1e-4)
     assert by_name["meh keyword 'meh'"]["problem"] == "no Choices control has this label"
     assert "topic" in by_name["topic:positive keyword 'x'"]["problem"]
+
+
+def test_the_train_job_records_the_prior_it_chose_from_the_rules(client, tweets):
+    from backend.rules import PRIOR_WEIGHTS
+    from tests.conftest import wait_for
+    from tests.web.test_api import train
+
+    first = train(client, tweets, n=150)
+    assert client.get("/projects/1/rules").json["model"] == {"version": first, "rules": {}}
+    client.put("/projects/1/settings", json={"rules": TWEET_RULES})  # new rules retrain the project
+    record = wait_for(lambda: next((r for r in client.get("/projects/1/models").json["history"] if r.get("rules")), None), timeout=60)
+    version = RuleSet(parse_rules(TWEET_RULES)).version
+    assert record["rules"] == version
+    prior = record["evaluation"]["rules"]["sentiment"]
+    assert prior["version"] == version and prior["weight"] in PRIOR_WEIGHTS
+    assert set(prior["out_of_fold"]) == {str(w) for w in PRIOR_WEIGHTS}
+    if record["decision"] == "promoted":
+        assert client.get("/projects/1/rules").json["model"] == {"version": record["version"], "rules": {"sentiment": prior}}
 
 
 def test_a_bad_labeling_rules_file_stops_the_process_at_start(tmp_path, monkeypatch, capsys):

@@ -7,6 +7,7 @@ from backend.families import ModelBundle
 from backend.families.base import choose
 from backend.families.estimator import ControlModel
 from backend.labelconfig import parse_label_config
+from backend.rules import RuleSet, parse_rules
 from backend.training import MIN_HOLDOUT, build_snapshot, holdout_mask, holdout_rate, in_holdout, train_and_judge
 from tests.conftest import LABEL_CONFIG
 
@@ -145,3 +146,51 @@ def test_consensus_weights_reach_the_fingerprint_and_disputed_tasks_are_set_asid
     full = build_snapshot(1, [LabeledTask(t.task, t.data, t.labels, {}) for t in tasks], CONFIG, 4, 100)
     assert half.controls["sentiment"].weights == [0.5] * 4 and half.fingerprint != full.fingerprint
     assert half.set_aside == {"disputed": 3} and half.consensus == {"sentiment": {"vote": 4, "disputed": 3}}
+
+
+def marker_snapshot(n: int, seed: int = 0):
+    """Texts whose label only a rare word tells: 150 marker words per label, each text one of them
+    among common filler, so a model of a thousand labels has seen each marker twice or so."""
+    rng = np.random.default_rng(seed)
+    labels = ["positive", "negative", "neutral"]
+    letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
+    words = ["".join(rng.choice(letters, 7)) for _ in range(480)]  # no label in their spelling
+    markers = {label: words[150 * k : 150 * (k + 1)] for k, label in enumerate(labels)}
+    filler = words[450:]
+    tasks = []
+    for i in range(1, n + 1):
+        label = labels[int(rng.integers(3))]
+        words = [*rng.choice(filler, 6), str(rng.choice(markers[label]))]
+        rng.shuffle(words)
+        tasks.append(LabeledTask(i, {"text": " ".join(words)}, {"sentiment": [label]}, {"sentiment": i}))
+    return build_snapshot(1, tasks, CONFIG, n, 1000), markers
+
+
+def test_rules_that_tell_the_truth_become_the_models_prior_and_lying_ones_stay_out():
+    snapshot, markers = marker_snapshot(1500)
+    truthful = RuleSet(parse_rules([{"label": label, "keywords": words} for label, words in markers.items()]))
+    swapped = dict(zip(markers, [markers["negative"], markers["neutral"], markers["positive"]]))
+    lying = RuleSet(parse_rules([{"label": label, "keywords": words} for label, words in swapped.items()]))
+    plain = train_and_judge(snapshot, None)
+    helped = train_and_judge(snapshot, None, rules=truthful)
+    misled = train_and_judge(snapshot, None, rules=lying)
+
+    chosen = helped.judgement.rules["sentiment"]
+    assert chosen["version"] == truthful.version and chosen["weight"] > 0
+    assert chosen["out_of_fold"][str(chosen["weight"])] > chosen["out_of_fold"]["0.0"] + 0.05
+    assert helped.bundle.controls["sentiment"].prior.weight == chosen["weight"]
+    assert helped.judgement.challenger["sentiment"]["macro_f1"] > plain.judgement.challenger["sentiment"]["macro_f1"]  # held out
+
+    assert misled.judgement.rules["sentiment"]["weight"] == 0.0
+    assert misled.bundle.controls["sentiment"].prior is None
+    assert misled.judgement.challenger == plain.judgement.challenger
+    assert "sentiment" not in plain.judgement.rules
+
+    bundle = families.from_artifact(families.to_artifact(helped.bundle))  # the prior travels with the artifact
+    family = families.family("text-choices")
+    texts = [snapshot.controls["sentiment"].texts[0]]
+    control = snapshot.controls["sentiment"].control
+    assert np.allclose(
+        family.label_proba(bundle.controls["sentiment"], control, texts),
+        family.label_proba(helped.bundle.controls["sentiment"], control, texts),
+    )

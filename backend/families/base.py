@@ -28,6 +28,7 @@ import numpy as np
 
 from .. import strategy as strategies
 from ..labelconfig import ChoicesControl
+from ..rules import RulePrior
 
 
 @dataclass(frozen=True)
@@ -123,6 +124,12 @@ class Family(ABC):
     def label_proba(self, model: Any, control: Any, texts: Sequence[str], pool: Any = None) -> np.ndarray | None:
         """Per text, the probability of each of `control.labels` (what class-aware batches read);
         None for a family whose predictions are not per-label probabilities."""
+        return None
+
+    def with_prior(self, model: Any, prior: RulePrior) -> Any | None:
+        """`model` with the labeling rules of `prior` mixed into its `label_proba` (and so into its
+        predictions); None for a family that cannot take them. `training.choose_prior` asks only
+        families whose `label_proba` gives probabilities."""
         return None
 
     @abstractmethod

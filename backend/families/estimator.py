@@ -17,6 +17,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.special import expit
 
+from ..rules import RulePrior
 from . import hashing
 from .hashing import BLOCKS, N_FEATURES, hash_texts
 
@@ -281,6 +282,7 @@ class ControlModel:
     constant: dict[str, float] = field(default_factory=dict)  # multi-label: labels always on / off
     fitted: Any = field(default=None, repr=False)  # the scikit-learn classifier `fit` produced, if this process fitted it
     members: list[ControlModel] = field(default_factory=list)  # a committee (`with_committee`), each over `labels`
+    prior: RulePrior | None = None  # labeling rules mixed into the probabilities (`TextChoices.label_proba`)
 
     @property
     def idf(self) -> np.ndarray:
@@ -389,6 +391,7 @@ class ControlModel:
             "columns": list(self.columns),
             "constant": {k: float(v) for k, v in self.constant.items()},
             "members": [member.to_artifact() for member in self.members],
+            "prior": self.prior.to_json() if self.prior is not None else None,
         }
 
     @classmethod
@@ -409,4 +412,5 @@ class ControlModel:
             columns=columns,
             constant={str(k): float(v) for k, v in data["constant"].items()},
             members=[cls.from_artifact(member, layout) for member in data.get("members") or []],
+            prior=RulePrior.from_json(data["prior"]) if data.get("prior") else None,
         )

@@ -5,6 +5,7 @@ cache's precomputed counts for ranking large pools."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -12,6 +13,7 @@ import numpy as np
 from .. import faults
 from .. import strategy as strategies
 from ..labelconfig import ChoicesControl
+from ..rules import RulePrior
 from .base import DEFAULT_FAMILY, ChoicesFamily, Prediction, restrict
 from .estimator import FORMAT, ControlModel
 from .hashing import BLOCKS, hash_texts
@@ -51,7 +53,11 @@ class TextChoices(ChoicesFamily):
             raw = pool.predict_proba(model)
         else:
             raw = model.predict_proba(features=hash_texts(texts) if features is None else features)
-        return restrict(raw, model.labels, control.labels, control.multiple)
+        proba = restrict(raw, model.labels, control.labels, control.multiple)
+        return model.prior.apply(proba, control, texts) if model.prior is not None else proba
+
+    def with_prior(self, model: ControlModel, prior: RulePrior) -> ControlModel:
+        return replace(model, prior=prior, members=[replace(member, prior=prior) for member in model.members])
 
     def committee(self, model: ControlModel) -> int:
         return len(model.members)

@@ -49,6 +49,7 @@ def train_project(runtime: Runtime, project: int, reason: str, job_id: str = "",
         and history[-1].get("fingerprint") == snapshot.fingerprint
         and history[-1].get("decision") != "promoting"
         and history[-1].get("committee", 0) == policy.committee
+        and history[-1].get("rules", "") == (policy.rule_set.version if policy.rule_set else "")
     ):
         return {"status": "unchanged", "version": pointer.version if pointer else None}
     champion = None
@@ -61,7 +62,13 @@ def train_project(runtime: Runtime, project: int, reason: str, job_id: str = "",
     faults.point("fit")
     try:
         result = runtime.model.fit(
-            reason, snapshot, champion, metric=policy.gate_metric, margin=policy.gate_margin, committee=policy.committee
+            reason,
+            snapshot,
+            champion,
+            metric=policy.gate_metric,
+            margin=policy.gate_margin,
+            committee=policy.committee,
+            rules=policy.rule_set,
         )
     except Exception:
         if last_attempt:
@@ -77,6 +84,7 @@ def train_project(runtime: Runtime, project: int, reason: str, job_id: str = "",
         "trigger": result.event or reason,
         "fingerprint": snapshot.fingerprint,
         "committee": policy.committee,
+        "rules": policy.rule_set.version if policy.rule_set else "",
         "watermark": snapshot.watermark,
         "label_config": config.digest,
         "examples": snapshot.size,

@@ -89,13 +89,20 @@ def rules_report(project: int) -> Response:
 
 
 def rules_of(project: int) -> dict[str, Any]:
-    """`rules.report` of the project's rules over its consensus labels and unlabeled pool."""
+    """`rules.report` of the project's rules over its consensus labels and unlabeled pool, with
+    `model`: the serving version and, per control, the prior its train job chose from the rules
+    (`training.choose_prior`: version, weight, out-of-fold score per weight; empty when it was
+    trained without rules)."""
     rt = runtime()
     policy = policy_for(rt.settings, rt.store.meta(project))
     config = rt.store.label_config(project)
     tasks = consensus.for_policy(rt.store.task_votes(project), policy, config).tasks if config is not None else []
     pool = [t["data"] for t in rt.store.unlabeled_pool(project)]
-    return rules.report(policy.rule_set, config, [(t.data, t.labels) for t in tasks], pool, rt.settings.max_text_chars)
+    report = rules.report(policy.rule_set, config, [(t.data, t.labels) for t in tasks], pool, rt.settings.max_text_chars)
+    pointer = rt.registry.pointer(project)
+    record = (rt.registry.record(project, pointer.version) or {}) if pointer else {}
+    model = {"version": pointer.version, "rules": (record.get("evaluation") or {}).get("rules", {})} if pointer else None
+    return {**report, "model": model}
 
 
 @admin.get("/<int:project>/labels")

@@ -504,7 +504,8 @@ OPENAPI: dict[str, Any] = {
         "/projects/{project}/rules": {
             "get": _operation(
                 "rules",
-                "The labeling rules with each one's coverage, conflicts and accuracy against the consensus labels",
+                "The labeling rules with each one's coverage, conflicts and accuracy against the consensus labels, "
+                "and the prior the serving model took from them (per control: weight and out-of-fold scores)",
                 _project_json,
                 400,
                 503,

@@ -32,6 +32,12 @@ def test_simulate_writes_curves_a_plot_and_a_summary(tmp_path, tweets, capsys):
     rows = list(csv.DictReader(open(summary["csv"])))
     assert {r["strategy"] for r in rows} == {"default", "random"}
     assert max(int(r["labels"]) for r in rows) == 120 and min(int(r["labels"]) for r in rows) == 20
+    classes = sorted(set(tweets.labels[:1500]))
+    assert all(0 <= float(r[f"recall:{c}"]) <= 1 for r in rows for c in classes)
+    last = [r for r in rows if r["strategy"] == "default" and r["labels"] == "120"]
+    assert summary["strategies"]["default"]["final_recall"] == {
+        c: pytest.approx(sum(float(r[f"recall:{c}"]) for r in last) / len(last), abs=1e-4) for c in classes
+    }
     assert (out / "learning-curve-small.png").stat().st_size > 10_000
     assert not list(out.glob("*.partial.csv"))  # finished runs are kept there only while the simulation runs
 

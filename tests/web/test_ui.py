@@ -41,6 +41,7 @@ def test_page_of_a_trained_project_shows_every_section(client, tweets):
     assert 'aria-label="agreement per annotator"' in html and "Consensus: majority" in html
     assert "promoted" in html and "settings changed: batch_size" in html
     assert "positive keyword &#39;thanks&#39;" in html and "1 rules (rules-" in html
+    assert f"Served model {version}: trained without rules" in html  # trained before the rules were set
     assert 'href="rq/"' not in html  # embedded mode has no RQ dashboard
 
 
