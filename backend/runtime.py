@@ -8,7 +8,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from redis import Redis
@@ -108,6 +108,7 @@ class Runtime:
     cache: ModelCache
     model: Model
     writer: BackgroundWriter
+    stoppers: list[Callable[[], None]] = field(default_factory=list)  # run by `stop` (`on_stop`)
 
     @classmethod
     def build(cls, settings: Settings, redis: Redis | None = None, poll: bool = True) -> Runtime:
@@ -117,6 +118,17 @@ class Runtime:
         store = Store(redis)
         families.install(settings.model_families)
         return cls(settings, redis, store, registry, cache, Model(settings, cache), BackgroundWriter())
+
+    def on_stop(self, stop: Callable[[], None]) -> None:
+        """Have `stop` also call `stop` (the embedded worker registers its threads' stop here)."""
+        self.stoppers.append(stop)
+
+    def stop(self) -> None:
+        """Stop this runtime's background threads: the model cache's poller and what registered
+        with `on_stop`. A process that builds many runtimes (tests, benchmarks) stops each one."""
+        self.cache.stop()
+        while self.stoppers:
+            self.stoppers.pop()()
 
     def keep_rules(self, project: int, spec: Sequence[dict[str, str]]) -> None:
         """Store the project's labeling rules where `/predict` reads them without Redis, and serve

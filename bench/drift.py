@@ -119,7 +119,7 @@ def main() -> None:
     for event in reversed(client.get("/projects/1/audit").json["events"]):
         if event["kind"] in {"trigger", "promotion", "rejection"}:
             print(f"  {event['kind']:9s} by {event['actor'][:32]:32s} {event['message'][:150]}")
-    runtime.cache.stop()
+    runtime.stop()
 
 
 if __name__ == "__main__":

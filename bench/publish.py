@@ -73,7 +73,7 @@ def per_promotion(texts: Sequence[str], labels: Sequence[str], pools: Sequence[i
                     standin.traffic.past_end,
                 )
             )
-            runtime.cache.stop()
+            runtime.stop()
     return found
 
 

@@ -52,7 +52,7 @@ def settings(tmp_path: Path) -> Settings:
 def runtime(settings: Settings) -> Runtime:
     runtime = Runtime.build(settings, redis=fakeredis.FakeRedis())
     yield runtime
-    runtime.cache.stop()
+    runtime.stop()
 
 
 @pytest.fixture

@@ -71,3 +71,4 @@ def test_embedded_worker_thread_runs_at_worker_nice_and_leaves_requests_alone(se
     thread = start_embedded_worker(runtime)
     assert wait_for(lambda: os.getpriority(os.PRIO_PROCESS, thread.native_id) == nice, timeout=10)
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == ours  # the request threads keep theirs
+    runtime.stop()

@@ -181,7 +181,7 @@ def trained(tmp_path_factory, tweets):
     client = create_app(runtime=runtime).test_client()
     train(client, tweets)
     yield client
-    runtime.cache.stop()
+    runtime.stop()
 
 
 def answered(response: Any) -> None:

@@ -150,7 +150,7 @@ def test_bodies_over_the_limit_are_413_on_every_json_route(tmp_path, route):
         body = json.dumps({**VALID[route], "padding": "x" * 2000}).encode()
         refused(client, runtime, method, path, 413, data=body, headers={"Content-Type": "application/json"})
     finally:
-        runtime.cache.stop()
+        runtime.stop()
 
 
 PROJECT_IDS = {  # name: JSON text of the id

@@ -28,7 +28,7 @@ def fast_client(tmp_path):
     )
     rt = Runtime.build(settings, redis=fakeredis.FakeRedis())
     yield create_app(settings, rt).test_client(), rt
-    rt.cache.stop()
+    rt.stop()
 
 
 def predicted_for(client, rt, tweets, ids):

@@ -322,12 +322,13 @@ def fire_due(settings: Settings, redis: Redis, now: float | None = None) -> list
     return fired
 
 
-def start_ticker(settings: Settings, redis: Redis, name: str = "schedule") -> threading.Thread:
-    """A thread that fires due scheduled retrains every TICK_INTERVAL (every worker runs one)."""
+def start_ticker(settings: Settings, redis: Redis, name: str = "schedule", stopping: threading.Event | None = None) -> threading.Thread:
+    """A thread that fires due scheduled retrains every TICK_INTERVAL (every worker runs one)
+    until `stopping` is set."""
+    stopping = stopping or threading.Event()
 
     def loop() -> None:
-        while True:
-            time.sleep(TICK_INTERVAL)
+        while not stopping.wait(TICK_INTERVAL):
             try:
                 for project, request in fire_due(settings, redis):
                     log.info(

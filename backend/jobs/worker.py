@@ -24,6 +24,7 @@ from typing import Any
 from redis import Redis
 from redis.exceptions import RedisError
 from rq import Queue, SimpleWorker, Worker
+from rq.exceptions import StopRequested
 from rq.job import Job
 from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
@@ -69,6 +70,16 @@ class ThreadWorker(SimpleWorker):
 
     def _install_signal_handlers(self) -> None:  # signals belong to the main thread
         pass
+
+    def stop(self) -> None:
+        """Ask the thread to leave RQ's work loop: between dequeue waits (every `dequeue_timeout`
+        seconds) when idle, else once its current job is done."""
+        self._stop_requested = True
+
+    def heartbeat(self, *args: Any, **kwargs: Any) -> None:
+        if self._stop_requested and self.get_state() != WorkerStatus.BUSY:
+            raise StopRequested  # RQ's work loop ends on it
+        super().heartbeat(*args, **kwargs)
 
     def get_heartbeat_ttl(self, job: Job) -> int:
         return MONITORING_INTERVAL + HEARTBEAT_GRACE
@@ -122,14 +133,16 @@ _started: dict[tuple[int, int], threading.Thread] = {}
 
 
 def start_embedded_worker(runtime: Runtime) -> threading.Thread:
-    """Start (once per process) the thread that works the retrain queue on the in-memory Redis."""
+    """Start (once per process and Redis) the threads that work the retrain and rank queues and
+    tick the schedule; `runtime.stop()` stops them. Returns the retrain queue's thread."""
     slot = (os.getpid(), id(runtime.redis))
     thread = _started.get(slot)
     if thread is not None and thread.is_alive():
         return thread
     runtime_module.install(runtime)
     connection = worker_connection(runtime)
-    threads = []
+    stopping = threading.Event()
+    threads, workers = [], []
     for name, queue in (
         ("embedded-worker", retrain_queue(runtime.settings, connection)),
         ("embedded-ranker", rank_queue(runtime.settings, connection)),
@@ -138,17 +151,26 @@ def start_embedded_worker(runtime: Runtime) -> threading.Thread:
 
         def work(worker: ThreadWorker = worker) -> None:
             lower_priority(runtime.settings.worker_nice)
-            while True:
+            while not stopping.is_set():
                 try:
                     worker.work(burst=False, with_scheduler=False, logging_level=runtime.settings.log_level)
                 except Exception:
                     log.exception("embedded worker stopped; restarting")
-                    time.sleep(1.0)  # not a busy loop while the store is away
+                    stopping.wait(1.0)  # not a busy loop while the store is away
 
+        workers.append(worker)
         threads.append(threading.Thread(target=work, name=name, daemon=True))
         threads[-1].start()
-    start_ticker(runtime.settings, runtime.redis, name="embedded-schedule")
+    start_ticker(runtime.settings, runtime.redis, name="embedded-schedule", stopping=stopping)
     _started[slot] = threads[0]
+
+    def stop() -> None:
+        stopping.set()
+        for worker in workers:
+            worker.stop()
+        _started.pop(slot, None)
+
+    runtime.on_stop(stop)
     return threads[0]
 
 

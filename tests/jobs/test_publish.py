@@ -226,4 +226,4 @@ def test_a_slow_label_studio_never_delays_the_next_training(tmp_path, tweets, mo
         wait_for(lambda: len(runtime.registry.history(1)) >= 2, timeout=60)
         assert time.monotonic() - started < 20
         assert standin.rows(first) < 50  # the first head is still being stored
-        runtime.cache.stop()
+        runtime.stop()

@@ -69,4 +69,4 @@ def test_the_admin_user_is_named_as_the_actor(tmp_path):
     headers = {"Authorization": basic_header("ann", "s3cret")}
     assert client.put("/projects/3/settings", json={"batch_size": 9}, headers=headers).status_code == 200
     assert client.get("/projects/3/audit", headers=headers).json["events"][0]["actor"] == "admin API (ann)"
-    rt.cache.stop()
+    rt.stop()

@@ -107,7 +107,7 @@ def test_health_reports_where_annotations_are_kept(settings):
         body = client.get(path).json
         assert body["status"] == "UP" and body["storage"] == "memory"
     assert "storage" not in (client.get("/versions").json or {})
-    runtime.cache.stop()
+    runtime.stop()
 
 
 # --- the private redis-server --------------------------------------------------------------------

@@ -75,4 +75,4 @@ def test_health_answers_the_label_studio_header_and_refuses_none(tmp_path):
         assert client.get("/health").status_code == 401
         assert client.get("/health", headers={"Authorization": requests_header("admin", "pässwort")}).status_code == 401
     finally:
-        runtime.cache.stop()
+        runtime.stop()

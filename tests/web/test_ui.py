@@ -58,7 +58,7 @@ def test_page_is_authenticated_like_the_api(tmp_path):
     client = create_app(settings, rt).test_client()
     assert client.get("/ui").status_code == 401
     assert client.get("/ui", headers={"Authorization": basic_header("ann", "pw")}).status_code == 200
-    rt.cache.stop()
+    rt.stop()
 
 
 def chromium() -> str | None:
