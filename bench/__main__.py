@@ -15,6 +15,10 @@ sends the HTTP load from this process. Parts, in order:
   kernels   CPU time to hash and to score 1,000 tweets, compiled against numpy (in this process)
   publish   what one promotion asks of Label Studio at 10k and 100k tasks (a stand-in LS API, in this
             process): requests, bytes, seconds until LS serves the new head and until it is stored
+  official  ours against the official example side by side (`bench/official.py`): /predict
+            throughput, p99 and server CPU per request of 1- and 100-task requests under wrk, in
+            our embedded default and production shapes (only with `--official PATH`, a checkout
+            of HumanSignal/label-studio-ml-backend)
   labelstudio  a real Label Studio (LABEL_STUDIO_BIN) with 10,000 tasks on a RAM disk and on a disk:
             a scripted annotator's speed without the backend, with only a webhook, and with the
             backend; failed requests, promotion to served, share served with a current
@@ -34,16 +38,17 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from statistics import median
 
 from backend.state.registry import Registry
 from lab.datasets import load_tweets
 from lab.processes import Deployment
 
-from . import loop, ls_scale, memory, model, predict
+from . import loop, ls_scale, memory, model, official, predict
 from . import publish as publishing
 
-PARTS = ("webhook", "feedback", "predict", "memory", "ranking", "retrain", "kernels", "publish", "labelstudio")
+PARTS = ("webhook", "feedback", "predict", "memory", "ranking", "retrain", "kernels", "publish", "official", "labelstudio")
 
 
 @dataclass(frozen=True)
@@ -79,14 +84,19 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="every part small (seconds, not minutes)")
     parser.add_argument(
         "--parts",
-        default=",".join(p for p in PARTS if p != "labelstudio"),
-        help=f"comma-separated subset of {','.join(PARTS)} (labelstudio, about 15 minutes, only when named)",
+        help=f"comma-separated subset of {','.join(PARTS)} (default: all but labelstudio, about 15 minutes, "
+        "which runs only when named, and official, which runs with --official)",
     )
     parser.add_argument("--project", type=int, default=900, help="project id the load uses")
     parser.add_argument("--web-workers", type=int, default=2)
     parser.add_argument("--clients", type=int, default=4, help="client threads of the HTTP load")
     parser.add_argument("--seconds", type=float, help="duration of each /predict throughput run")
+    parser.add_argument(
+        "--official", type=Path, help="a checkout of HumanSignal/label-studio-ml-backend: runs the official part (its venv goes beside it)"
+    )
     args = parser.parse_args(argv)
+    if args.parts is None:
+        args.parts = ",".join(p for p in PARTS if p != "labelstudio" and (p != "official" or args.official))
     unknown = set(args.parts.split(",")) - set(PARTS)
     if unknown:
         parser.error(f"unknown parts: {', '.join(sorted(unknown))}")
@@ -237,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores", file=sys.stderr, flush=True)
     if parts & {"webhook", "feedback", "predict", "memory"}:
         http_parts(args, parts, texts, labels, add)
-    for name in ("feedback", "memory", "ranking", "retrain", "kernels", "publish", "labelstudio"):
+    for name in ("feedback", "memory", "ranking", "retrain", "kernels", "publish", "official", "labelstudio"):
         if args.url and name in parts:
             add(Row(name, "skipped: needs our processes (no --url)"))
     if not args.url and "ranking" in parts:
@@ -279,6 +289,13 @@ def main(argv: list[str] | None = None) -> int:
                     grows and not p.past_end,
                 )
             )
+    if not args.url and "official" in parts:
+        missing = "no --official checkout" if args.official is None else official.wrk_missing()
+        if missing:
+            add(Row("/predict against the official example", f"skipped: {missing}"))
+        else:
+            for measure, result, ok in official.run(args.official.resolve(), texts, labels, args.seconds):
+                add(Row(measure, result, ">= 3x the official req/s, lower p99", ok))
     if not args.url and "labelstudio" in parts:
         found = ls_scale.runs(texts, labels, args.ls_pool, args.ls_steps)
         if not found:

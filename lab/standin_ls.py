@@ -5,7 +5,9 @@ pages that end with an "Invalid page" 404 as LS's do), prediction imports and cr
 PATCH (refusing a model version with no predictions, as LS 1.23.2 does), the model-versions list
 and delete (resetting the project's version when it is deleted), and `/next` with uncertainty
 sampling (lowest score among unlabeled tasks holding a prediction of the project's version, else
-random). It counts requests and bytes, so benchmarks and tests can say what a promotion asks of LS.
+random); for the legacy SDK client the official example trains with, `/api/version`, the project
+and labeled tasks with their annotations (`filter:tasks:completed_at`). It counts requests and
+bytes, so benchmarks and tests can say what a promotion asks of LS.
 Tests and `bench` use it where a real LS of 100,000 tasks would take an hour to fill.
 """
 
@@ -48,6 +50,7 @@ class StandinLabelStudio:
         self.project = project
         self.tasks = {int(t["id"]): {"id": int(t["id"]), "data": t["data"], "updated_at": time.time()} for t in tasks}
         self.labeled: set[int] = set()
+        self.annotations: dict[int, list[dict[str, Any]]] = {}  # task -> its annotations' results, as listed with fields=all
         self.predictions: dict[int, dict[str, Any]] = {}  # prediction id -> row
         self.model_version = ""
         self.sampling = "Sequential sampling"
@@ -68,10 +71,14 @@ class StandinLabelStudio:
         self._server.shutdown()
 
     # -- what a test does as LS's users would ----------------------------------------------------
-    def annotate(self, task_id: int) -> None:
+    def annotate(self, task_id: int, result: list[dict[str, Any]] | None = None) -> None:
+        """Mark a task labeled, with an annotation holding `result` when given."""
         with self._lock:
             self.labeled.add(task_id)
             self.tasks[task_id]["updated_at"] = time.time()
+            if result is not None:
+                annotation = {"id": task_id, "project": self.project, "result": result, "was_cancelled": False}
+                self.annotations.setdefault(task_id, []).append(annotation)
 
     def add_tasks(self, tasks: list[dict[str, Any]]) -> None:
         with self._lock:
@@ -118,6 +125,10 @@ class StandinLabelStudio:
         path, method, prefix = request.path.rstrip("/"), request.method, f"/api/projects/{self.project}"
         if path == "/api/tasks" and method == "GET":
             return self._list(request)
+        if path == "/api/version" and method == "GET":
+            return _json({"release": "stand-in"})
+        if path == prefix and method == "GET":
+            return _json({"id": self.project, "model_version": self.model_version, "sampling": self.sampling})
         if path == f"{prefix}/import/predictions" and method == "POST":
             for row in body:
                 self._store(row)
@@ -179,6 +190,8 @@ class StandinLabelStudio:
             if name == "filter:tasks:total_annotations":
                 wanted = operator == "greater"
                 chosen = [t for t in chosen if (t in self.labeled) == wanted]
+            elif name == "filter:tasks:completed_at":  # empty = False: labeled
+                chosen = [t for t in chosen if (t in self.labeled) != (operator == "empty" and value is not False)]
             elif name == "filter:tasks:id":
                 chosen = [t for t in chosen if t > int(value)]
             elif name == "filter:tasks:updated_at":
@@ -192,7 +205,7 @@ class StandinLabelStudio:
         for t in chosen[first : first + size]:
             task = {"id": t, "data": self.tasks[t]["data"]}
             if request.args.get("fields") == "all":
-                task["annotations"] = []
+                task["annotations"] = self.annotations.get(t, [])
                 task["predictions"] = [p for p in self.predictions.values() if p["task"] == t]
             tasks.append(task)
         return _json({"tasks": tasks, "total": len(chosen), "total_annotations": 0, "total_predictions": 0})

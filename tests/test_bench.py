@@ -83,3 +83,62 @@ def test_with_url_it_only_loads_that_backend_over_http(services):
         assert re.search(r"p50 [\d.]+ ms, p99 [\d.]+ ms.*\b0 errors\)", row(rows, prefix)[0])
     assert row(rows, "feedback")[0].startswith("skipped") and row(rows, "ranking")[0].startswith("skipped")
     assert not any(m.startswith(("RSS", "retrain")) for m in rows)
+
+
+WRK_OUTPUT = """Running 10s test @ http://127.0.0.1:9090
+  1 threads and 8 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency    30.02ms    4.11ms  80.50ms   90.00%
+    Req/Sec   266.10     20.00   300.00     70.00%
+  Latency Distribution
+     50%   29.50ms
+     75%   31.00ms
+     90%   35.00ms
+     99%    1.20s
+  2661 requests in 10.00s, 1.20MB read
+  Socket errors: connect 0, read 1, write 0, timeout 2
+  Non-2xx or 3xx responses: 4
+Requests/sec:    266.05
+Transfer/sec:    122.88KB
+"""
+
+
+def test_wrk_reports_are_read_with_their_units_and_failures():
+    from bench.official import parse_wrk
+
+    assert parse_wrk(WRK_OUTPUT) == (266.05, 29.5, 1200.0, 2661, 7)
+
+
+def test_the_official_requirements_come_from_pypi_without_the_pillow_pin(tmp_path):
+    from bench.official import EXAMPLE, official_requirements
+
+    (tmp_path / EXAMPLE).mkdir(parents=True)
+    (tmp_path / "requirements.txt").write_text(
+        "Flask>2.3\n# label-studio-sdk==1.0.2\nlabel-studio-sdk @ git+https://github.com/x/sdk.git\n"
+    )
+    (tmp_path / EXAMPLE / "requirements-base.txt").write_text("gunicorn==23.0.0\nlabel-studio-ml @ git+https://github.com/x/ml.git\n")
+    (tmp_path / EXAMPLE / "requirements.txt").write_text("scikit-learn\npillow~=10.3\nFlask>2.3\n")
+    assert official_requirements(tmp_path) == ["Flask>2.3", "label-studio-sdk", "gunicorn==23.0.0", "scikit-learn"]
+
+
+def test_texts_the_official_example_would_download_are_left_out_of_the_load():
+    from bench.official import TRAIN, downloadable, held_out
+
+    assert all(downloadable(t) for t in ("https://t.co/x", " /data/upload/1.txt", "s3://b/k", "upload/x"))
+    assert not any(downloadable(t) for t in ("@united thanks", "see https://t.co/x", "a/b"))
+    texts = ["x"] * TRAIN + ["http://a.b", "fine", "ok"]
+    assert held_out(texts) == ["fine", "ok"]
+
+
+def test_the_stand_in_serves_labeled_tasks_to_the_legacy_sdk_client_the_official_example_uses():
+    from label_studio_sdk import Client
+
+    from lab.standin_ls import StandinLabelStudio
+
+    result = [{"from_name": "sentiment", "to_name": "text", "type": "choices", "value": {"choices": ["positive"]}}]
+    with StandinLabelStudio([{"id": i, "data": {"text": f"t{i}"}} for i in range(1, 251)]) as ls:
+        for i in range(1, 151):
+            ls.annotate(i, result)
+        tasks = Client(ls.url, "key").get_project(1).get_labeled_tasks()
+    assert [t["id"] for t in tasks] == list(range(1, 151))
+    assert tasks[0]["annotations"][0]["result"] == result and tasks[0]["data"] == {"text": "t1"}
