@@ -7,8 +7,8 @@ next to the checkout (`<PATH>.venv`), as its Dockerfile runs it: gunicorn `--pre
 8 threads. Its requirements pin `label-studio-sdk` to a Git URL and `pillow` to a release that
 conflicts with that SDK: the SDK comes from PyPI and the pin is dropped. Its `fit()` reads the
 labeled tasks from LS's API, so a stand-in LS (`lab.standin_ls`) serves it the same 2,000 tweets
-ours is trained on through webhooks. Texts it would take for a file to download (URLs, paths) are
-left out of the load.
+ours is trained on through webhooks. Tweets it would take for a file to download (a URL or a path
+as the whole text) are left out of training and load, for both sides.
 
 The load comes from `wrk` (Debian's package) with a Lua script that rotates pre-encoded bodies: a
 compiled client, so the client costs the shared cores less than the servers do. Each row runs
@@ -37,6 +37,7 @@ from lab.standin_ls import StandinLabelStudio
 
 EXAMPLE = Path("label_studio_ml/examples/sklearn_text_classifier")
 TRAIN = 2000  # labeled tweets both backends train on
+LOAD = 5000  # held-out tweets the requests carry
 CONCURRENCY = {1: 8, 100: 4}  # connections per batch size, as the official example's users see them
 WRK_BODIES = 8
 PROJECT = 1
@@ -243,9 +244,11 @@ def medians(loads: list[Load]) -> Load:
     return Load(*(median(getattr(load, name) for load in loads) for name in ("rate", "p50", "p99", "errors", "cpu_ms")))
 
 
-def held_out(texts: Sequence[str], count: int = 5000) -> list[str]:
-    """Load texts: past the training ones, none the official example would fetch as a file."""
-    return [t for t in texts[TRAIN:] if not downloadable(t)][:count]
+def usable(texts: Sequence[str], labels: Sequence[str]) -> tuple[list[str], list[str]]:
+    """The tweets neither side would stumble on: none the official example would fetch as a file
+    (it does so in training and in `/predict`, and a tweet's URL is no file)."""
+    kept = [(t, label) for t, label in zip(texts, labels) if not downloadable(t)]
+    return [t for t, _ in kept], [label for _, label in kept]
 
 
 def describe(shape: str, batch: int, ours: Load, theirs: Load) -> tuple[str, str, bool]:
@@ -299,8 +302,9 @@ def run(checkout: Path, texts: Sequence[str], labels: Sequence[str], seconds: fl
     from lab.processes import Deployment
 
     rows: list[tuple[str, str, bool]] = []
-    load_texts = held_out(texts)
-    train_texts, train_labels = list(texts[:TRAIN]), list(labels[:TRAIN])
+    texts, labels = usable(texts, labels)
+    train_texts, train_labels = texts[:TRAIN], labels[:TRAIN]
+    load_texts = texts[TRAIN : TRAIN + LOAD]
     with tempfile.TemporaryDirectory(prefix="bench-official-") as folder:
         workdir = Path(folder)
         official = Official(checkout, train_texts, train_labels, workdir)

@@ -121,13 +121,12 @@ def test_the_official_requirements_come_from_pypi_without_the_pillow_pin(tmp_pat
     assert official_requirements(tmp_path) == ["Flask>2.3", "label-studio-sdk", "gunicorn==23.0.0", "scikit-learn"]
 
 
-def test_texts_the_official_example_would_download_are_left_out_of_the_load():
-    from bench.official import TRAIN, downloadable, held_out
+def test_texts_the_official_example_would_download_are_left_out():
+    from bench.official import downloadable, usable
 
-    assert all(downloadable(t) for t in ("https://t.co/x", " /data/upload/1.txt", "s3://b/k", "upload/x"))
+    assert all(downloadable(t) for t in ("https://t.co/x", " /data/upload/1.txt", "s3://b/k", "upload/x", "http://t.co/a b"))
     assert not any(downloadable(t) for t in ("@united thanks", "see https://t.co/x", "a/b"))
-    texts = ["x"] * TRAIN + ["http://a.b", "fine", "ok"]
-    assert held_out(texts) == ["fine", "ok"]
+    assert usable(["http://a.b", "fine", "ok"], ["x", "y", "z"]) == (["fine", "ok"], ["y", "z"])
 
 
 def test_the_stand_in_serves_labeled_tasks_to_the_legacy_sdk_client_the_official_example_uses():

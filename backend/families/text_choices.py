@@ -75,12 +75,13 @@ class TextChoices(ChoicesFamily):
 
 
 def unseen_share(model: ControlModel, features: Any) -> np.ndarray:
-    """Per row: the share of word n-grams whose hash bucket no training text had (idf at its maximum)."""
-    words = features[:, BLOCKS[0]].tocsr()
-    if words.shape[0] == 0 or model.linear is None:
-        return np.zeros(words.shape[0])
-    unseen = ~model.linear.seen_columns(words.indices)
-    total = np.diff(words.indptr)
-    running = np.concatenate([[0.0], np.cumsum(unseen, dtype=np.float64)])
-    hits = running[words.indptr[1:]] - running[words.indptr[:-1]]
-    return np.where(total > 0, hits / np.maximum(total, 1), 0.0)
+    """Per row: the share of word n-grams whose hash bucket no training text had (idf at its maximum).
+    Read off the CSR arrays as they are: a column slice of the word block would copy every row."""
+    n = features.shape[0]
+    if n == 0 or model.linear is None:
+        return np.zeros(n)
+    words = features.indices < BLOCKS[0].stop
+    rows = np.repeat(np.arange(n), np.diff(features.indptr))[words]
+    total = np.bincount(rows, minlength=n)
+    unseen = np.bincount(rows, weights=~model.linear.seen_columns(features.indices[words]), minlength=n)
+    return np.where(total > 0, unseen / np.maximum(total, 1), 0.0)

@@ -61,6 +61,7 @@ def versions_by_worker(url: str, pids: set[int], want: str, timeout: float = 10)
 
     def one(_: int) -> tuple[int, str]:
         response = predict(url, ["hello there"])
+        assert response.status_code == 200, f"/predict answered {response.status_code}: {response.text[:300]}"
         return int(response.headers["X-Backend-Worker"]), response.json()["results"][0]["model_version"]
 
     deadline = time.monotonic() + timeout
