@@ -25,8 +25,7 @@ from .state.store import Store
 
 def record_traffic(redis: Redis, project: int, version: str, observations: Iterable[tuple[float, float, float]]) -> None:
     """Confidence, length and unseen share of tasks just predicted by `version`."""
-    quoted = json.dumps(version)  # each row is the JSON of [version, c, n, u], spelled without a json.dumps per task
-    rows = [f"[{quoted}, {round(float(c), 5)!r}, {round(float(n), 1)!r}, {round(float(u), 5)!r}]" for c, n, u in observations]
+    rows = [json.dumps([version, round(c, 5), round(n, 1), round(u, 5)]) for c, n, u in observations]
     if rows:
         pipe = redis.pipeline()
         pipe.lpush(keys.traffic(project), *rows)

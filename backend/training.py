@@ -24,7 +24,7 @@ import time
 from collections import Counter
 from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -274,9 +274,13 @@ def train_and_judge(
         held = [i for i in range(len(data.tasks)) if mask[i]]
         train = [i for i in range(len(data.tasks)) if not mask[i]]
         family, control = data.family, data.control
-        model = data.subset(train).fit(committee)
+        train_part = data.subset(train)
+        model = train_part.fit(committee)
+        fitted: list[Fold] | None = None  # fold models of the training tasks, fitted once for the prior and the gate
+        prior: RulePrior | None = None
         if model is not None and rules:
-            prior, scores = choose_prior(data.subset(train), rules, only, metric, threshold)
+            fitted = fold_models(train_part)
+            prior, scores = choose_prior(train_part, rules, only, metric, threshold, fitted)
             if scores:
                 priors[name] = {"version": rules.version, "weight": prior.weight if prior else 0.0, "out_of_fold": scores}
             if prior is not None:
@@ -294,8 +298,7 @@ def train_and_judge(
             baseline_m[name] = family.outcomes(control, targets, trivial).metrics()
         else:
             methods.add("cross-validation")
-            train_part = data.subset(train)
-            predicted, baseline = _cross_validate(train_part, threshold)
+            predicted, baseline = _cross_validate(train_part, threshold, fitted or fold_models(train_part), prior)
             challenger_m[name] = family.outcomes(control, train_part.targets, predicted).metrics()
             baseline_m[name] = family.outcomes(control, train_part.targets, baseline).metrics()
         if model is not None:
@@ -371,12 +374,28 @@ def worse_probability(paired: dict[str, tuple[Outcomes, Outcomes]], metric: str,
     return float(np.mean(total / max(len(paired), 1) < -margin))
 
 
-def choose_prior(data: ControlData, rules: RuleSet, only: bool, metric: str, threshold: float) -> tuple[RulePrior | None, dict[str, float]]:
+class Fold(NamedTuple):
+    """One cross-validation fold of a control's examples, with the model fitted on its `train` rows."""
+
+    train: np.ndarray
+    test: np.ndarray
+    model: Any | None
+
+
+def fold_models(data: ControlData) -> list[Fold]:
+    """A model per fold of `folds(data)` (folds with an empty side are left out)."""
+    return [Fold(train, test, data.subset(train).fit()) for train, test in folds(data) if len(train) and len(test)]
+
+
+def choose_prior(
+    data: ControlData, rules: RuleSet, only: bool, metric: str, threshold: float, fitted: Sequence[Fold] | None = None
+) -> tuple[RulePrior | None, dict[str, float]]:
     """The labeling rules' prior for one control: each weight of `PRIOR_WEIGHTS` scored by `metric`
-    over out-of-fold predictions of `data` (the tasks the challenger trains on), the best kept (a
-    tie goes to the smaller weight, so rules that do not help stay out: None). Also the score of
-    each weight; empty (and None) when no rule votes in the control, the family gives no
-    probabilities, or the examples are too few to fold."""
+    over out-of-fold predictions of `data` (the tasks the challenger trains on; `fitted`: its
+    `fold_models`, when the caller has them), the best kept (a tie goes to the smaller weight, so
+    rules that do not help stay out: None). Also the score of each weight; empty (and None) when
+    no rule votes in the control, the family gives no probabilities, or the examples are too few
+    to fold."""
     family, control = data.family, data.control
     voting = rules.voting(control, only)
     n = len(data.texts)
@@ -384,8 +403,7 @@ def choose_prior(data: ControlData, rules: RuleSet, only: bool, metric: str, thr
         return None, {}
     proba = np.zeros((n, len(control.labels)))
     scored = np.zeros(n, dtype=bool)
-    for train, test in folds(data):
-        model = data.subset(train).fit()
+    for _, test, model in fold_models(data) if fitted is None else fitted:
         if model is None:
             continue
         part = family.label_proba(model, control, [data.texts[i] for i in test])
@@ -426,15 +444,15 @@ def folds(data: ControlData) -> list[tuple[np.ndarray, np.ndarray]]:
     return list(StratifiedKFold(count, shuffle=True, random_state=0).split(np.zeros(n), strata))
 
 
-def _cross_validate(data: ControlData, threshold: float) -> tuple[list[Any], list[Any]]:
-    """Out-of-fold predictions of the challenger and of the baseline (`folds`)."""
+def _cross_validate(data: ControlData, threshold: float, fitted: Sequence[Fold], prior: RulePrior | None) -> tuple[list[Any], list[Any]]:
+    """Out-of-fold predictions of the challenger (its fold models, with the rules' `prior` mixed in
+    as the challenger has it) and of the baseline."""
     n = len(data.texts)
     predicted: list[Any] = [[] for _ in range(n)]
     baseline: list[Any] = [[] for _ in range(n)]
-    for train, test in folds(data):
-        if len(test) == 0 or len(train) == 0:
-            continue
-        model = data.subset(train).fit()
+    for train, test, model in fitted:
+        if model is not None and prior is not None:
+            model = data.family.with_prior(model, prior) or model
         for i, target in zip(test, data.predicted(model, test, threshold)):
             predicted[i] = target
         for i, target in zip(test, data.family.baseline(data.control, [data.targets[j] for j in train], len(test))):

@@ -113,9 +113,6 @@ class Official:
         if reply.status >= 300 or not (workdir / "model.pkl").exists():
             raise RuntimeError(f"the official example did not train ({reply.status}): see {workdir / 'official.log'}")
 
-    def pids(self) -> list[int]:
-        return [self.process.pid, *self.process.children()]
-
     def stop(self) -> None:
         self.process.stop()
         self.ls.__exit__()
@@ -241,7 +238,9 @@ def compare(ours: Side, theirs: Side, texts: Sequence[str], seconds: float, roun
 
 
 def medians(loads: list[Load]) -> Load:
-    return Load(*(median(getattr(load, name) for load in loads) for name in ("rate", "p50", "p99", "errors", "cpu_ms")))
+    """The median of each figure, and every failed request of every run."""
+    rate, p50, p99, cpu = (median(getattr(load, name) for load in loads) for name in ("rate", "p50", "p99", "cpu_ms"))
+    return Load(rate, p50, p99, sum(load.errors for load in loads), cpu)
 
 
 def usable(texts: Sequence[str], labels: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -257,12 +256,12 @@ def describe(shape: str, batch: int, ours: Load, theirs: Load) -> tuple[str, str
     what = f"/predict vs official, {shape}, {batch} task{'s' if batch > 1 else ''}, {CONCURRENCY[batch]} connections"
     figures = (
         f"ours {ours.rate:,.0f} req/s, p99 {ours.p99:.0f} ms, CPU {ours.cpu_ms:.1f} ms/req; official {theirs.rate:,.0f} req/s, "
-        f"p99 {theirs.p99:.0f} ms, CPU {theirs.cpu_ms:.1f} ms/req; {ratio:.1f}x ({ours.errors + theirs.errors:g} errors)"
+        f"p99 {theirs.p99:.0f} ms, CPU {theirs.cpu_ms:.1f} ms/req; {ratio:.1f}x ({ours.errors + theirs.errors} errors)"
     )
     return what, figures, ratio >= 3 and ours.p99 < theirs.p99 and not ours.errors
 
 
-def ours_embedded(workdir: Path, texts: Sequence[str], labels: Sequence[str]) -> tuple[Process, Side]:
+def ours_embedded(workdir: Path, texts: Sequence[str], labels: Sequence[str]) -> tuple[Process, str]:
     """`python -m backend serve` as a new user runs it (no REDIS_URL), trained on the same tweets."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "LABEL_STUDIO"))}
@@ -271,7 +270,7 @@ def ours_embedded(workdir: Path, texts: Sequence[str], labels: Sequence[str]) ->
     url = f"http://127.0.0.1:{port}"
     wait_for(lambda: healthy(url), timeout=60, interval=0.2)
     train_ours(url, texts, labels)
-    return process, Side("ours", url, [process.pid, *process.children()])
+    return process, url
 
 
 def train_ours(url: str, texts: Sequence[str], labels: Sequence[str]) -> None:
@@ -309,11 +308,10 @@ def run(checkout: Path, texts: Sequence[str], labels: Sequence[str], seconds: fl
         workdir = Path(folder)
         official = Official(checkout, train_texts, train_labels, workdir)
         try:
-            theirs = Side("official", official.url, official.pids())
-            process, ours = ours_embedded(workdir, train_texts, train_labels)
+            theirs = Side("official", official.url, descendants(official.process.pid))
+            process, url = ours_embedded(workdir, train_texts, train_labels)
             try:
-                ours = Side("ours", ours.url, descendants(process.pid))
-                for batch, (a, b) in compare(ours, theirs, load_texts, seconds).items():
+                for batch, (a, b) in compare(Side("ours", url, descendants(process.pid)), theirs, load_texts, seconds).items():
                     rows.append(describe("embedded default (python -m backend serve)", batch, a, b))
             finally:
                 process.stop()

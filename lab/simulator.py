@@ -25,10 +25,11 @@ import multiprocessing
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -60,7 +61,7 @@ class Curve:
     recall: dict[str, list[float]] = field(default_factory=dict)  # per class, at each point of `labels`
 
     def rows(self, classes: Sequence[str]) -> list[list[object]]:
-        """CSV rows: strategy, seed, labels, accuracy, macro-F1 and each class's recall (`CSV_COLUMNS`)."""
+        """CSV rows: strategy, seed, labels, accuracy, macro-F1 and each class's recall (`csv_columns`)."""
         recalls = [self.recall.get(c, []) for c in classes]
         return [
             [self.strategy, self.seed, n, accuracy, f1, *(r[i] for r in recalls)]
@@ -615,36 +616,30 @@ def plot(curves: list[Curve], names: list[str], full: float, official: float, pa
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    classes = list(curves[0].recall)
-    columns = max(2, len(classes))
-    fig, grid = plt.subplots(2, columns, figsize=(6 * columns, 9), sharex=True, squeeze=False)
-    for c, axis in zip(classes, grid[1]):
+    def bands(axis: Any, values_of: Callable[[Curve], list[float]], ylabel: str) -> None:
+        """Each strategy's seed-mean, with its min..max band."""
         for name in names:
             mine = [curve for curve in curves if curve.strategy == name]
-            values = np.array([curve.recall[c] for curve in mine])
+            values = np.array([values_of(curve) for curve in mine])
             axis.plot(mine[0].labels, values.mean(axis=0), label=name)
             axis.fill_between(mine[0].labels, values.min(axis=0), values.max(axis=0), alpha=0.2)
-        axis.set_xlabel("labels")
-        axis.set_ylabel(f"recall of {c}")
-        axis.grid(alpha=0.3)
-        axis.legend(loc="lower right", fontsize=8)
-    for axis in grid[1][len(classes) :]:
-        axis.set_visible(False)
-    axes = grid[0]
-    for metric, axis in zip(("accuracy", "macro_f1"), axes):
-        for name in names:
-            mine = [c for c in curves if c.strategy == name]
-            values = np.array([getattr(c, metric) for c in mine])
-            axis.plot(mine[0].labels, values.mean(axis=0), label=name)
-            axis.fill_between(mine[0].labels, values.min(axis=0), values.max(axis=0), alpha=0.2)
-        if metric == "accuracy":
+        if ylabel == "accuracy":
             axis.axhline(full, color="grey", linestyle="--", linewidth=1, label=f"full data {full:.3f}")
             axis.axhline(0.95 * full, color="grey", linestyle=":", linewidth=1, label="95% of full data")
             axis.axhline(official, color="tab:red", linestyle="--", linewidth=1, label=f"official example, full data {official:.3f}")
         axis.set_xlabel("labels")
-        axis.set_ylabel(metric)
+        axis.set_ylabel(ylabel)
         axis.grid(alpha=0.3)
         axis.legend(loc="lower right", fontsize=8)
+
+    classes = list(curves[0].recall)
+    fig, grid = plt.subplots(2, max(2, len(classes)), figsize=(6 * max(2, len(classes)), 9), sharex=True, squeeze=False)
+    for metric, axis in zip(("accuracy", "macro_f1"), grid[0]):
+        bands(axis, lambda curve, metric=metric: getattr(curve, metric), metric)
+    for c, axis in zip(classes, grid[1]):
+        bands(axis, lambda curve, c=c: curve.recall[c], f"recall of {c}")
+    for axis in [*grid[0][2:], *grid[1][len(classes) :]]:
+        axis.set_visible(False)
     fig.suptitle("Learning curves (mean of seeds, band = min..max)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -141,3 +141,9 @@ def test_the_stand_in_serves_labeled_tasks_to_the_legacy_sdk_client_the_official
         tasks = Client(ls.url, "key").get_project(1).get_labeled_tasks()
     assert [t["id"] for t in tasks] == list(range(1, 151))
     assert tasks[0]["annotations"][0]["result"] == result and tasks[0]["data"] == {"text": "t1"}
+
+
+def test_runs_are_summarised_by_their_medians_and_every_failure():
+    from bench.official import Load, medians
+
+    assert medians([Load(100, 5, 50, 0, 2.0), Load(120, 6, 70, 3, 3.0), Load(110, 7, 60, 1, 4.0)]) == Load(110, 6, 60, 4, 3.0)

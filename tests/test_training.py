@@ -186,6 +186,11 @@ def test_rules_that_tell_the_truth_become_the_models_prior_and_lying_ones_stay_o
     assert misled.judgement.challenger == plain.judgement.challenger
     assert "sentiment" not in plain.judgement.rules
 
+    small, _ = marker_snapshot(300)  # too few held-out tasks: the gate cross-validates, the folds with the prior too
+    cv_plain, cv_helped = train_and_judge(small, None), train_and_judge(small, None, rules=truthful)
+    assert cv_helped.judgement.method == "cross-validation" and cv_helped.judgement.rules["sentiment"]["weight"] > 0
+    assert cv_helped.judgement.challenger["sentiment"]["macro_f1"] > cv_plain.judgement.challenger["sentiment"]["macro_f1"] + 0.05
+
     bundle = families.from_artifact(families.to_artifact(helped.bundle))  # the prior travels with the artifact
     family = families.family("text-choices")
     texts = [snapshot.controls["sentiment"].texts[0]]

@@ -417,3 +417,27 @@ def test_serve_sigterm_stops_its_redis_server_and_keeps_every_label(tmp_path, tw
     finally:
         backend.process.kill_group()
         backend.process.stop()
+
+
+@pytest.mark.slow
+def test_serve_runs_workers_web_workers_on_the_private_server_and_one_in_memory(tmp_path):
+    """WORKERS web workers share the private redis-server; fakeredis lives in one process, so the
+    in-memory store gets one worker whatever WORKERS says."""
+    for store, expected in (("redis", 3), ("memory", 1)):
+        if store == "redis" and shutil.which("redis-server") is None:
+            continue
+        port = free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "LABEL_STUDIO"))}
+        env.update(
+            MODEL_DIR=str(tmp_path / store), EMBEDDED_STORE=store, WORKERS="3", PROMETHEUS_MULTIPROC_DIR=str(tmp_path / f"m-{store}")
+        )
+        process = Process(
+            [sys.executable, "-m", "backend", "serve", "--host", "127.0.0.1", "--port", str(port)], env, tmp_path / f"{store}.log"
+        )
+        try:
+            wait_for(lambda: healthy(f"http://127.0.0.1:{port}"), timeout=60, interval=0.2)
+            redis_pid = tmp_path / store / ".redis" / "redis.pid"
+            server = {int(redis_pid.read_text())} if redis_pid.exists() else set()
+            assert wait_for(lambda: len(set(process.children()) - server) == expected, timeout=30), process.log.read_text()[-2000:]
+        finally:
+            process.stop()

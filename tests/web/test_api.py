@@ -361,3 +361,10 @@ def test_a_second_label_studio_with_the_same_project_id_gets_none_of_the_first_o
     extra = client.get(f"/projects/{10**12 + 1}/labels").json
     assert extra["labeled_tasks"] == 3
     assert client.post("/setup", json={"project": f"1.{first_created}", "schema": LABEL_CONFIG}).json["model_version"] == version
+
+
+def test_responses_orjson_cannot_encode_fall_back_to_the_standard_encoder(app):
+    with app.app_context():
+        assert app.json.response({"n": 2**70, "text": "é"}).get_json() == {"n": 2**70, "text": "é"}  # beyond 64 bits
+        assert app.json.dumps({1: "a"}) == '{"1": "a"}'  # a non-string key
+        assert app.json.response(results=[{"score": 0.5}]).get_data() == b'{"results":[{"score":0.5}]}'  # orjson's compact form
