@@ -4,6 +4,10 @@ the gold set. Pure functions over the stored votes; no Redis, no HTTP.
 A **vote** is an annotator's latest annotation of the task that labels the control (by
 `updated_at`, then annotation id); an annotation without `completed_by` is a voter of its own.
 Annotations without a region of a `Choices` control (skips, partial submits) are no vote for it.
+Of a `Labels` control every submitted annotation is a vote, one without its regions for "no
+spans"; each span (its offsets and label) is voted on as a label of a multi-label control is, so
+`majority` keeps the spans more than half the voters marked, and `dawid_skene` resolves spans by
+`majority`.
 
 Methods (`Policy.consensus`):
 - `latest`: the most recently updated vote wins (the behaviour before consensus existed);
@@ -24,7 +28,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Container, Mapping, Sequence
+from collections.abc import Collection, Container, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +40,7 @@ METHODS = ("latest", "majority", "dawid_skene")
 # how a task's label for a control was found; `disputed` tasks are not trained on
 OUTCOMES = ("single", "unanimous", "latest", "vote", "estimate", "ground_truth", "disputed")
 IMPORT_WINDOW = 5.0  # seconds between a task's and an annotation's creation that mark an import
+SUBMITTED = "\x00"  # the labels key of a submitted (not skipped) annotation; XML names cannot hold it
 
 
 @dataclass(frozen=True)
@@ -102,11 +107,12 @@ class Dispute:
     certainty: float
 
 
-def votes_by_voter(task: TaskVotes, control: str) -> dict[str, Vote]:
-    """Each voter's latest vote on `control` (one vote per annotator)."""
+def votes_by_voter(task: TaskVotes, control: str, spans: bool = False) -> dict[str, Vote]:
+    """Each voter's latest vote on `control` (one vote per annotator); of a span control (`spans`)
+    every submitted annotation votes, one without its regions for "no spans"."""
     latest: dict[str, Vote] = {}
     for vote in task.votes:
-        if not vote.labels.get(control):
+        if not vote.labels.get(control) and not (spans and SUBMITTED in vote.labels):
             continue
         held = latest.get(vote.voter)
         if held is None or (vote.updated_at, vote.annotation) > (held.updated_at, held.annotation):
@@ -135,11 +141,15 @@ def resolve(
     method: str = "majority",
     multiple: Container[str] = (),
     dispute_confidence: float = 0.0,
+    spans: Collection[str] = (),
 ) -> Consensus:
-    """The consensus of every task and control (`multiple`: the multi-label controls)."""
+    """The consensus of every task and control (`multiple`: the multi-label controls; `spans`: the
+    span controls, whose spans vote one by one as labels of a multi-label control do, and which
+    `dawid_skene` resolves by `majority`)."""
     if method not in METHODS:
         raise ValueError(f"consensus method must be one of {METHODS}")
-    controls = sorted({c for t in tasks for v in t.votes for c, chosen in v.labels.items() if chosen})
+    submitted = any(SUBMITTED in v.labels for t in tasks for v in t.votes)
+    controls = sorted({c for t in tasks for v in t.votes for c, chosen in v.labels.items() if chosen} | (set(spans) if submitted else set()))
     found: dict[int, dict[str, tuple[list[str], int, str, float]]] = {}
     disputed: dict[str, list[int]] = {}
     disputes: list[Dispute] = []
@@ -147,20 +157,21 @@ def resolve(
     accuracy: dict[str, dict[str, float]] = {}
     gold: set[int] = set()
     for control in controls:
-        voted = [(t, votes_by_voter(t, control)) for t in tasks]
+        of_spans = control in spans
+        voted = [(t, votes_by_voter(t, control, of_spans)) for t in tasks]
         voted = [(t, v) for t, v in voted if v]
         estimate = None
-        if method == "dawid_skene":
+        if method == "dawid_skene" and not of_spans:
             estimate, accuracy[control] = dawid_skene(voted, control, control in multiple)
         tally: Counter[str] = Counter()
         for task, by_voter in voted:
             ordered = sorted(by_voter.values(), key=lambda v: (v.updated_at, v.annotation))
             truth = [v for v in ordered if v.ground_truth]
-            choices = [sorted(v.labels[control]) for v in ordered]
+            choices = [sorted(v.labels.get(control, ())) for v in ordered]
             unanimous = all(c == choices[0] for c in choices)
             weight = 1.0
             if truth:
-                label, outcome = sorted(truth[-1].labels[control]), "ground_truth"
+                label, outcome = sorted(truth[-1].labels.get(control, ())), "ground_truth"
                 gold.add(task.task)
             elif method == "dawid_skene" and estimate is not None:
                 label, weight = estimate[task.task]
@@ -181,7 +192,7 @@ def resolve(
                 reason = "uncertain estimate" if method == "dawid_skene" else "tie"
                 disputes.append(Dispute(task.task, control, reason, tally_votes, round(weight if reason != "tie" else 0.0, 4)))
                 continue
-            source = next((v.annotation for v in reversed(ordered) if sorted(v.labels[control]) == label), ordered[-1].annotation)
+            source = next((v.annotation for v in reversed(ordered) if sorted(v.labels.get(control, ())) == label), ordered[-1].annotation)
             found.setdefault(task.task, {})[control] = (label, source, outcome, weight)
         counts[control] = dict(tally)
     by_id = {t.task: t for t in tasks}
@@ -266,7 +277,8 @@ def multi_label(config: Any) -> set[str]:
 def for_policy(tasks: Sequence[TaskVotes], policy: Any, config: Any) -> Consensus:
     """`resolve` with a project's `Policy` (method, dispute confidence) and its label config (which
     controls are multi-label)."""
-    return resolve(tasks, policy.consensus, multi_label(config), policy.dispute_confidence)
+    spans = config.span_controls if config is not None else frozenset()
+    return resolve(tasks, policy.consensus, multi_label(config), policy.dispute_confidence, spans)
 
 
 def gold_tasks(consensus: Consensus, policy: Any) -> set[int]:

@@ -1,4 +1,5 @@
-"""The part of a Label Studio labeling config we can predict: Choices over Text or HyperText.
+"""The part of a Label Studio labeling config we can predict: Choices over Text or HyperText, and
+Labels (spans) over Text.
 
 Parsed with `label_studio_sdk`'s label interface, never by hand, and cached by config text because LS
 sends the config with every request (and it may change between requests for one project).
@@ -14,6 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
+
+from . import spans
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +57,10 @@ class ChoicesControl:
             return None
         return "\n".join(parts)[:max_chars]
 
+    def label_of(self, item: str) -> str | None:
+        """The label one stored item of this control counts for (a choice is its label)."""
+        return item
+
     def problem(self, choices: list[str]) -> str | None:
         """Why these choices cannot train this control (None when they can)."""
         if any(c not in self.labels for c in choices):
@@ -69,13 +76,52 @@ class ChoicesControl:
 
 
 @dataclass(frozen=True)
+class LabelsControl:
+    """One `<Labels>` control over one `<Text>` object: spans of its text, each with one label.
+
+    Spans vote one by one, as the labels of a multi-label control do (`multiple`); a submitted
+    annotation without a region of this control says the text has none (see `consensus`)."""
+
+    from_name: str
+    to_name: str
+    labels: tuple[str, ...]
+    key: str  # the data key of the Text object
+    multiple: bool = True
+
+    @property
+    def inputs(self) -> tuple[tuple[str, bool], ...]:
+        return ((self.key, False),)
+
+    def label_of(self, item: str) -> str | None:
+        """The label one stored span counts for."""
+        return spans.label_of(item)
+
+    def text_of(self, data: Mapping[str, Any], max_chars: int) -> str | None:
+        """The text, cut at `max_chars` (offsets of the full text stay valid for the part kept)."""
+        value = data.get(self.key)
+        return value[:max_chars] if type(value) is str and value.strip() else None
+
+    @property
+    def signature(self) -> str:
+        return f"{self.from_name}|{self.to_name}|spans|" + "\x1f".join(self.labels)
+
+
+Control = ChoicesControl | LabelsControl
+
+
+@dataclass(frozen=True)
 class LabelConfig:
     """The predictable controls of one config, plus the data keys they read."""
 
-    controls: tuple[ChoicesControl, ...]
+    controls: tuple[Control, ...]
     digest: str
 
-    def control(self, from_name: str) -> ChoicesControl | None:
+    @property
+    def span_controls(self) -> frozenset[str]:
+        """The `from_name` of every Labels control."""
+        return frozenset(c.from_name for c in self.controls if isinstance(c, LabelsControl))
+
+    def control(self, from_name: str) -> Control | None:
         for control in self.controls:
             if control.from_name == from_name:
                 return control
@@ -107,8 +153,13 @@ def parse_label_config(text: str) -> LabelConfig:
         interface = LabelInterface(text)
     except Exception as exc:  # the SDK raises several unrelated types for bad XML
         raise LabelConfigError(f"label_config is not a valid labeling config: {type(exc).__name__}") from None
-    controls = []
+    controls: list[Control] = []
     for control in interface.controls:
+        if control.tag == "Labels":
+            spans = _labels_control(control, interface, text)
+            if spans is not None:
+                controls.append(spans)
+            continue
         if control.tag != "Choices":
             continue
         inputs = []
@@ -133,8 +184,25 @@ def parse_label_config(text: str) -> LabelConfig:
             )
         )
     if not controls:
-        log.info("label config %s has no Choices control over Text/HyperText; nothing to predict", config_digest(text))
+        log.info("label config %s has no Choices control over Text/HyperText or Labels over Text; nothing to predict", config_digest(text))
     return LabelConfig(controls=tuple(controls), digest=config_digest(text))
+
+
+def _labels_control(control: Any, interface: Any, text: str) -> LabelsControl | None:
+    """A Labels control over one Text object with a `$key` value; None otherwise. Spans of
+    HyperText are XPath ranges we do not map: such a control gets no predictions (logged once per
+    config, as parsing is cached)."""
+    names = [n for n in control.to_name or [] if _has_object(interface, n)]
+    objects = [interface.get_object(n) for n in names]
+    labels = tuple(dict.fromkeys(str(label) for label in (control.labels or [])))
+    if len(objects) != 1 or objects[0].tag != "Text" or not labels:
+        if any(o.tag == "HyperText" for o in objects):
+            log.warning("label config %s: Labels %r over HyperText is not predicted (XPath offsets)", config_digest(text), control.name)
+        return None
+    value = str(objects[0].value or "")
+    if not value.startswith("$") or len(value) < 2:
+        return None
+    return LabelsControl(from_name=control.name, to_name=names[0], labels=labels, key=value[1:])
 
 
 def _has_object(interface: Any, name: str) -> bool:

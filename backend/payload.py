@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from .consensus import IMPORT_WINDOW, imported
+from . import spans
+from .consensus import IMPORT_WINDOW, SUBMITTED, imported
 from .state.store import Annotation
 
 
@@ -228,7 +229,10 @@ def _as_list(value: Any) -> list[dict[str, Any]]:
 
 
 def parse_annotation(raw: dict[str, Any], task_id: Any, data: dict[str, str], task_created: Any = None) -> Annotation:
-    """An LS annotation (webhook or API shape) as the store keeps it; skips carry no labels.
+    """An LS annotation (webhook or API shape) as the store keeps it: choices, and spans in their
+    stored form (`spans`; relations and other regions are ignored); a submitted annotation is
+    marked `SUBMITTED` (of a Labels control it has no region for, it says "no spans"), a skip
+    carries nothing.
 
     `completed_by` is kept as an opaque string (an id that arrives as 5 and as "5" is one annotator;
     nested user objects give their id). Ground truth counts unless the annotation was imported with
@@ -237,6 +241,8 @@ def parse_annotation(raw: dict[str, Any], task_id: Any, data: dict[str, str], ta
         task_id = task_id.get("id")
     labels: dict[str, list[str]] = {}
     if not raw.get("was_cancelled") and isinstance(raw.get("result"), list):
+        labels[SUBMITTED] = []
+        found: dict[str, set[str]] = {}
         for region in raw["result"]:
             if not isinstance(region, dict) or not isinstance(region.get("from_name"), str):
                 continue
@@ -244,6 +250,11 @@ def parse_annotation(raw: dict[str, Any], task_id: Any, data: dict[str, str], ta
             choices = value.get("choices") if isinstance(value, dict) else None
             if isinstance(choices, list) and choices and all(isinstance(c, str) for c in choices):
                 labels[region["from_name"][:200]] = sorted(set(choices))
+            elif (span := spans.from_region(value)) is not None:
+                kept = found.setdefault(region["from_name"][:200], set())
+                if len(kept) < spans.MAX_SPANS:
+                    kept.add(span.encode())
+        labels.update((name, sorted(kept)) for name, kept in found.items())
     author = raw.get("completed_by")
     if isinstance(author, dict):
         author = author.get("id")

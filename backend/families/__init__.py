@@ -1,4 +1,4 @@
-"""Model families (`base.Family`): the built-in text-choices family and those MODEL_FAMILIES names,
+"""Model families (`base.Family`): the built-in text-choices and span (`crf_spans`) families and those MODEL_FAMILIES names,
 which controls of a config each serves, and the artifact layout that holds a version's models.
 
 MODEL_FAMILIES is a comma-separated list of `package.module:Class`; each class is a `Family`
@@ -13,6 +13,7 @@ from typing import Any
 
 from ..labelconfig import LabelConfig
 from .base import DEFAULT_FAMILY, ChoicesFamily, Family, ModelBundle, Outcomes, Prediction
+from .crf_spans import CrfSpans
 from .text_choices import TextChoices
 
 __all__ = [
@@ -29,7 +30,7 @@ __all__ = [
 ]
 
 FORMAT = 4  # artifact layout: 4 = per control, its family's name and its `Family.dump`
-BUILT_IN: tuple[Family, ...] = (TextChoices(),)
+BUILT_IN: tuple[Family, ...] = (TextChoices(), CrfSpans())
 _installed: tuple[Family, ...] = BUILT_IN
 _installed_spec = ""
 

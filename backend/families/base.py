@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -56,37 +56,55 @@ class Outcomes:
     fn: np.ndarray
     correct: np.ndarray
     counted: np.ndarray
+    labels: tuple[str, ...] = ()  # when given, `metrics` adds each label's F1 (`per_label`)
 
     @property
     def n(self) -> int:
         return int(self.correct.shape[0])
 
     def metrics(self, weights: np.ndarray | None = None) -> dict[str, Any]:
-        """Macro-F1 and accuracy, or with `weights` (resamples x examples) one value per resample."""
+        """Macro-F1, micro-F1 and accuracy, or with `weights` (resamples x examples) one value per resample."""
         if weights is None:
-            return {
-                "macro_f1": float(self._f1(self.tp.sum(0), self.fp.sum(0), self.fn.sum(0))),
+            tp, fp, fn = self.tp.sum(0), self.fp.sum(0), self.fn.sum(0)
+            out = {
+                "macro_f1": float(self._f1(tp, fp, fn)),
+                "micro_f1": float(_micro(tp.sum(), fp.sum(), fn.sum())),
                 "accuracy": float(self.correct.mean()) if self.n else 0.0,
                 "n": self.n,
             }
+            if self.labels:
+                per_label = _per_label(tp, fp, fn)
+                out["per_label"] = {label: round(float(f), 4) for label, f, c in zip(self.labels, per_label, self.counted) if c}
+            return out
+        tp, fp, fn = weights @ self.tp, weights @ self.fp, weights @ self.fn
         return {
-            "macro_f1": self._f1(weights @ self.tp, weights @ self.fp, weights @ self.fn),
+            "macro_f1": self._f1(tp, fp, fn),
+            "micro_f1": _micro(tp.sum(-1), fp.sum(-1), fn.sum(-1)),
             "accuracy": weights @ self.correct / max(self.n, 1),
         }
 
     def _f1(self, tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> Any:
-        denominator = 2 * tp + fp + fn
-        f1 = np.divide(2 * tp, denominator, out=np.zeros_like(tp, dtype=float), where=denominator > 0)
+        f1 = _per_label(tp, fp, fn)
         if not self.counted.any():
             return np.zeros(f1.shape[:-1]) if f1.ndim > 1 else 0.0
         return f1[..., self.counted].mean(axis=-1)
+
+
+def _per_label(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> np.ndarray:
+    denominator = 2 * tp + fp + fn
+    return np.divide(2 * tp, denominator, out=np.zeros_like(tp, dtype=float), where=denominator > 0)
+
+
+def _micro(tp: Any, fp: Any, fn: Any) -> Any:
+    denominator = 2 * tp + fp + fn
+    return np.divide(2 * tp, denominator, out=np.zeros_like(denominator, dtype=float), where=denominator > 0)
 
 
 class Family(ABC):
     """A kind of model for some controls of a label config (see the module doc)."""
 
     name: ClassVar[str]  # the family's name in artifacts and version records
-    metric: ClassVar[str] = "macro_f1"  # the gate metric it is judged by unless the project names another
+    f1: ClassVar[str] = "macro_f1"  # what the gate metric `macro_f1` reads of its `Outcomes.metrics` (`judged_by`)
 
     @abstractmethod
     def claims(self, control: Any) -> bool:
@@ -95,6 +113,21 @@ class Family(ABC):
     def target(self, control: Any, stored: Any) -> Any:
         """The target of what the store keeps of one annotation for `control`."""
         return stored
+
+    def example(self, control: Any, stored: Any, data: Mapping[str, Any], max_chars: int) -> tuple[Any, str | None, str | None]:
+        """A training example from one task's consensus for `control` and its data: the target,
+        the text to train on, and why there is none (None when there is)."""
+        target = self.target(control, stored)
+        problem = self.problem(control, target)
+        if problem:
+            return None, None, problem
+        text = control.text_of(data, max_chars)
+        return (target, text, None) if text is not None else (None, None, "no text")
+
+    def judged_by(self, metric: str) -> str:
+        """The key of `Outcomes.metrics` the gate reads for the project's gate `metric`: the gate's
+        F1 is each family's own (`f1`)."""
+        return self.f1 if metric == "macro_f1" else metric
 
     @abstractmethod
     def problem(self, control: Any, target: Any) -> str | None:

@@ -277,8 +277,8 @@ def label_counts(labeled: list[Any], config: LabelConfig) -> tuple[dict[str, dic
     for task in labeled:
         counted = False
         for control in config.controls:
-            for label in task.labels.get(control.from_name, []):
-                if label in control.labels:
+            for item in task.labels.get(control.from_name, []):
+                if (label := control.label_of(item)) in control.labels:
                     counts.setdefault(control.from_name, {}).setdefault(label, 0)
                     counts[control.from_name][label] += 1
                     counted = True

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from redis import Redis
 
-from ..consensus import TaskVotes, Vote
+from ..consensus import SUBMITTED, TaskVotes, Vote
 from ..labelconfig import LabelConfig, LabelConfigError, parse_label_config
 from . import keys
 
@@ -105,7 +105,8 @@ def _dumps(value: Any) -> str:
 
 @dataclass(frozen=True)
 class Annotation:
-    """One annotation as the backend keeps it: labels per control (`from_name` -> choices)."""
+    """One annotation as the backend keeps it: labels per control (`from_name` -> choices, or
+    spans in their stored form), and `SUBMITTED` when it was submitted rather than skipped."""
 
     id: int
     task: int
@@ -231,7 +232,7 @@ class Store:
         for raw_id, raw in records.items():
             record = json.loads(raw)
             per_control = json.loads(labels.get(raw_id, b"{}"))
-            if not any(per_control.values()):
+            if not any(per_control.values()) and SUBMITTED not in per_control:
                 continue
             author = record.get("author")
             vote = Vote(

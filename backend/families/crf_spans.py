@@ -1,0 +1,232 @@
+"""The built-in span family: a linear-chain CRF (python-crfsuite) over the tokens of a `Labels`
+control's text, tagging BIO, trained in the train job.
+
+- Features per token: the lower-cased word, its shape, prefixes and suffixes, its kind (mention,
+  hashtag, link, number), the neighbouring words and shapes, and hashed character trigrams.
+- A region's score is the mean marginal probability of its tokens' tags; a text's score is the
+  probability of the best tag path, normalised by length (`p ** (1 / tokens)`).
+- Ranking: `least_confidence` is one minus that score; `margin` and `entropy` are the mean over
+  tokens of the strategy on each token's tag marginals.
+- The artifact is crfsuite's own model file (bytes, as an array of uint8) with the labels: no pickle.
+  Serving loads it with crfsuite's tagger (`open_inmemory`); the trainer is imported only to fit.
+- Weights are not used (crfsuite has no per-example weights: span consensus gives every example
+  weight 1), nor committees.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+import zlib
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .. import spans
+from .. import strategy as strategies
+from ..labelconfig import LabelsControl
+from .base import Family, Outcomes, Prediction
+
+ARTIFACT = 1  # this family's artifact layout
+TRIGRAM_BUCKETS = 4096
+PARAMS = {"c1": 0.05, "c2": 0.05, "max_iterations": 150, "feature.possible_transitions": True}
+
+
+@dataclass
+class SpanModel:
+    """A fitted CRF: crfsuite's model bytes, the span labels it was trained with, and a tagger
+    opened on them (one call at a time: a tagger holds the sequence it was last given)."""
+
+    crf: bytes
+    labels: tuple[str, ...]
+    _tagger: Any = field(default=None, repr=False, compare=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        import pycrfsuite
+
+        tagger = pycrfsuite.Tagger()
+        try:
+            tagger.open_inmemory(self.crf)
+        except (ValueError, OSError, RuntimeError) as exc:
+            raise ValueError(f"artifact holds no CRF model: {exc}") from None
+        self._tagger = tagger
+        self.tags = tuple(tagger.labels())
+
+    def tag(self, features: list[list[str]]) -> tuple[list[str], float, list[float]]:
+        """The best tags of one token sequence, the path's probability, and each tag's marginal."""
+        if not features:
+            return [], 1.0, []
+        with self._lock:
+            self._tagger.set(features)
+            best = self._tagger.tag()
+            probability = self._tagger.probability(best)
+            marginals = [self._tagger.marginal(tag, i) for i, tag in enumerate(best)]
+        return best, probability, marginals
+
+    def marginals(self, features: list[list[str]]) -> np.ndarray:
+        """Tokens x tags: each token's marginal probability of every tag."""
+        if not features:
+            return np.zeros((0, len(self.tags)))
+        with self._lock:
+            self._tagger.set(features)
+            return np.array([[self._tagger.marginal(tag, i) for tag in self.tags] for i in range(len(features))])
+
+
+def shape(word: str) -> str:
+    """`Xxxx`, `dd`, `x.x`: character classes with runs collapsed."""
+    out = []
+    for ch in word:
+        kind = "X" if ch.isupper() else "x" if ch.isalpha() else "d" if ch.isdigit() else ch
+        if not out or out[-1] != kind:
+            out.append(kind)
+    return "".join(out)[:8]
+
+
+def word_features(word: str) -> list[str]:
+    lower = word.lower()
+    out = [f"w={lower}", f"s={shape(word)}", f"p3={lower[:3]}", f"x3={lower[-3:]}", f"x2={lower[-2:]}"]
+    if word[:1] == "@":
+        out.append("mention")
+    elif word[:1] == "#":
+        out.append("hashtag")
+    elif lower.startswith(("http://", "https://")):
+        out.append("link")
+    if word.istitle():
+        out.append("title")
+    if word.isupper() and len(word) > 1:
+        out.append("upper")
+    padded = f"^{lower}$"
+    out += [f"g{zlib.crc32(padded[i : i + 3].encode('utf-8', 'surrogatepass')) % TRIGRAM_BUCKETS}" for i in range(len(padded) - 2)]
+    return out
+
+
+def features(text: str, bounds: Sequence[tuple[int, int]]) -> list[list[str]]:
+    """Each token's feature strings, with its neighbours' words and shapes."""
+    words = [text[a:b] for a, b in bounds]
+    own = [word_features(w) for w in words]
+    out = []
+    for i, word in enumerate(words):
+        row = list(own[i])
+        for offset in (-2, -1, 1, 2):
+            j = i + offset
+            if 0 <= j < len(words):
+                row += [f"{offset}w={words[j].lower()}", f"{offset}s={shape(words[j])}"]
+            else:
+                row.append(f"{offset}edge")
+        out.append(row)
+    return out
+
+
+class CrfSpans(Family):
+    name = "crf-spans"
+    f1 = "micro_f1"  # span-level, exact boundaries
+
+    def claims(self, control: Any) -> bool:
+        return isinstance(control, LabelsControl)
+
+    def target(self, control: LabelsControl, stored: Any) -> list[str]:
+        return sorted(set(stored))
+
+    def problem(self, control: LabelsControl, target: Any) -> str | None:
+        return "label not in config" if any(spans.label_of(s) not in control.labels for s in target) else None
+
+    def example(self, control: LabelsControl, stored: Any, data: Any, max_chars: int) -> tuple[Any, str | None, str | None]:
+        """`spans.training_spans` over the text as cut for training."""
+        text = control.text_of(data, max_chars)
+        if text is None:
+            return None, None, "no text"
+        full = data.get(control.key)
+        kept, length, problem = spans.training_spans(stored, text, control.labels, cut=len(full) > len(text))
+        if problem:
+            return None, None, problem
+        return [s.encode() for s in kept], text[:length], None
+
+    def fit(
+        self, control: LabelsControl, texts: Sequence[str], targets: Sequence[Any], weights: np.ndarray | None = None, committee: int = 0
+    ) -> SpanModel | None:
+        """None when no text has a span (the CRF would learn only `O`)."""
+        import pycrfsuite
+
+        if not any(targets):
+            return None
+        trainer = pycrfsuite.Trainer(verbose=False)
+        trainer.set_params(PARAMS)
+        for text, target in zip(texts, targets):
+            bounds = spans.tokens(text)
+            if bounds:
+                trainer.append(features(text, bounds), spans.tags(text, [spans.decode(s) for s in target], bounds))
+        with tempfile.TemporaryDirectory() as folder:
+            path = os.path.join(folder, "model.crfsuite")
+            trainer.train(path)
+            with open(path, "rb") as handle:
+                return SpanModel(handle.read(), tuple(control.labels))
+
+    def predict(self, model: SpanModel, control: LabelsControl, texts: Sequence[str], threshold: float) -> list[Prediction]:
+        out = []
+        for text in texts:
+            bounds = spans.tokens(text)
+            best, probability, marginals = model.tag(features(text, bounds))
+            regions, target = [], []
+            for first, last, label in spans.from_tags(best, bounds):
+                if label not in control.labels:
+                    continue
+                start, end = bounds[first][0], bounds[last - 1][1]
+                score = round(float(np.mean(marginals[first:last])), 6)
+                regions.append(
+                    {
+                        "from_name": control.from_name,
+                        "to_name": control.to_name,
+                        "type": "labels",
+                        "value": {"start": start, "end": end, "text": text[start:end], "labels": [label]},
+                        "score": score,
+                    }
+                )
+                target.append(spans.Span(start, end, label).encode())
+            score = float(probability) ** (1.0 / len(bounds)) if bounds else 1.0
+            out.append(Prediction(regions, round(score, 6), sorted(target)))
+        return out
+
+    def uncertainty(self, model: SpanModel, control: LabelsControl, texts: Sequence[str], strategy: str, pool: Any = None) -> np.ndarray:
+        if strategy not in ("margin", "entropy"):
+            return 1.0 - np.array([p.score for p in self.predict(model, control, texts, 0.5)], dtype=float)
+        out = np.zeros(len(texts))
+        for i, text in enumerate(texts):
+            marginals = model.marginals(features(text, spans.tokens(text)))
+            if len(marginals):
+                out[i] = float(strategies.uncertainty(marginals, strategy).mean())
+        return out
+
+    def outcomes(self, control: LabelsControl, targets: Sequence[Any], predicted: Sequence[Any]) -> Outcomes:
+        """Exact-boundary span matches per label; an example is correct when every span matches."""
+        found = [spans.compare(t, p, control.labels) for t, p in zip(targets, predicted)]
+        k = len(control.labels)
+        tp = np.array([f.tp for f in found]).reshape(len(found), k)
+        fp = np.array([f.fp for f in found]).reshape(len(found), k)
+        fn = np.array([f.fn for f in found]).reshape(len(found), k)
+        correct = ((fp.sum(axis=1) + fn.sum(axis=1)) == 0).astype(float)
+        return Outcomes(tp, fp, fn, correct, tp.sum(axis=0) + fn.sum(axis=0) > 0, tuple(control.labels))
+
+    def baseline(self, control: LabelsControl, targets: Sequence[Any], n: int) -> list[Any]:
+        """No spans: what a model that learned nothing predicts."""
+        return [[] for _ in range(n)]
+
+    def dump(self, model: SpanModel) -> dict[str, Any]:
+        return {"layout": ARTIFACT, "crf": np.frombuffer(model.crf, dtype=np.uint8).copy(), "labels": list(model.labels)}
+
+    def load(self, data: dict[str, Any]) -> SpanModel:
+        if not isinstance(data, dict) or data.get("layout") != ARTIFACT:
+            raise ValueError("span artifact has an unknown layout")
+        crf = np.asarray(data.get("crf"))
+        if crf.dtype != np.uint8 or crf.ndim != 1 or not crf.size:
+            raise ValueError("span artifact holds no CRF model")
+        return SpanModel(crf.tobytes(), tuple(str(label) for label in data.get("labels") or ()))
+
+
+def label_counts(targets: Sequence[Any]) -> Counter[str]:
+    """Spans per label among `targets`."""
+    return Counter(label for target in targets for s in target if (label := spans.label_of(s)) is not None)
