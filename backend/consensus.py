@@ -149,7 +149,9 @@ def resolve(
     if method not in METHODS:
         raise ValueError(f"consensus method must be one of {METHODS}")
     submitted = any(SUBMITTED in v.labels for t in tasks for v in t.votes)
-    controls = sorted({c for t in tasks for v in t.votes for c, chosen in v.labels.items() if chosen} | (set(spans) if submitted else set()))
+    controls = sorted(
+        {c for t in tasks for v in t.votes for c, chosen in v.labels.items() if chosen} | (set(spans) if submitted else set())
+    )
     found: dict[int, dict[str, tuple[list[str], int, str, float]]] = {}
     disputed: dict[str, list[int]] = {}
     disputes: list[Dispute] = []

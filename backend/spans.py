@@ -28,7 +28,9 @@ import numpy as np
 
 MAX_SPANS = 1000  # regions of one control kept from one annotation (the rest are dropped)
 
-_MARK = "\u0300-\u036f\u0483-\u0489\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe00-\ufe0f\ufe20-\ufe2f\U0001f3fb-\U0001f3ff\U000e0020-\U000e007f"
+_MARK = (  # combining marks, variation selectors, skin tones, tag characters: part of the token before them
+    "\u0300-\u036f\u0483-\u0489\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe00-\ufe0f\ufe20-\ufe2f\U0001f3fb-\U0001f3ff\U000e0020-\U000e007f"
+)
 _WORD = rf"[@#]?\w[\w{_MARK}]*(?:['\u2019]\w[\w{_MARK}]*)*"
 _OTHER = rf"[^\s{_MARK}][{_MARK}]*(?:\u200d[^\s{_MARK}][{_MARK}]*)*"
 TOKEN = re.compile(rf"https?://\S+|{_WORD}|{_OTHER}|[{_MARK}]+")

@@ -110,7 +110,7 @@ def features(text: str, bounds: Sequence[tuple[int, int]]) -> list[list[str]]:
     words = [text[a:b] for a, b in bounds]
     own = [word_features(w) for w in words]
     out = []
-    for i, word in enumerate(words):
+    for i in range(len(words)):
         row = list(own[i])
         for offset in (-2, -1, 1, 2):
             j = i + offset
