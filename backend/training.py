@@ -313,6 +313,7 @@ def train_and_judge(
     if not models:
         judgement = Judgement(False, "not enough labels: every control needs two classes", challenger_m, champion_m, baseline_m, method)
         return TrainResult(None, judgement, time.perf_counter() - started)
+    named = "/".join(sorted({judged_by(snapshot, name, metric) for name in models}))  # the F1 of each family (`Family.f1`)
     new = mean_metric(challenger_m, metric, snapshot)
     base = mean_metric(baseline_m, metric, snapshot)
     if champion_m:
@@ -320,21 +321,21 @@ def train_and_judge(
         worse = worse_probability(paired, metric, margin, snapshot)
         promote = new >= old - margin or worse < CONFIDENCE
         verdict = "not worse" if new >= old - margin else ("within noise" if promote else "worse")
-        reason = f"{metric} {new:.4f} vs champion {old:.4f} (margin {margin}): {verdict}; P(worse by more than the margin) = {worse:.2f}"
+        reason = f"{named} {new:.4f} vs champion {old:.4f} (margin {margin}): {verdict}; P(worse by more than the margin) = {worse:.2f}"
     else:
         promote = new > base
         context = "first model" if champion is None else "too few held-out labels to compare models, cross-validated"
-        reason = f"{context}: {metric} {new:.4f} {'beats' if promote else 'does not beat'} the trivial baseline {base:.4f}"
+        reason = f"{context}: {named} {new:.4f} {'beats' if promote else 'does not beat'} the trivial baseline {base:.4f}"
     gold = gold_metrics(snapshot, models, champion, threshold)
     if gold.get("champion") and promote:
         new_gold, old_gold = mean_metric(gold["challenger"], metric, snapshot), mean_metric(gold["champion"], metric, snapshot)
         if new_gold < old_gold - margin:
             promote = False
-            reason += f"; but worse on the gold set: {metric} {new_gold:.4f} vs champion {old_gold:.4f} (margin {margin})"
+            reason += f"; but worse on the gold set: {named} {new_gold:.4f} vs champion {old_gold:.4f} (margin {margin})"
         else:
-            reason += f"; gold set {metric} {new_gold:.4f} vs champion {old_gold:.4f}"
+            reason += f"; gold set {named} {new_gold:.4f} vs champion {old_gold:.4f}"
     elif gold.get("challenger"):
-        reason += f"; gold set {metric} {mean_metric(gold['challenger'], metric, snapshot):.4f}"
+        reason += f"; gold set {named} {mean_metric(gold['challenger'], metric, snapshot):.4f}"
     judgement = Judgement(promote, reason, challenger_m, champion_m, baseline_m, method, gold, priors)
     names = {name: snapshot.controls[name].family.name for name in models}
     return TrainResult(ModelBundle(models, names), judgement, time.perf_counter() - started, reference)

@@ -59,6 +59,40 @@ def annotation_event(
     }
 
 
+def ner_config(labels: Sequence[str], choices: Sequence[str] = ()) -> str:
+    """A config with a `Labels` control `ner` over the Text `text` (and a `Choices` control
+    `sentiment` over it when `choices` are given)."""
+    named = "".join(f'<Label value="{label}"/>' for label in labels)
+    chosen = "".join(f'<Choice value="{c}"/>' for c in choices)
+    extra = f'<Choices name="sentiment" toName="text">{chosen}</Choices>' if choices else ""
+    return f'<View><Labels name="ner" toName="text">{named}</Labels><Text name="text" value="$text"/>{extra}</View>'
+
+
+def span_regions(text: str, spans: Sequence[tuple[int, int, str]], from_name: str = "ner") -> list[dict[str, Any]]:
+    """LS result regions of a `Labels` control for spans (start, end, label) of `text`."""
+    return [
+        {
+            "id": f"r{n}",
+            "from_name": from_name,
+            "to_name": "text",
+            "type": "labels",
+            "origin": "manual",
+            "value": {"start": a, "end": b, "text": text[a:b], "labels": [label]},
+        }
+        for n, (a, b, label) in enumerate(spans)
+    ]
+
+
+def span_event(
+    ann_id: int, task_id: int, text: str, spans: Sequence[tuple[int, int, str]], *, config: str, **fields: Any
+) -> dict[str, Any]:
+    """`annotation_event` with span regions of the Labels control `ner` (none: "no entities")."""
+    event = annotation_event(ann_id, task_id, text, None, config=config, **fields)
+    if not fields.get("cancelled"):
+        event["annotation"]["result"] = span_regions(text, spans)
+    return event
+
+
 def predict_body(project: int, texts: Sequence[str], first_id: int = 1) -> dict[str, Any]:
     """A `/predict` request as LS sends it (project as `<id>.<created_at>`)."""
     tasks = [{"id": first_id + i, "data": {"text": text}} for i, text in enumerate(texts)]

@@ -1,10 +1,11 @@
 import numpy as np
 import pytest
 
-from backend.consensus import Consensus, TaskVotes, Vote, for_policy, gold_tasks, majority, resolve
+from backend.consensus import SUBMITTED, Consensus, TaskVotes, Vote, for_policy, gold_tasks, majority, resolve
 from backend.labelconfig import parse_label_config
 from backend.policy import Policy
 from lab.annotators import label_accuracy, model_accuracy, simulate_votes
+from lab.client import ner_config
 from tests.conftest import LABEL_CONFIG
 
 C = "sentiment"
@@ -125,3 +126,41 @@ def test_a_model_trained_on_the_default_consensus_beats_one_trained_on_the_lates
     spread = abs(runs[(Policy().consensus, 0)] - runs[(Policy().consensus, 1)])
     assert runs[(Policy().consensus, 0)] - runs[("latest", 0)] > spread, runs
     assert runs[(Policy().consensus, 1)] > runs[("latest", 1)], runs
+
+
+def span_task(task_id: int, *votes: tuple) -> TaskVotes:
+    """votes: (annotation, author, spans or None for a skip[, ground_truth]); a submission with no
+    span carries only the SUBMITTED mark, as `parse_annotation` stores it."""
+    out = []
+    for n, (a, who, found, *gt) in enumerate(votes):
+        labels = {} if found is None else {SUBMITTED: [], **({"ner": sorted(found)} if found else {})}
+        out.append(Vote(a, who, float(n), labels, *gt))
+    return TaskVotes(task_id, {"text": "Ann met Bob in Rome"}, tuple(out))
+
+
+def test_spans_are_voted_one_by_one_and_a_submission_without_spans_votes_for_none():
+    ann, bob, rome = "0,3,PER", "8,11,PER", "15,19,LOC"
+    tasks = [
+        span_task(1, (1, "a", [ann, rome]), (2, "b", [ann, bob, rome]), (3, "c", [ann])),  # ann 3/3, rome 2/3, bob 1/3
+        span_task(2, (4, "a", []), (5, "b", []), (6, "c", [bob])),  # two say "no entities"
+        span_task(3, (7, "a", [ann]), (8, "b", [])),  # a tie on ann: disputed
+        span_task(4, (9, "a", None), (10, "b", [rome])),  # a skip is no vote
+        span_task(5, (11, "a", [bob]), (12, "b", [ann], True)),  # ground truth overrides
+        span_task(6, (13, "a", [])),  # a single submission without spans: "no entities"
+    ]
+    for method in ("majority", "dawid_skene"):
+        found = resolve(tasks, method, multiple={"ner"}, spans={"ner"})
+        by_task = {t.task: (t.labels["ner"], t.outcomes["ner"]) for t in found.tasks}
+        assert by_task[1] == (sorted([ann, rome]), "vote")
+        assert by_task[2] == ([], "vote")
+        assert 3 in found.disputed["ner"] and 3 not in by_task
+        assert by_task[4] == ([rome], "single")
+        assert by_task[5] == ([ann], "ground_truth")
+        assert by_task[6] == ([], "single")
+    assert 6 not in {t.task for t in resolve(tasks, "majority", multiple={"ner"}).tasks}  # not a span control: no vote
+
+
+def test_for_policy_reads_the_span_controls_from_the_config():
+    config = parse_label_config(ner_config(["PER", "LOC"]))
+    found = for_policy([span_task(1, (1, "a", []))], Policy(), config)
+    assert found.tasks[0].labels == {"ner": []}

@@ -147,3 +147,23 @@ def test_ground_truth_counts_unless_imported_with_its_task_and_never_changed(cre
     assert parse_annotation(raw, 2, {}, task_created).ground_truth is counts
     assert parse_annotation({**raw, "ground_truth": False}, 2, {}, task_created).ground_truth is False
     assert parse_annotation({**raw, "ground_truth": "yes"}, 2, {}, task_created).ground_truth is False
+
+
+def test_span_regions_are_stored_by_their_rule_and_never_refused():
+    from backend.consensus import SUBMITTED
+    from backend.payload import parse_annotation
+    from backend.spans import MAX_SPANS
+
+    text = "Ann met Bob"
+    result = [
+        {"from_name": "ner", "type": "labels", "value": {"start": 0, "end": 3, "labels": ["PER"]}},
+        {"from_name": "ner", "type": "labels", "value": {"start": 0, "end": 3, "labels": ["PER"]}},  # duplicate
+        {"from_name": "ner", "type": "labels", "value": {"start": 8.5, "end": 11, "labels": ["PER"]}},  # not an integer
+        {"from_name": "ner", "type": "labels", "value": {"start": 9, "end": 4, "labels": ["PER"]}},  # start > end
+        {"from_name": "ner", "type": "labels", "value": {"start": 500, "end": 900, "labels": ["PER"]}},  # past the text: training drops it
+        {"from_name": "rel", "type": "relation", "from_id": "a", "to_id": "b"},  # relations are ignored
+    ]
+    labels = parse_annotation({"id": 1, "result": result}, 1, {"text": text}).labels
+    assert labels == {SUBMITTED: [], "ner": ["0,3,PER", "500,900,PER"]}
+    many = [{"from_name": "ner", "value": {"start": i, "end": i + 1, "labels": ["PER"]}} for i in range(10_000)]
+    assert len(parse_annotation({"id": 2, "result": many}, 1, {}).labels["ner"]) == MAX_SPANS

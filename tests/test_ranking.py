@@ -4,6 +4,10 @@ import numpy as np
 
 from backend import strategy
 from backend.families.base import restrict
+from backend.families.crf_spans import CrfSpans
+from backend.labelconfig import parse_label_config
+from lab.client import ner_config, span_event
+from lab.datasets import load_wnut
 from tests.conftest import LABEL_CONFIG, annotation_event, wait_for
 
 
@@ -266,3 +270,28 @@ def test_labeling_rules_fill_cold_start_batches_with_tasks_they_give_each_label(
     assert "labeling rules" in ruled.reason
     plain = rank(tasks, config, Policy(), None, "untrained", False, counts={}, labeled=0)
     assert "labeling rules" not in plain.reason and first_batch(plain).count(" zzgood") < 5
+
+
+def test_span_projects_start_by_diversity_then_rank_by_the_crf_margin(client, runtime):
+    data = load_wnut()
+    config = ner_config(data.labels)
+    client.post("/setup", json={"project": 7, "schema": config})
+    client.put("/projects/7/settings", json={"retrain_threshold": 100_000})
+    pool = [{"id": 10_000 + i, "data": {"text": data.texts[i]}} for i in range(1500, 1900)]
+    client.post("/webhook", json={"action": "TASKS_CREATED", "project": {"id": 7, "label_config": config}, "tasks": pool})
+    cold = wait_for(lambda: (q := client.get("/queue?project=7&limit=1000").json) and q["tasks"] and q, timeout=120)
+    assert cold["strategy"] == "diversity" and len({t["cluster"] for t in cold["tasks"][:20]}) >= 10
+
+    for i in range(600):
+        client.post("/webhook", json=span_event(i + 1, i + 1, data.texts[i], data.spans[i], config=config, project=7))
+    client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 7}})
+    warm = wait_for(lambda: (q := client.get("/queue?project=7&limit=1000").json) and q["strategy"] == "margin" and q, timeout=120)
+    served = runtime.cache.get(7)
+    assert warm["version"] == served.version and served.bundle.family_of("ner") == "crf-spans"
+    tasks = warm["tasks"]
+    texts = [data.texts[t["task"] - 10_000] for t in tasks]
+    control = parse_label_config(config).controls[0]
+    expected = CrfSpans().uncertainty(served.bundle.controls["ner"], control, texts, "margin")
+    assert np.allclose([t["uncertainty"] for t in tasks], expected, atol=1e-5)
+    after_batch = [t["uncertainty"] for t in tasks[20:]]
+    assert after_batch == sorted(after_batch, reverse=True)

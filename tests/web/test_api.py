@@ -13,6 +13,8 @@ from backend.state.store import texts_of
 from backend.web.api import remember_unlabeled
 from backend.web.app import create_app
 from backend.web.auth import basic_header
+from lab.client import ner_config, span_event
+from lab.datasets import load_wnut
 from tests.conftest import LABEL_CONFIG, annotation_event, labeled, wait_for
 from tests.test_labelconfig import ODD_DATA, TWO_FIELDS
 
@@ -368,3 +370,91 @@ def test_responses_orjson_cannot_encode_fall_back_to_the_standard_encoder(app):
         assert app.json.response({"n": 2**70, "text": "é"}).get_json() == {"n": 2**70, "text": "é"}  # beyond 64 bits
         assert app.json.dumps({1: "a"}) == '{"1": "a"}'  # a non-string key
         assert app.json.response(results=[{"score": 0.5}]).get_data() == b'{"results":[{"score":0.5}]}'  # orjson's compact form
+
+
+def wnut_project(client, n: int, project: int, config: str, extra=None) -> str:
+    """Send `n` WNUT-16 span annotations (a tweet without entities as a submission with no region)
+    and wait for a trained version."""
+    data = load_wnut()
+    for i in range(n):
+        event = span_event(i + 1, i + 1, data.texts[i], data.spans[i], config=config, project=project)
+        if extra:
+            extra(event, i)
+        assert client.post("/webhook", json=event).status_code == 200
+    client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": project}})
+    return wait_for(
+        lambda: (
+            (v := client.post("/setup", json={"project": f"{project}.1700000000", "schema": config}).json["model_version"]) != "untrained"
+            and v
+        ),
+        timeout=120,
+    )
+
+
+def test_span_labels_train_a_version_that_predicts_valid_regions(client, runtime):
+    labels = load_wnut().labels
+    config = ner_config(labels)
+    version = wnut_project(client, 600, 5, config)
+    record = runtime.registry.record(5, version)
+    assert record["families"] == {"ner": "crf-spans"} and record["reason"].startswith("first model: micro_f1 ")
+    challenger = record["evaluation"]["challenger"]["ner"]
+    assert challenger["micro_f1"] > 0 and set(challenger["per_label"]) <= set(labels)
+    assert "person" in record["label_counts"]["ner"]
+    texts = ["Justin Bieber is in New York tonight 👩\u200d👩\u200d👧 !", "nothing to see here", "I love the Empire State Building"]
+    results = predict(
+        client, [{"id": i + 1, "data": {"text": t}} for i, t in enumerate(texts)], config=config, project="5.1700000000"
+    ).json["results"]
+    found = [r for entry in results if entry for r in entry["result"]]
+    assert found, results
+    for entry, text in zip(results, texts):
+        for region in entry["result"] if entry else []:
+            value = region["value"]
+            assert region["type"] == "labels" and value["text"] == text[value["start"] : value["end"]] and value["labels"][0] in labels
+        assert not entry or entry["model_version"] == version
+
+
+def test_choices_and_labels_in_one_config_are_served_in_one_prediction(client):
+    data = load_wnut()
+    config = ner_config(data.labels, choices=["entities", "none"])
+
+    def add_choice(event, i):
+        choice = "entities" if data.spans[i] else "none"
+        event["annotation"]["result"].append(
+            {"from_name": "sentiment", "to_name": "text", "type": "choices", "value": {"choices": [choice]}}
+        )
+
+    version = wnut_project(client, 400, 6, config, add_choice)
+    text = "Justin Bieber and Selena Gomez at the Empire State Building in New York"
+    entry = predict(client, [{"id": 1, "data": {"text": text}}], config=config, project="6.1700000000").json["results"][0]
+    kinds = {r["from_name"]: r["type"] for r in entry["result"]}
+    assert entry["model_version"] == version and kinds.get("sentiment") == "choices" and kinds.get("ner") == "labels"
+
+
+def test_hostile_span_annotations_are_stored_by_rule_and_training_goes_on(client, runtime):
+    labels = load_wnut().labels
+    config = ner_config(labels)
+    huge = "Justin Bieber " * 75_000  # about 1 MB
+    regions = [
+        {"from_name": "ner", "to_name": "text", "type": "labels", "value": {"start": 14 * i, "end": 14 * i + 13, "labels": ["person"]}}
+        for i in range(10_000)
+    ]
+    event = span_event(9_001, 9_001, huge, [], config=config, project=8)
+    event["annotation"]["result"] = regions
+    assert client.post("/webhook", json=event).status_code == 200
+
+    def hostile(event, i):
+        bad = [
+            {"start": 5, "end": 2, "labels": ["person"]},
+            {"start": 0, "end": 10**9, "labels": ["person"]},
+            {"start": "0", "end": 4, "labels": ["person"]},
+            {"start": 0, "end": 3, "labels": ["not-a-type"]} if i == 3 else {"start": 1.5, "end": 3, "labels": ["person"]},
+        ]
+        event["annotation"]["result"] += [{"from_name": "ner", "to_name": "text", "type": "labels", "value": v} for v in bad]
+
+    version = wnut_project(client, 300, 8, config, hostile)
+    record = runtime.registry.record(8, version)
+    assert record["set_aside"] == {"label not in config": 1} and record["examples"] == 300
+    answer = predict(client, [{"id": 1, "data": {"text": huge}}, {"id": 2, "data": {"text": ""}}], config=config, project="8.1700000000")
+    assert answer.status_code == 200
+    regions = answer.json["results"][0]["result"]
+    assert all(r["value"]["end"] <= runtime.settings.max_text_chars for r in regions) and answer.json["results"][1] == []
