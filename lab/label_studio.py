@@ -37,13 +37,14 @@ class LabelStudio:
     def __init__(self, binary: str, data_dir: str, **env: str):
         self.data_dir = data_dir
         self.token = secrets.token_hex(20)
+        self.email, self.password = "admin@example.com", secrets.token_urlsafe(12)  # the admin's login (the editor tests sign in)
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
         environment = {
             **os.environ,
             "LABEL_STUDIO_BASE_DATA_DIR": data_dir,
-            "LABEL_STUDIO_USERNAME": "admin@example.com",
-            "LABEL_STUDIO_PASSWORD": secrets.token_urlsafe(12),
+            "LABEL_STUDIO_USERNAME": self.email,
+            "LABEL_STUDIO_PASSWORD": self.password,
             "LABEL_STUDIO_USER_TOKEN": self.token,
             "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
             "ML_BLOCK_LOCAL_IP": "false",

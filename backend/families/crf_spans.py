@@ -19,7 +19,6 @@ import os
 import tempfile
 import threading
 import zlib
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -176,16 +175,7 @@ class CrfSpans(Family):
                 if label not in control.labels:
                     continue
                 start, end = bounds[first][0], bounds[last - 1][1]
-                score = round(float(np.mean(marginals[first:last])), 6)
-                regions.append(
-                    {
-                        "from_name": control.from_name,
-                        "to_name": control.to_name,
-                        "type": "labels",
-                        "value": {"start": start, "end": end, "text": text[start:end], "labels": [label]},
-                        "score": score,
-                    }
-                )
+                regions.append(span_region(control, text, spans.Span(start, end, label), float(np.mean(marginals[first:last]))))
                 target.append(spans.Span(start, end, label).encode())
             score = float(probability) ** (1.0 / len(bounds)) if bounds else 1.0
             out.append(Prediction(regions, round(score, 6), sorted(target)))
@@ -227,6 +217,13 @@ class CrfSpans(Family):
         return SpanModel(crf.tobytes(), tuple(str(label) for label in data.get("labels") or ()))
 
 
-def label_counts(targets: Sequence[Any]) -> Counter[str]:
-    """Spans per label among `targets`."""
-    return Counter(label for target in targets for s in target if (label := spans.label_of(s)) is not None)
+def span_region(control: LabelsControl, text: str, span: spans.Span, score: float) -> dict[str, Any]:
+    """One LS result region marking `span` of `text` (the caller adds its `id`): code-point offsets
+    into the full text, as LS's editor reads and writes them (`tests/e2e/test_editor.py`)."""
+    return {
+        "from_name": control.from_name,
+        "to_name": control.to_name,
+        "type": "labels",
+        "value": {"start": span.start, "end": span.end, "text": text[span.start : span.end], "labels": [span.label]},
+        "score": round(score, 6),
+    }
