@@ -29,7 +29,8 @@ QUEUE_ENTRY = np.dtype([("task", "<i8"), ("uncertainty", "<f4"), ("cluster", "<i
 
 # KEYS: annotations, annotation labels, annotation times, tombstones, texts, change sequence
 # ARGV: annotation id, updated_at, record json, labels json, task id, task data json, vote json
-# (what consensus reads of the record: author and ground truth).
+# (what consensus reads of the record: author and ground truth), '1' when the labels can train a
+# control ('0': a skip, or a submission without regions where no Labels control reads it as "none").
 # Returns the new change sequence, or 0 when neither the labels nor (of a labeling one) the vote changed.
 _UPSERT = """
 if redis.call('HEXISTS', KEYS[4], ARGV[1]) == 1 then return 0 end
@@ -41,6 +42,7 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[4])
 redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
 if ARGV[6] ~= '' then redis.call('HSET', KEYS[5], ARGV[5], ARGV[6]) end
+if ARGV[8] == '0' and (old_labels == '{}' or old_labels == ARGV[4]) then return 0 end
 if old_labels == ARGV[4] and (ARGV[4] == '{}' or string.find(old_record, ARGV[7], 1, true)) then return 0 end
 return redis.call('INCR', KEYS[6])
 """
@@ -117,6 +119,12 @@ class Annotation:
     ground_truth: bool = False
 
 
+def trains(labels: Mapping[str, Sequence[str]], spans: bool) -> bool:
+    """Whether an annotation's labels can train a control: a choice or a span, or (`spans`: the
+    project has a Labels control) a submission without regions, which says "no spans"."""
+    return any(chosen for name, chosen in labels.items() if name != SUBMITTED) or (spans and SUBMITTED in labels)
+
+
 class Store:
     """Redis-backed state of every project. Safe to share between threads and processes."""
 
@@ -167,8 +175,10 @@ class Store:
         """Store an annotation; return the project's new change sequence, or 0 when nothing changed."""
         return self.upsert_many(project, [annotation])[0]
 
-    def upsert_many(self, project: int, annotations: Sequence[Annotation]) -> list[int]:
-        """`upsert` of each annotation in order, in one round trip (a bulk webhook carries thousands)."""
+    def upsert_many(self, project: int, annotations: Sequence[Annotation], spans: bool = True) -> list[int]:
+        """`upsert` of each annotation in order, in one round trip (a bulk webhook carries thousands).
+        `spans`: the project has a Labels control, for which a submission without regions is a label
+        ("no spans") and so a change (True when the config is not known)."""
         names = _annotation_keys(project)
         pipe = self.redis.pipeline(transaction=False)
         for annotation in annotations:
@@ -182,6 +192,7 @@ class Store:
                 str(annotation.task),
                 _dumps(annotation.data) if annotation.data else "",
                 _dumps(vote)[1:-1],  # the record (sorted keys) holds this text unless the vote changed
+                "1" if trains(annotation.labels, spans) else "0",
             ]
             self._upsert(keys=names, args=args, client=pipe)
         return [int(changed) for changed in pipe.execute()] if annotations else []

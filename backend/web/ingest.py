@@ -11,7 +11,7 @@ from typing import Any
 
 from .. import monitor
 from ..jobs import trigger
-from ..labelconfig import LabelConfigError, parse_label_config
+from ..labelconfig import LabelConfig, LabelConfigError, parse_label_config
 from ..payload import InvalidPayload, WebhookEvent, parse_annotation, positive_int
 from ..policy import policy_for
 from ..runtime import Runtime
@@ -72,7 +72,9 @@ def handle(runtime: Runtime, event: WebhookEvent) -> dict[str, Any]:
                 task = event.tasks[index]
             task_id = raw.get("task") if raw.get("task") is not None else (task or {}).get("id")
             annotations.append(parse_annotation(raw, task_id, texts_of(task or {}, keys, limit), (task or {}).get("created_at")))
-        changes = [c for c in store.upsert_many(project, annotations) if c]
+        config = _config(event.label_config or previous or "")
+        spans = bool(config.span_controls) if config is not None else True  # an unknown config may have them
+        changes = [c for c in store.upsert_many(project, annotations, spans) if c]
         monitor.observe_annotations(runtime.redis, project, [(a.task, a.labels) for a in annotations if a.labels])
         seq = max(changes, default=0)
         answer["changed"] = len(changes)
@@ -91,7 +93,12 @@ def handle(runtime: Runtime, event: WebhookEvent) -> dict[str, Any]:
 
 
 def _controls(label_config: str) -> list[Any]:
+    config = _config(label_config)
+    return list(config.controls) if config is not None else []
+
+
+def _config(label_config: str) -> LabelConfig | None:
     try:
-        return list(parse_label_config(label_config).controls)
+        return parse_label_config(label_config)
     except LabelConfigError:
-        return []
+        return None

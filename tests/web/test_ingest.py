@@ -1,6 +1,10 @@
 """Webhook handling through the app on fakeredis with the embedded worker thread."""
 
+from backend.consensus import for_policy
 from backend.jobs.trigger import queued_job, request_retrain
+from backend.labelconfig import parse_label_config
+from backend.policy import Policy
+from lab.client import ner_config, span_event
 from tests.conftest import LABEL_CONFIG, annotation_event, labeled, wait_for
 
 
@@ -80,3 +84,15 @@ def test_start_training_trains_now_in_embedded_mode(client, runtime, tweets):
         )
     client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}})
     wait_for(lambda: runtime.registry.pointer(1), timeout=30)
+
+
+def test_a_submission_without_regions_is_a_label_change_only_where_a_labels_control_reads_it(client, runtime):
+    ner = ner_config(["PER"])
+    assert client.post("/webhook", json=span_event(1, 1, "nothing here", [], config=ner, project=3)).json["changed"] == 1
+    assert client.post("/webhook", json=span_event(1, 1, "nothing here", [], config=ner, project=3)).json["changed"] == 0  # a replay
+    skipped = span_event(2, 2, "a skip", [], config=ner, project=3, cancelled=True)
+    assert client.post("/webhook", json=skipped).json["changed"] == 0
+    empty = annotation_event(3, 3, "text", None, project=4)  # a Choices project: no choice, no label
+    assert client.post("/webhook", json=empty).json["changed"] == 0
+    found = for_policy(runtime.store.task_votes(3), Policy(), parse_label_config(ner))
+    assert [(t.task, t.labels) for t in found.tasks] == [(1, {"ner": []})]
