@@ -3,7 +3,9 @@ only measures; whether the figures call for a retrain is `trigger.check_quality`
 
 Live accuracy: every prediction we hand to LS (through `/predict` or the queue push) is remembered
 per task (`Store.remember_predictions`); when the task's first annotation arrives, the human's choices are compared with ours,
-once, and counted per version, control and class (lifetime) and in a rolling window.
+once, and counted per version, control and class (lifetime) and in a rolling window. Of a Labels
+control, agreement is an exact match of every span (as the gate's `accuracy`), each span type's
+recall is counted per type, and the exact-boundary span F1 is kept beside (`span_f1`).
 Traffic: `/predict` adds each task's confidence, length and unseen share (see `drift`) to a capped
 list; drift compares it with the serving version's reference from its record.
 """
@@ -12,12 +14,13 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from typing import Any
 
 from redis import Redis
 
-from . import drift
+from . import drift, spans
+from .consensus import SUBMITTED
 from .state import keys
 from .state.registry import Registry
 from .state.store import Store
@@ -33,9 +36,12 @@ def record_traffic(redis: Redis, project: int, version: str, observations: Itera
         pipe.execute()
 
 
-def observe_annotations(redis: Redis, project: int, annotations: Sequence[tuple[int, Mapping[str, list[str]]]]) -> list[dict[str, Any]]:
+def observe_annotations(
+    redis: Redis, project: int, annotations: Sequence[tuple[int, Mapping[str, list[str]]]], span_controls: Container[str] = ()
+) -> list[dict[str, Any]]:
     """Compare annotations (task, labels per control) with our predictions for their tasks, once
-    per task, in two round trips whatever their number; returns the outcomes."""
+    per task, in two round trips whatever their number; returns the outcomes. `span_controls`: the
+    Labels controls, whose submissions without a span say "no spans"."""
     if not annotations:
         return []
     predicted = keys.predicted(project)
@@ -52,8 +58,10 @@ def observe_annotations(redis: Redis, project: int, annotations: Sequence[tuple[
             continue
         prediction = json.loads(raw)
         version, ours = prediction["v"], prediction["c"]
-        for control, human in labels.items():
-            if control not in ours or not human:
+        for control in [*labels, *(c for c in span_controls if c not in labels and SUBMITTED in labels)]:
+            human = labels.get(control, [])
+            of_spans = control in span_controls
+            if control not in ours or not (human or of_spans):
                 continue
             agree = sorted(ours[control]) == sorted(human)
             outcome = {
@@ -68,9 +76,13 @@ def observe_annotations(redis: Redis, project: int, annotations: Sequence[tuple[
             outcomes.append(outcome)
             pipe.hincrby(counters, f"{version}|{control}|n", 1)
             pipe.hincrby(counters, f"{version}|{control}|agree", int(agree))
-            for label in human:
+            if of_spans:
+                outcome["span_f1"] = round(spans.f1(human, ours[control]), 4)
+                pipe.hincrbyfloat(counters, f"{version}|{control}|f1", outcome["span_f1"])
+            for item in human:
+                label = spans.label_of(item) if of_spans else item
                 pipe.hincrby(counters, f"{version}|{control}|class:{label}|n", 1)
-                pipe.hincrby(counters, f"{version}|{control}|class:{label}|agree", int(label in ours[control]))
+                pipe.hincrby(counters, f"{version}|{control}|class:{label}|agree", int(item in ours[control]))
             pipe.lpush(keys.live_recent(project), json.dumps(outcome))
     if outcomes:
         pipe.ltrim(keys.live_recent(project), 0, keys.LIVE_WINDOW - 1)
@@ -85,13 +97,15 @@ def live_accuracy(redis: Redis, project: int) -> dict[str, Any]:
         version, control, *rest = field.decode().split("|")
         slot = lifetime.setdefault(version, {}).setdefault(control, {"n": 0, "agree": 0, "classes": {}})
         if len(rest) == 1:
-            slot[rest[0]] = int(value)
+            slot[rest[0]] = float(value) if rest[0] == "f1" else int(value)
         else:
             label = rest[0].removeprefix("class:")
             slot["classes"].setdefault(label, {"n": 0, "agree": 0})[rest[1]] = int(value)
     for controls in lifetime.values():
         for slot in controls.values():
             slot["accuracy"] = round(slot["agree"] / slot["n"], 4) if slot["n"] else None
+            if "f1" in slot:
+                slot["span_f1"] = round(slot.pop("f1") / slot["n"], 4) if slot["n"] else None
             for c in slot["classes"].values():
                 c["recall"] = round(c["agree"] / c["n"], 4) if c["n"] else None
     recent = [json.loads(x) for x in redis.lrange(keys.live_recent(project), 0, keys.LIVE_WINDOW - 1)]

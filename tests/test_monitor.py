@@ -3,11 +3,14 @@ trigger are `trigger`'s, tested in tests/jobs/test_trigger.py."""
 
 from __future__ import annotations
 
+import json
+
 import fakeredis
 import pytest
 
 from backend import monitor
 from backend.config import Settings
+from backend.consensus import SUBMITTED
 from backend.runtime import Runtime
 from backend.state import keys
 from backend.web.app import create_app
@@ -79,3 +82,20 @@ def test_monitor_only_measures():
     from tests.test_layout import backend_imports
 
     assert not {m for m in backend_imports("backend.monitor") if m.startswith("backend.jobs")}, "retrains are trigger's decision"
+
+
+def test_span_live_accuracy_is_an_exact_match_with_span_f1_and_recall_per_type():
+    redis = fakeredis.FakeRedis()
+    ours = {"v": "p1-v1", "c": {"ner": ["0,3,PER", "8,11,PER"]}}
+    redis.hset(keys.predicted(1), mapping={"1": json.dumps(ours), "2": json.dumps(ours), "3": json.dumps({"v": "p1-v1", "c": {"ner": []}})})
+    annotations = [
+        (1, {SUBMITTED: [], "ner": ["0,3,PER", "8,11,PER"]}),  # exact
+        (2, {SUBMITTED: [], "ner": ["0,3,PER", "15,19,LOC"]}),  # one of two
+        (3, {SUBMITTED: []}),  # "no entities", as we predicted
+    ]
+    found = monitor.observe_annotations(redis, 1, annotations, span_controls={"ner"})
+    assert [(o["task"], o["agree"], o["span_f1"]) for o in found] == [(1, True, 1.0), (2, False, 0.5), (3, True, 1.0)]
+    slot = monitor.live_accuracy(redis, 1)["lifetime"]["p1-v1"]["ner"]
+    assert slot["n"] == 3 and slot["accuracy"] == round(2 / 3, 4) and slot["span_f1"] == round(2.5 / 3, 4)
+    assert slot["classes"] == {"PER": {"n": 3, "agree": 3, "recall": 1.0}, "LOC": {"n": 1, "agree": 0, "recall": 0.0}}
+    assert monitor.observe_annotations(redis, 1, annotations, span_controls={"ner"}) == []  # once per task

@@ -75,7 +75,8 @@ def handle(runtime: Runtime, event: WebhookEvent) -> dict[str, Any]:
         config = _config(event.label_config or previous or "")
         spans = bool(config.span_controls) if config is not None else True  # an unknown config may have them
         changes = [c for c in store.upsert_many(project, annotations, spans) if c]
-        monitor.observe_annotations(runtime.redis, project, [(a.task, a.labels) for a in annotations if a.labels])
+        span_controls = config.span_controls if config is not None else frozenset()
+        monitor.observe_annotations(runtime.redis, project, [(a.task, a.labels) for a in annotations if a.labels], span_controls)
         seq = max(changes, default=0)
         answer["changed"] = len(changes)
         if event.action != "ANNOTATION_UPDATED":  # a new annotation (or skip) took its task
