@@ -13,6 +13,9 @@ sends the HTTP load from this process. Parts, in order:
             promotion), and the first ranking with the cache empty (in this process)
   retrain   train and judge at 1k, 10k and 100k labels (in this process)
   kernels   CPU time to hash and to score 1,000 tweets, compiled against numpy (in this process)
+  spans     an NER config (the CRF span family) on its own deployment trained on WNUT-16 through
+            span webhooks: server time of 1,000-tweet /predict requests and 1-task requests from
+            `--clients` threads; then a train job's fit and judge at 1k and 10k sentences (in this process)
   publish   what one promotion asks of Label Studio at 10k and 100k tasks (a stand-in LS API, in this
             process): requests, bytes, seconds until LS serves the new head and until it is stored
   official  ours against the official example side by side (`bench/official.py`): /predict
@@ -45,10 +48,10 @@ from backend.state.registry import Registry
 from lab.datasets import load_tweets
 from lab.processes import Deployment
 
-from . import loop, ls_scale, memory, model, official, predict
+from . import loop, ls_scale, memory, model, official, predict, spans
 from . import publish as publishing
 
-PARTS = ("webhook", "feedback", "predict", "memory", "ranking", "retrain", "kernels", "publish", "official", "labelstudio")
+PARTS = ("webhook", "feedback", "predict", "memory", "ranking", "retrain", "kernels", "spans", "publish", "official", "labelstudio")
 
 
 @dataclass(frozen=True)
@@ -275,6 +278,35 @@ def main(argv: list[str] | None = None) -> int:
     if not args.url and "kernels" in parts:
         for name, ms in model.kernel_ms(texts, labels, args.labeled).items():
             add(Row(f"{name}: 1,000 tweets (CPU, best of 20)", f"{ms:.1f} ms"))
+    if not args.url and "spans" in parts:
+        served = spans.serving(args.web_workers, args.clients, args.seconds, 300 if args.quick else 2_000, args.big, args.pause)
+        server, load = served["server"], served["load"]
+        figures = ((served["record"] or {}).get("evaluation") or {}).get("challenger", {}).get("ner", {})
+        add(
+            Row(
+                "spans: version trained on WNUT-16 span webhooks",
+                f"{served['version']}, span F1 {figures.get('micro_f1', float('nan')):.3f}",
+            )
+        )
+        add(
+            Row(
+                "spans: /predict 1,000 tweets, server time, one client",
+                f"p50 {server.ms(50, 'server'):.1f} ms, p99 {server.ms(99, 'server'):.1f} ms ({server.errors} errors)",
+                "p50 < 150 ms",
+                check(server.ms(50, "server"), 150) and not server.errors,
+            )
+        )
+        add(
+            Row(
+                f"spans: /predict 1 task, {args.clients} clients, {args.web_workers} web workers",
+                f"{load.rate:,.0f} req/s, p50 {load.ms(50):.1f} ms, p99 {load.ms(99):.1f} ms ({load.errors} errors)",
+                "p99 < 20 ms",
+                check(load.ms(99), 20) and not load.errors,
+            )
+        )
+        for size in spans.sizes(args.quick):
+            seconds, cpu, f1 = spans.retrain_seconds(size)
+            add(Row(f"spans: retrain at {size:,} sentences (train + judge)", f"{seconds:.2f} s (CPU {cpu:.2f} s), span F1 {f1:.3f}"))
     if not args.url and "publish" in parts:
         promotions = publishing.per_promotion(texts, labels, args.pools, args.labeled)
         smallest = promotions[0]

@@ -46,11 +46,11 @@ def burst(
     return run_load(url, lambda t, i: encoded[i], "/webhook", threads, requests=count, auth=auth)
 
 
-def await_model(url: str, project: int, timeout: float, auth: tuple[str, str] | None = None) -> str | None:
+def await_model(url: str, project: int, timeout: float, auth: tuple[str, str] | None = None, config: str = LABEL_CONFIG) -> str | None:
     """Ask for training (START_TRAINING) and wait until `/setup` reports a trained version (any backend)."""
     client = Client(url, auth)
     client.post("/webhook", {"action": "START_TRAINING", "project": {"id": project}})
-    body = {"project": f"{project}.1700000000", "schema": LABEL_CONFIG}
+    body = {"project": f"{project}.1700000000", "schema": config}
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         reply = client.post("/setup", body)

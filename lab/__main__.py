@@ -61,6 +61,13 @@ def label_errors(args: argparse.Namespace) -> int:
     return 0
 
 
+def span_curves(args: argparse.Namespace) -> int:
+    from .span_simulator import simulate as simulate_spans
+
+    print(json.dumps(simulate_spans(args.budget, args.batch, args.seeds, args.out), indent=2))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lab", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -85,6 +92,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--held-out", type=int, default=2000)
     p.add_argument("--cost", type=int, default=0, help="instead: seconds and memory of each method over this many tasks")
     p.set_defaults(func=consensus)
+    p = sub.add_parser("spans", help="span learning curves on WNUT-16: the product's queue against random order")
+    p.add_argument("--budget", type=int, default=400)
+    p.add_argument("--batch", type=int, default=20)
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--out", default="simulation-spans")
+    p.set_defaults(func=span_curves)
     p = sub.add_parser("mislabels", help="label-error suspects on tweets with 10% of labels flipped, at 200, 1,000 and 5,000 labels")
     p.set_defaults(func=label_errors)
     args = parser.parse_args(argv)

@@ -93,10 +93,10 @@ def span_event(
     return event
 
 
-def predict_body(project: int, texts: Sequence[str], first_id: int = 1) -> dict[str, Any]:
+def predict_body(project: int, texts: Sequence[str], first_id: int = 1, config: str = LABEL_CONFIG) -> dict[str, Any]:
     """A `/predict` request as LS sends it (project as `<id>.<created_at>`)."""
     tasks = [{"id": first_id + i, "data": {"text": text}} for i, text in enumerate(texts)]
-    return {"tasks": tasks, "project": f"{project}.1700000000", "label_config": LABEL_CONFIG, "params": {"context": None}}
+    return {"tasks": tasks, "project": f"{project}.1700000000", "label_config": config, "params": {"context": None}}
 
 
 def percentile(values: Sequence[float], q: float) -> float:
