@@ -6,11 +6,13 @@ control's text, tagging BIO, trained in the train job.
   trigrams were tried and left out: on WNUT-16 they moved span F1 by -0.003 and cost 15% of
   `/predict` time (the README, "Span labeling").
 - A region's score is the mean marginal probability of its tokens' tags; a text's score is the
-  probability of the best tag path, normalised by length (`p ** (1 / tokens)`).
+  probability of the best tag path, normalised by length (`p ** (1 / tokens)`). Inference runs in
+  numpy over the model's weights (`crf.CompiledCrf`), a batch at a time.
 - Ranking: `least_confidence` is one minus that score; `margin` and `entropy` are the mean over
   tokens of the strategy on each token's tag marginals.
 - The artifact is crfsuite's own model file (bytes, as an array of uint8) with the labels: no pickle.
-  Serving loads it with crfsuite's tagger (`open_inmemory`); the trainer is imported only to fit.
+  Loading reads the weights through crfsuite's tagger (`open_inmemory`, `info`); the trainer is
+  imported only to fit.
 - Weights are not used (crfsuite has no per-example weights: span consensus gives every example
   weight 1), nor committees.
 """
@@ -19,7 +21,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -31,6 +32,7 @@ from .. import spans
 from .. import strategy as strategies
 from ..labelconfig import LabelsControl
 from .base import Family, Outcomes, Prediction
+from .crf import CompiledCrf, Decoded
 
 ARTIFACT = 1  # this family's artifact layout
 PARAMS = {"c1": 0.05, "c2": 0.05, "max_iterations": 150, "feature.possible_transitions": True}
@@ -38,13 +40,12 @@ PARAMS = {"c1": 0.05, "c2": 0.05, "max_iterations": 150, "feature.possible_trans
 
 @dataclass
 class SpanModel:
-    """A fitted CRF: crfsuite's model bytes, the span labels it was trained with, and a tagger
-    opened on them (one call at a time: a tagger holds the sequence it was last given)."""
+    """A fitted CRF: crfsuite's model bytes, the span labels it was trained with, and its weights
+    compiled for batch inference (`crf.CompiledCrf`)."""
 
     crf: bytes
     labels: tuple[str, ...]
-    _tagger: Any = field(default=None, repr=False, compare=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+    compiled: CompiledCrf = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         import pycrfsuite
@@ -52,36 +53,25 @@ class SpanModel:
         tagger = pycrfsuite.Tagger()
         try:
             tagger.open_inmemory(self.crf)
+            info, tags = tagger.info(), tagger.labels()
         except (ValueError, OSError, RuntimeError) as exc:
             raise ValueError(f"artifact holds no CRF model: {exc}") from None
-        self._tagger = tagger
-        self.tags = tuple(tagger.labels())
+        finally:
+            tagger.close()
+        self.compiled = CompiledCrf(info, tags, word_features, neighbour_features, EDGES, NEIGHBOURS)
 
-    def tag(self, features: list[list[str]], bounds: Sequence[tuple[int, int]]) -> tuple[list[tuple[int, int, str, float]], float]:
-        """The spans of the best tags of one token sequence as (first token, last token + 1, label,
-        mean marginal of their tags), and the path's probability."""
-        if not features:
-            return [], 1.0
-        with self._lock:
-            self._tagger.set(features)
-            best = self._tagger.tag()
-            probability = self._tagger.probability(best)
-            found = [
-                (first, last, label, sum(self._tagger.marginal(best[i], i) for i in range(first, last)) / (last - first))
-                for first, last, label in spans.from_tags(best, bounds)
-            ]
-        return found, probability
+    @property
+    def tags(self) -> tuple[str, ...]:
+        return self.compiled.tags
 
-    def marginals(self, features: list[list[str]]) -> np.ndarray:
-        """Tokens x tags: each token's marginal probability of every tag."""
-        if not features:
-            return np.zeros((0, len(self.tags)))
-        with self._lock:
-            self._tagger.set(features)
-            return np.array([[self._tagger.marginal(tag, i) for tag in self.tags] for i in range(len(features))])
+    def decode(self, texts: Sequence[str]) -> list[tuple[list[tuple[int, int]], Decoded]]:
+        """Each text's tokens and their decoding."""
+        bounds = [spans.tokens(text) for text in texts]
+        words = [[text[a:b] for a, b in found] for text, found in zip(texts, bounds)]
+        return list(zip(bounds, self.compiled.decode(words)))
 
 
-@lru_cache(maxsize=200_000)
+@lru_cache(maxsize=20_000)
 def shape(word: str) -> str:
     """`Xxxx`, `dd`, `x.x`: character classes with runs collapsed."""
     out = []
@@ -92,7 +82,7 @@ def shape(word: str) -> str:
     return "".join(out)[:8]
 
 
-@lru_cache(maxsize=200_000)
+@lru_cache(maxsize=20_000)
 def word_features(word: str) -> tuple[str, ...]:
     """A token's own features (cached: tweets repeat their words)."""
     lower = word.lower()
@@ -110,7 +100,7 @@ def word_features(word: str) -> tuple[str, ...]:
     return tuple(out)
 
 
-@lru_cache(maxsize=200_000)
+@lru_cache(maxsize=20_000)
 def neighbour_features(word: str) -> tuple[tuple[str, ...], ...]:
     """What a token says of its neighbours at each of `NEIGHBOURS` (cached)."""
     lower, kind = word.lower(), shape(word)
@@ -179,28 +169,30 @@ class CrfSpans(Family):
 
     def predict(self, model: SpanModel, control: LabelsControl, texts: Sequence[str], threshold: float) -> list[Prediction]:
         out = []
-        for text in texts:
-            bounds = spans.tokens(text)
-            found, probability = model.tag(features(text, bounds), bounds)
+        tags = model.tags
+        for text, (bounds, decoded) in zip(texts, model.decode(texts)):
+            best = [tags[k] for k in decoded.best]
             regions, target = [], []
-            for first, last, label, score in found:
+            for first, last, label in spans.from_tags(best, bounds):
                 if label not in control.labels:
                     continue
                 span = spans.Span(bounds[first][0], bounds[last - 1][1], label)
+                score = float(decoded.marginals[np.arange(first, last), decoded.best[first:last]].mean())
                 regions.append(span_region(control, text, span, score))
                 target.append(span.encode())
-            score = float(probability) ** (1.0 / len(bounds)) if bounds else 1.0
+            score = decoded.probability ** (1.0 / len(bounds)) if bounds else 1.0
             out.append(Prediction(regions, round(score, 6), sorted(target)))
         return out
 
     def uncertainty(self, model: SpanModel, control: LabelsControl, texts: Sequence[str], strategy: str, pool: Any = None) -> np.ndarray:
-        if strategy not in ("margin", "entropy"):
-            return 1.0 - np.array([p.score for p in self.predict(model, control, texts, 0.5)], dtype=float)
         out = np.zeros(len(texts))
-        for i, text in enumerate(texts):
-            marginals = model.marginals(features(text, spans.tokens(text)))
-            if len(marginals):
-                out[i] = float(strategies.uncertainty(marginals, strategy).mean())
+        for i, (bounds, decoded) in enumerate(model.decode(texts)):
+            if not bounds:
+                continue
+            if strategy in ("margin", "entropy"):
+                out[i] = float(strategies.uncertainty(decoded.marginals, strategy).mean())
+            else:
+                out[i] = 1.0 - decoded.probability ** (1.0 / len(bounds))
         return out
 
     def outcomes(self, control: LabelsControl, targets: Sequence[Any], predicted: Sequence[Any]) -> Outcomes:
