@@ -64,7 +64,8 @@ def label_errors(args: argparse.Namespace) -> int:
 def span_curves(args: argparse.Namespace) -> int:
     from .span_simulator import simulate as simulate_spans
 
-    print(json.dumps(simulate_spans(args.budget, args.batch, args.seeds, args.out), indent=2))
+    strategies = [s.strip() for s in args.strategy.split(",") if s.strip()]
+    print(json.dumps(simulate_spans(args.budget, args.batch, args.seeds, args.out, strategies), indent=2))
     return 0
 
 
@@ -96,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budget", type=int, default=400)
     p.add_argument("--batch", type=int, default=20)
     p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--strategy", default="default", help="default, default:cold=K/N, or a comma-separated list (random always runs)")
     p.add_argument("--out", default="simulation-spans")
     p.set_defaults(func=span_curves)
     p = sub.add_parser("mislabels", help="label-error suspects on tweets with 10% of labels flipped, at 200, 1,000 and 5,000 labels")

@@ -28,6 +28,11 @@ ROWS = (
     "hash, numpy, new words",
     "hash, numpy, words in",
     "score, numpy",
+    "spans: version trained",
+    "spans: /predict 1,000 tweets",
+    "spans: /predict 1 task",
+    "spans: retrain at 300",
+    "spans: retrain at 1,000",
     "one promotion at 1,000",
     "one promotion at 4,000",
 )
@@ -60,13 +65,15 @@ def test_the_quick_suite_reports_every_row_with_figures_and_a_verdict_per_target
         result, target, verdict = row(rows, prefix)
         assert re.search(r"\d", result) and not re.search(r"\b[1-9]\d* errors", result), (prefix, result)
         assert (target == "-") == (verdict == "-") and verdict in {"-", "pass", "**FAIL**"}, (prefix, target, verdict)
-    assert "promoted" in row(rows, "feedback latency")[0]
+    assert "promoted" in row(rows, "feedback latency")[0] and re.search(r"p950-v\d+, span F1 0\.\d+", row(rows, "spans: version")[0])
     assert {prefix for prefix in ROWS if row(rows, prefix)[1] != "-"} == {
         "webhook latency",
         "/predict 1,000 tasks",
         "/predict 1 task",
         "RSS per web worker",
         "ranking",
+        "spans: /predict 1,000 tweets",
+        "spans: /predict 1 task",
         "one promotion at 1,000",
         "one promotion at 4,000",
     }
