@@ -1,9 +1,10 @@
 """Per-project settings: environment defaults, overridden by LS's `extra_params`, then by the admin API.
 
 The cold-start rule lives here: a project is ordered by diversity (cluster round-robin) until
-every class of every control has `cold_start_per_class` labels and the project has
+every class of every Choices control has `cold_start_per_class` labels and the project has
 `cold_start_total` labeled tasks; from then on by the uncertainty strategy. Our measurements on
-tweets showed uncertainty sampling losing to random order while the model is that weak.
+tweets showed uncertainty sampling losing to random order while the model is that weak. Span
+types are not waited for (`LabelConfig.classes` says why).
 
 So does what a `retrain_every` value may be and when it next comes due (`schedule_problem`,
 `next_due`); `jobs.trigger` keeps the schedule and fires it.

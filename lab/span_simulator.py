@@ -5,8 +5,9 @@
 Each run starts from an empty labeled set of the 80% pool (the other 20% of WNUT-16's 2,394
 tweets, seed 0, is the test set). Every round the product's code decides: `ranking.rank` orders the
 pool under the default `Policy` (cluster round-robin until the cold-start rule holds, then the CRF's
-margin, de-duplicated batches); `default:cold=K/N` sets the cold-start rule (K spans of every type
-and N labeled tasks); `random` is the control, a random order from the first label. The oracle labels the next
+margin, de-duplicated batches); `default:cold=K/N` sets the cold-start rule (K labels of every
+Choices class, which a span project has none of, and N labeled tasks); `random` is the control,
+a random order from the first label. The oracle labels the next
 batch; `training.build_snapshot` applies the span rules and the family fits a new CRF from scratch
 (`ControlData.fit`, as the train job does); the test set's exact-boundary span micro-F1 is recorded.
 Writes a CSV of every point and prints the mean curve of each strategy.
@@ -86,7 +87,7 @@ def run(data: SpanTexts, strategy: str, seed: int, budget: int, batch: int) -> C
         if policy is None:
             labeled += shuffled[len(labeled) : len(labeled) + batch]
         else:
-            warm = bundle is not None and policy.warm(counts, {"ner": control.labels}, len(labeled))
+            warm = bundle is not None and policy.warm(counts, parsed.classes, len(labeled))
             queue = rank(tasks, parsed, policy, bundle, "sim", warm, seed=seed, counts=counts, labeled=len(labeled))
             labeled += [e.task - 1 for e in queue.entries[:batch]]
         examples = [LabeledTask(i + 1, {"text": data.texts[i]}, {"ner": stored(data, i)}, {"ner": i + 1}) for i in labeled]

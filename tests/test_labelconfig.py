@@ -27,7 +27,7 @@ def test_reads_every_choices_control_over_text_and_hypertext_and_labels_over_tex
     assert [c.from_name for c in config.controls] == ["sentiment", "topics", "ner"]
     sentiment, topics, ner = config.controls
     assert isinstance(ner, LabelsControl) and ner.to_name == "title" and ner.labels == ("PER",) and ner.key == "title"
-    assert config.span_controls == {"ner"}
+    assert config.span_controls == {"ner"} and set(config.classes) == {"sentiment", "topics"}  # the cold-start rule's classes
     assert sentiment.to_name == "title" and sentiment.labels == ("Positive", "Negative") and not sentiment.multiple
     assert topics.to_name == "body" and topics.multiple
     assert topics.labels == ("Sports", "Politics", "tech")  # LS writes the alias into results

@@ -22,7 +22,7 @@ import numpy as np
 from .. import consensus, families, labelstudio
 from ..families.pool import cache_for
 from ..head import head_size, promotion_cycle
-from ..labelconfig import LabelConfig
+from ..labelconfig import LabelConfig, LabelsControl
 from ..model import UNTRAINED
 from ..policy import Policy, policy_for
 from ..ranking import Queue, rank, uncertainties
@@ -133,7 +133,7 @@ def rank_pool(runtime: Runtime, project: int, config: LabelConfig) -> Queue | No
     previous = store.queue(project)
     pool = store.unlabeled_pool(project)
     counts, total = label_counts(consensus.for_policy(store.task_votes(project), policy, config).tasks, config)
-    warm = policy.warm(counts, {c.from_name: c.labels for c in config.controls}, total)
+    warm = policy.warm(counts, config.classes, total)
     queue = rank(
         pool,
         config,
@@ -271,13 +271,18 @@ def next_for_head(runtime: Runtime, project: int, count: int, in_head: set[int])
 
 
 def label_counts(labeled: list[Any], config: LabelConfig) -> tuple[dict[str, dict[str, int]], int]:
-    """Labels per control and label among `labeled`, and how many tasks have any (the cold-start rule)."""
+    """Labels per control and label among `labeled` (spans per type), and how many tasks have a
+    label in the config, "no spans" of a Labels control included (the cold-start rule)."""
     counts: dict[str, dict[str, int]] = {}
     total = 0
     for task in labeled:
         counted = False
         for control in config.controls:
-            for item in task.labels.get(control.from_name, []):
+            found = task.labels.get(control.from_name)
+            if found is None:
+                continue
+            counted = counted or (isinstance(control, LabelsControl) and not found)
+            for item in found:
                 if (label := control.label_of(item)) in control.labels:
                     counts.setdefault(control.from_name, {}).setdefault(label, 0)
                     counts[control.from_name][label] += 1

@@ -227,3 +227,19 @@ def test_a_slow_label_studio_never_delays_the_next_training(tmp_path, tweets, mo
         assert time.monotonic() - started < 20
         assert standin.rows(first) < 50  # the first head is still being stored
         runtime.stop()
+
+
+def test_label_counts_count_spans_by_type_and_tasks_without_spans_as_labeled():
+    from backend.consensus import LabeledTask
+    from backend.jobs.publish import label_counts
+    from backend.labelconfig import parse_label_config
+    from lab.client import ner_config
+
+    config = parse_label_config(ner_config(["PER", "LOC"], choices=["a", "b"]))
+    tasks = [
+        LabeledTask(1, {}, {"ner": ["0,3,PER", "4,7,PER", "9,12,LOC"]}, {}),
+        LabeledTask(2, {}, {"ner": []}, {}),  # "no entities" is a label
+        LabeledTask(3, {}, {"sentiment": ["a"]}, {}),
+    ]
+    assert label_counts(tasks, config) == ({"ner": {"PER": 2, "LOC": 1}, "sentiment": {"a": 1}}, 3)
+    assert config.classes == {"sentiment": ("a", "b")}  # the cold-start rule waits for Choices classes only
