@@ -13,7 +13,7 @@ from backend.state.store import texts_of
 from backend.web.api import remember_unlabeled
 from backend.web.app import create_app
 from backend.web.auth import basic_header
-from lab.client import ner_config, span_event
+from lab.client import ner_config, span_event, span_regions
 from lab.datasets import load_wnut
 from tests.conftest import LABEL_CONFIG, annotation_event, labeled, wait_for
 from tests.test_labelconfig import ODD_DATA, TWO_FIELDS
@@ -458,3 +458,25 @@ def test_hostile_span_annotations_are_stored_by_rule_and_training_goes_on(client
     assert answer.status_code == 200
     regions = answer.json["results"][0]["result"]
     assert all(r["value"]["end"] <= runtime.settings.max_text_chars for r in regions) and answer.json["results"][1] == []
+
+
+def test_several_labels_controls_are_trained_and_predicted_each_on_its_own(client, runtime):
+    data = load_wnut()
+    config = ner_config(data.labels).replace(
+        '<Text name="text"', '<Labels name="people" toName="text"><Label value="person"/></Labels><Text name="text"'
+    )
+
+    def add_people(event, i):
+        people = [(a, b, label) for a, b, label in data.spans[i] if label == "person"]
+        event["annotation"]["result"] += span_regions(data.texts[i], people, from_name="people")
+
+    version = wnut_project(client, 500, 9, config, add_people)
+    assert runtime.registry.record(9, version)["families"] == {"ner": "crf-spans", "people": "crf-spans"}
+    texts = [data.texts[i] for i in range(500) if any(label == "person" for _, _, label in data.spans[i])][:30]  # seen in training
+    results = predict(client, [{"id": i + 1, "data": {"text": t}} for i, t in enumerate(texts)], config=config, project="9.1700000000")
+    regions = [r for entry in results.json["results"] if entry for r in entry["result"]]
+    assert {r["from_name"] for r in regions} == {"ner", "people"}, results.json
+    assert all(r["value"]["labels"] == ["person"] for r in regions if r["from_name"] == "people")
+    for entry in results.json["results"]:
+        ids = [r["id"] for r in entry["result"]] if entry else []
+        assert len(set(ids)) == len(ids)
