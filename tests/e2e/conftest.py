@@ -53,6 +53,16 @@ class BackendProcess:
         return self.version(project)
 
 
+def serves_by_uncertainty(ls, project: int, version: str, timeout: float = 120) -> None:
+    """Wait until LS's project has `version` as its model version and samples by uncertainty."""
+
+    def pushed() -> bool:
+        p = ls.projects.get(project)
+        return p.model_version == version and p.sampling == "Uncertainty sampling"
+
+    wait_for(pushed, timeout=timeout, interval=1)
+
+
 def _serve(tmp_path: Path, basic_auth: tuple[str, str] | None = None, **extra: str) -> Iterator[BackendProcess]:
     """`python -m backend serve` in embedded mode, as a new user runs it (with BASIC_AUTH_USER/PASS
     if given, and any other `extra` settings)."""

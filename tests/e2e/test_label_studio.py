@@ -10,7 +10,7 @@ import pytest
 import requests
 
 from tests.conftest import LABEL_CONFIG, wait_for
-from tests.e2e.conftest import BASIC_AUTH
+from tests.e2e.conftest import BASIC_AUTH, serves_by_uncertainty
 
 pytestmark = pytest.mark.labelstudio
 
@@ -145,12 +145,7 @@ def test_uncertainty_sampling_serves_our_queue_first_and_follows_each_promotion(
     labeled = 30
     for round_ in range(2):
         version = backend_server.settled_version(project.id, changes=labeled)
-
-        def pushed():
-            p = ls.projects.get(project.id)
-            return p.model_version == version and p.sampling == "Uncertainty sampling"
-
-        wait_for(pushed, timeout=120, interval=1)
+        serves_by_uncertainty(ls, project.id, version)
         queue = requests.get(f"{backend_server.url}/queue", params={"project": project.id, "limit": 1}, timeout=5).json()
         assert queue["version"] == version and queue["strategy"] == "margin", queue
         served = requests.get(f"{label_studio.url}/api/projects/{project.id}/next", headers=headers, timeout=30).json()

@@ -10,6 +10,7 @@ import requests
 from lab.client import ner_config, span_regions
 from lab.datasets import load_wnut
 from tests.conftest import wait_for
+from tests.e2e.conftest import serves_by_uncertainty
 
 pytestmark = pytest.mark.labelstudio
 
@@ -44,12 +45,7 @@ def test_span_annotations_in_label_studio_train_a_version_whose_regions_and_orde
     models = requests.get(f"{backend_server.url}/projects/{project.id}/models", timeout=5).json()
     record = next(r for r in models["history"] if r["version"] == version)
     assert record["families"] == {"ner": "crf-spans"} and record["examples"] == 60
-
-    def pushed():
-        p = ls.projects.get(project.id)
-        return p.model_version == version and p.sampling == "Uncertainty sampling"
-
-    wait_for(pushed, timeout=120, interval=1)
+    serves_by_uncertainty(ls, project.id, version)
     queue = requests.get(f"{backend_server.url}/queue", params={"project": project.id, "limit": 1000}, timeout=5).json()
     assert queue["version"] == version and queue["strategy"] == "margin", queue
     head = {t["task"] for t in queue["tasks"][: min(queue["head"]["pushed"], 40)]}  # (the first 40 of it)

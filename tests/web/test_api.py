@@ -30,8 +30,14 @@ def predict(client, tasks, config=LABEL_CONFIG, project="1.1700000000"):
 
 def train(client, tweets, n=120, project=1, config=LABEL_CONFIG, extra=None):
     """Send `n` annotation webhooks and wait until the project serves a trained version."""
-    for i in range(n):
-        event = annotation_event(i + 1, i + 1, tweets.texts[i], tweets.labels[i], project=project, config=config)
+    events = (annotation_event(i + 1, i + 1, tweets.texts[i], tweets.labels[i], project=project, config=config) for i in range(n))
+    return trained(client, events, project, config, extra, timeout=60)
+
+
+def trained(client, events, project: int, config: str, extra=None, timeout: float = 60) -> str:
+    """Send the annotation webhooks `events` (each passed to `extra` with its number first), ask for
+    training and wait until the project serves a trained version."""
+    for i, event in enumerate(events):
         if extra:
             extra(event, i)
         assert client.post("/webhook", json=event).status_code == 200
@@ -41,7 +47,7 @@ def train(client, tweets, n=120, project=1, config=LABEL_CONFIG, extra=None):
             (v := client.post("/setup", json={"project": f"{project}.1700000000", "schema": config}).json["model_version"]) != "untrained"
             and v
         ),
-        timeout=60,
+        timeout=timeout,
     )
 
 
@@ -376,19 +382,8 @@ def wnut_project(client, n: int, project: int, config: str, extra=None) -> str:
     """Send `n` WNUT-16 span annotations (a tweet without entities as a submission with no region)
     and wait for a trained version."""
     data = load_wnut()
-    for i in range(n):
-        event = span_event(i + 1, i + 1, data.texts[i], data.spans[i], config=config, project=project)
-        if extra:
-            extra(event, i)
-        assert client.post("/webhook", json=event).status_code == 200
-    client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": project}})
-    return wait_for(
-        lambda: (
-            (v := client.post("/setup", json={"project": f"{project}.1700000000", "schema": config}).json["model_version"]) != "untrained"
-            and v
-        ),
-        timeout=120,
-    )
+    events = (span_event(i + 1, i + 1, data.texts[i], data.spans[i], config=config, project=project) for i in range(n))
+    return trained(client, events, project, config, extra, timeout=120)
 
 
 def test_span_labels_train_a_version_that_predicts_valid_regions(client, runtime):
