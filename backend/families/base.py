@@ -187,8 +187,6 @@ class ChoicesFamily(Family):
     subclass implements `fit`, `predict_proba` (probabilities over `control.labels`, in order),
     `dump` and `load`, and gets predictions, ranking, drift figures and the gate from here."""
 
-    metric = "macro_f1"
-
     def claims(self, control: Any) -> bool:
         return isinstance(control, ChoicesControl)
 
