@@ -6,9 +6,17 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 from typing import Any
 
 from .config import Settings
+
+
+def control_socket(port: int) -> str:
+    """This instance's gunicorn control socket. gunicorn 27 puts every instance's at one path
+    (`$XDG_RUNTIME_DIR/gunicorn.ctl`, else `~/.gunicorn/gunicorn.ctl`): two backends on one host
+    would take it from each other, and the first to exit would delete it. One port, one instance."""
+    return os.path.join(tempfile.gettempdir(), f"lsb-gunicorn-{port}.ctl")
 
 
 def serve(settings: Settings, args: argparse.Namespace) -> int:
@@ -20,8 +28,6 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
     this process owns it: a restarted gunicorn worker finds it running, and it stops when this
     process exits (or dies: `backend/state/connection.py`).
     """
-    import tempfile
-
     from gunicorn.app.base import BaseApplication
 
     from .state.connection import EmbeddedStoreError, start_embedded
@@ -58,6 +64,8 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
                 "loglevel": settings.log_level.lower(),
                 "child_exit": lambda server, worker: metrics.mark_process_dead(worker.pid),
             }
+            if "control_socket" in self.cfg.settings:  # gunicorn 25.1 and later (23 has none)
+                options["control_socket"] = control_socket(port)
             for name, value in options.items():
                 self.cfg.set(name, value)
 

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from backend.cli import control_socket
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -174,6 +176,7 @@ class Services:
             f"127.0.0.1:{port}",
             "--timeout",
             "60",
+            *gunicorn_control(port),
             "backend.web.app:create_app()",
         ]
         process = Process(args, {**self.env, **env}, self.tmp_path / f"web-{len(self.processes)}.log")
@@ -185,6 +188,15 @@ class Services:
     def stop(self) -> None:
         for process in self.processes:
             process.stop()
+
+
+def gunicorn_control(port: int) -> list[str]:
+    """gunicorn's `--control-socket` of its own for the instance on `port` (`backend.cli.control_socket`),
+    where gunicorn has one."""
+    import gunicorn.config
+
+    known = {setting.name for setting in gunicorn.config.KNOWN_SETTINGS}
+    return ["--control-socket", control_socket(port)] if "control_socket" in known else []
 
 
 class Deployment:

@@ -6,7 +6,8 @@ import threading
 
 import pytest
 
-from backend.cli import main
+from backend.cli import control_socket, main
+from lab.processes import Process, free_port, healthy
 from tests.conftest import ROOT, wait_for
 from tests.test_serving import publish
 
@@ -72,3 +73,34 @@ def test_embedded_worker_thread_runs_at_worker_nice_and_leaves_requests_alone(se
     assert wait_for(lambda: os.getpriority(os.PRIO_PROCESS, thread.native_id) == nice, timeout=10)
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == ours  # the request threads keep theirs
     runtime.stop()
+
+
+@pytest.mark.slow
+def test_two_backends_on_one_host_keep_their_own_gunicorn_control_sockets(tmp_path):
+    """gunicorn 27's default control socket is one path per user: each `serve` gets its own, so one
+    instance's exit cannot take another's (gunicorn 23, which the requirements allow, has none)."""
+    import gunicorn.config
+
+    if "control_socket" not in {setting.name for setting in gunicorn.config.KNOWN_SETTINGS}:
+        pytest.skip("this gunicorn has no control socket")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "LABEL_STUDIO", "XDG_RUNTIME_DIR"))}
+    env.update(HOME=str(tmp_path / "home"), EMBEDDED_STORE="memory")
+    started = []
+    try:
+        for name in ("a", "b"):
+            port = free_port()
+            variables = {**env, "MODEL_DIR": str(tmp_path / name), "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / f"metrics-{name}")}
+            process = Process(
+                [sys.executable, "-m", "backend", "serve", "--host", "127.0.0.1", "--port", str(port)], variables, tmp_path / f"{name}.log"
+            )
+            started.append((port, process))
+            wait_for(lambda port=port: healthy(f"http://127.0.0.1:{port}"), timeout=60, interval=0.2)
+        for port, process in started:
+            assert wait_for(lambda port=port: os.path.exists(control_socket(port)), timeout=30), process.log.read_text()[-2000:]
+        assert not (tmp_path / "home" / ".gunicorn" / "gunicorn.ctl").exists()  # nobody took the shared default
+        (port_a, a), (port_b, b) = started
+        a.stop()
+        assert os.path.exists(control_socket(port_b)) and healthy(f"http://127.0.0.1:{port_b}")
+    finally:
+        for _, process in started:
+            process.stop()
