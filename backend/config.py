@@ -27,6 +27,9 @@ class Settings:
     model_dir: Path = Path("models")
     basic_auth_user: str = ""
     basic_auth_pass: str = ""
+    admin_user: str = ""  # with admin_pass: the admin routes' own credential (backend/web/auth.py)
+    admin_pass: str = ""
+    metrics_public: bool = False  # /metrics without credentials, for a scraper
     redis_url: str = ""
     log_level: str = "INFO"
     host: str = "0.0.0.0"

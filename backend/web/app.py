@@ -18,7 +18,7 @@ from ..config import Settings
 from ..labelconfig import preload as preload_label_interface
 from ..payload import InvalidPayload
 from ..runtime import Runtime
-from .auth import BasicAuth
+from .auth import BasicAuth, Roles
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,11 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.json = FastJSON(app)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     app.extensions["backend"] = runtime
-    auth = BasicAuth(settings.basic_auth_user, settings.basic_auth_pass) if settings.auth_enabled else None
+    roles = Roles(
+        BasicAuth(settings.basic_auth_user, settings.basic_auth_pass) if settings.auth_enabled else None,
+        BasicAuth(settings.admin_user, settings.admin_pass) if settings.admin_user and settings.admin_pass else None,
+        settings.metrics_public,
+    )
 
     @app.before_request
     def _before() -> Any:
@@ -65,7 +69,12 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
             from ..jobs.worker import start_embedded_worker
 
             start_embedded_worker(runtime)
-        if auth is not None and not auth.check(request.headers.get("Authorization")):
+        refused = roles.decide(request.path, request.headers.get("Authorization"))
+        if refused == 403:
+            response = jsonify(error="Label Studio's credentials do not reach the admin routes")
+            response.status_code = 403
+            return response
+        if refused is not None:
             response = jsonify(error="authentication required")
             response.status_code = 401
             response.headers["WWW-Authenticate"] = 'Basic realm="Login required"'

@@ -1,6 +1,12 @@
-"""HTTP Basic auth shared by every route, compared in constant time against the UTF-8 and the latin-1
-bytes of the configured user and password (curl and browsers send UTF-8; LS's `requests` client sends
-latin-1)."""
+"""HTTP Basic auth, compared in constant time against the UTF-8 and the latin-1 bytes of the
+configured user and password (curl and browsers send UTF-8; LS's `requests` client sends latin-1),
+and who may call which route (`Roles`).
+
+Label Studio needs only `LS_ROUTES` (`/openapi.json` is readable by both roles). With ADMIN_USER and
+ADMIN_PASS set, every other route (the admin API, `/queue`, the status page, rq-dashboard, and
+`/metrics` unless METRICS_PUBLIC) takes the admin's credentials, and LS's are refused there with 403;
+LS's routes take LS's credentials (BASIC_AUTH_USER/PASS, when set) or the admin's. Without ADMIN_*,
+the one BASIC_AUTH credential guards every route, as before."""
 
 from __future__ import annotations
 
@@ -64,3 +70,26 @@ class BasicAuth:
 def basic_header(user: str, password: str) -> str:
     """The header value an admin puts on the LS webhook (and clients send): UTF-8, as curl builds it."""
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+
+
+LS_ROUTES = frozenset({"/", "/health", "/setup", "/predict", "/webhook", "/versions", "/train"})
+SHARED_ROUTES = frozenset({"/openapi.json"})
+
+
+class Roles:
+    """Which credentials each route takes: `decide(path, header)` is None (go on), 401 or 403."""
+
+    def __init__(self, label_studio: BasicAuth | None, admin: BasicAuth | None, metrics_public: bool = False):
+        self.label_studio, self.admin, self.metrics_public = label_studio, admin, metrics_public
+
+    def decide(self, path: str, header: str | None) -> int | None:
+        if path == "/metrics" and self.metrics_public:
+            return None
+        if self.admin is None:  # one credential for every route (or none)
+            return None if self.label_studio is None or self.label_studio.check(header) else 401
+        is_admin = self.admin.check(header)
+        if path in LS_ROUTES or path in SHARED_ROUTES:
+            return None if self.label_studio is None or is_admin or self.label_studio.check(header) else 401
+        if is_admin:
+            return None
+        return 403 if self.label_studio is not None and self.label_studio.check(header) else 401

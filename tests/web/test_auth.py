@@ -76,3 +76,99 @@ def test_health_answers_the_label_studio_header_and_refuses_none(tmp_path):
         assert client.get("/health", headers={"Authorization": requests_header("admin", "pässwort")}).status_code == 401
     finally:
         runtime.stop()
+
+
+LS_CALLS = [
+    ("GET", "/"),
+    ("GET", "/health"),
+    ("POST", "/setup"),
+    ("POST", "/predict"),
+    ("POST", "/webhook"),
+    ("GET", "/versions"),
+    ("POST", "/train"),
+]
+ADMIN_CALLS = [
+    ("GET", "/projects/1/models"),
+    ("POST", "/projects/1/rollback"),
+    ("POST", "/projects/1/train"),
+    ("GET", "/projects/1/rules"),
+    ("GET", "/projects/1/labels"),
+    ("GET", "/projects/1/settings"),
+    ("PUT", "/projects/1/settings"),
+    ("PATCH", "/projects/1/settings"),
+    ("GET", "/projects/1/stopping"),
+    ("GET", "/projects/1/monitor"),
+    ("GET", "/projects/1/audit"),
+    ("GET", "/projects/1/agreement"),
+    ("GET", "/projects/1/mislabels"),
+    ("GET", "/queue?project=1"),
+    ("GET", "/ui"),
+    ("GET", "/rq/"),
+    ("GET", "/metrics"),
+]
+
+
+@pytest.fixture
+def app_with(tmp_path):
+    """An app built with `Settings(**overrides)`; its runtimes stop after the test."""
+    runtimes = []
+
+    def build(**overrides):
+        settings = Settings(model_dir=tmp_path, **overrides)
+        runtime = Runtime.build(settings, redis=fakeredis.FakeRedis())
+        runtimes.append(runtime)
+        return create_app(settings, runtime).test_client()
+
+    yield build
+    for runtime in runtimes:
+        runtime.stop()
+
+
+def call(client, method: str, path: str, header: str | None) -> int:
+    headers = {"Authorization": header} if header else {}
+    return client.open(path, method=method, headers=headers, json={}).status_code
+
+
+LS, ADMIN = ("ls", "lspässword"), ("boss", "bößpass")
+
+
+@pytest.mark.parametrize("method, path", LS_CALLS + ADMIN_CALLS + [("GET", "/openapi.json")])
+def test_with_admin_credentials_each_route_takes_its_role(app_with, method, path):
+    client = app_with(basic_auth_user=LS[0], basic_auth_pass=LS[1], admin_user=ADMIN[0], admin_pass=ADMIN[1])
+    label_studio, admin = requests_header(*LS), basic_header(*ADMIN)
+    assert call(client, method, path, None) == 401
+    assert call(client, method, path, basic_header("nobody", "nothing")) == 401
+    assert call(client, method, path, admin) not in (401, 403)  # the admin reaches every route
+    if (method, path) in ADMIN_CALLS:
+        assert call(client, method, path, label_studio) == 403  # LS's credentials stop at the admin routes
+    else:
+        assert call(client, method, path, label_studio) not in (401, 403)
+
+
+@pytest.mark.parametrize("method, path", LS_CALLS[:3] + ADMIN_CALLS[:3])
+def test_admin_credentials_without_ls_credentials_leave_ls_routes_open(app_with, method, path):
+    client = app_with(admin_user=ADMIN[0], admin_pass=ADMIN[1])
+    if (method, path) in ADMIN_CALLS:
+        assert call(client, method, path, None) == 401 and call(client, method, path, basic_header(*ADMIN)) not in (401, 403)
+    else:
+        assert call(client, method, path, None) not in (401, 403)
+
+
+def test_without_admin_credentials_the_one_credential_guards_every_route(app_with):
+    client = app_with(basic_auth_user=LS[0], basic_auth_pass=LS[1])
+    for method, path in LS_CALLS + ADMIN_CALLS:
+        assert call(client, method, path, None) == 401
+        assert call(client, method, path, requests_header(*LS)) not in (401, 403), path
+
+
+def test_metrics_public_opens_only_metrics(app_with):
+    client = app_with(basic_auth_user=LS[0], basic_auth_pass=LS[1], admin_user=ADMIN[0], admin_pass=ADMIN[1], metrics_public=True)
+    assert call(client, "GET", "/metrics", None) == 200
+    assert call(client, "GET", "/projects/1/models", None) == 401 and call(client, "GET", "/health", None) == 401
+    closed = app_with(basic_auth_user=LS[0], basic_auth_pass=LS[1], admin_user=ADMIN[0], admin_pass=ADMIN[1])
+    assert call(closed, "GET", "/metrics", None) == 401
+
+
+def test_the_roles_settings_are_read_from_the_environment():
+    settings = Settings.from_env({"ADMIN_USER": "boss", "ADMIN_PASS": "x", "METRICS_PUBLIC": "true"})
+    assert (settings.admin_user, settings.admin_pass, settings.metrics_public) == ("boss", "x", True)
