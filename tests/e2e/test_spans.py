@@ -29,22 +29,23 @@ def test_span_annotations_in_label_studio_train_a_version_whose_regions_and_orde
     ls = label_studio.client()
     headers = {"Authorization": f"Token {label_studio.token}"}
     project = ls.projects.create(title="e2e spans", label_config=ner_config(data.labels))
-    rows = covering(data, 140)
+    rows = covering(data, 260)
     ls.projects.import_tasks(id=project.id, request=[{"text": data.texts[i], "ref": i} for i in rows])
     tasks = sorted(ls.tasks.list(project=project.id, fields="all"), key=lambda t: t.id)
     ref = {t.id: t.data["ref"] for t in tasks}
     ls.ml.create(url=backend_server.url, project=project.id, title="active-learning", auto_update=True)
-    settings = {"uncertainty_sampling": True, "retrain_threshold": 60, "cold_start_per_class": 1, "cold_start_total": 10}
+    settings = {"uncertainty_sampling": True, "retrain_threshold": 200, "cold_start_per_class": 1, "cold_start_total": 10}
     assert requests.put(f"{backend_server.url}/projects/{project.id}/settings", json=settings, timeout=5).status_code == 200
 
-    for task in tasks[:60]:  # a tweet without entities is submitted with no region: "no entities"
+    for task in tasks[:200]:  # a tweet without entities is submitted with no region: "no entities"
         i = ref[task.id]
         ls.annotations.create(id=task.id, result=span_regions(data.texts[i], data.spans[i]), was_cancelled=False)
-    version = backend_server.settled_version(project.id, changes=60)
+    # one train job on them all: out of fold, a CRF of 100 tweets may find no span and not beat the baseline
+    version = backend_server.settled_version(project.id, changes=200)
     assert version != "untrained"
     models = requests.get(f"{backend_server.url}/projects/{project.id}/models", timeout=5).json()
     record = next(r for r in models["history"] if r["version"] == version)
-    assert record["families"] == {"ner": "crf-spans"} and record["examples"] == 60
+    assert record["families"] == {"ner": "crf-spans"} and record["examples"] == 200
     serves_by_uncertainty(ls, project.id, version)
     queue = requests.get(f"{backend_server.url}/queue", params={"project": project.id, "limit": 1000}, timeout=5).json()
     assert queue["version"] == version and queue["strategy"] == "margin", queue
