@@ -66,6 +66,10 @@ class Settings:
         return bool(self.basic_auth_user and self.basic_auth_pass)
 
     @property
+    def admin_auth_enabled(self) -> bool:
+        return bool(self.admin_user and self.admin_pass)
+
+    @property
     def embedded(self) -> bool:
         """No REDIS_URL: the embedded store (`connection`, EMBEDDED_STORE) and in-process worker threads."""
         return not self.redis_url

@@ -68,36 +68,33 @@ class Outcomes:
             tp, fp, fn = self.tp.sum(0), self.fp.sum(0), self.fn.sum(0)
             out = {
                 "macro_f1": float(self._f1(tp, fp, fn)),
-                "micro_f1": float(_micro(tp.sum(), fp.sum(), fn.sum())),
+                "micro_f1": float(_f1_scores(tp.sum(), fp.sum(), fn.sum())),
                 "accuracy": float(self.correct.mean()) if self.n else 0.0,
                 "n": self.n,
             }
             if self.labels:
-                per_label = _per_label(tp, fp, fn)
+                per_label = _f1_scores(tp, fp, fn)
                 out["per_label"] = {label: round(float(f), 4) for label, f, c in zip(self.labels, per_label, self.counted) if c}
             return out
         tp, fp, fn = weights @ self.tp, weights @ self.fp, weights @ self.fn
         return {
             "macro_f1": self._f1(tp, fp, fn),
-            "micro_f1": _micro(tp.sum(-1), fp.sum(-1), fn.sum(-1)),
+            "micro_f1": _f1_scores(tp.sum(-1), fp.sum(-1), fn.sum(-1)),
             "accuracy": weights @ self.correct / max(self.n, 1),
         }
 
     def _f1(self, tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> Any:
-        f1 = _per_label(tp, fp, fn)
+        f1 = _f1_scores(tp, fp, fn)
         if not self.counted.any():
             return np.zeros(f1.shape[:-1]) if f1.ndim > 1 else 0.0
         return f1[..., self.counted].mean(axis=-1)
 
 
-def _per_label(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> np.ndarray:
-    denominator = 2 * tp + fp + fn
-    return np.divide(2 * tp, denominator, out=np.zeros_like(tp, dtype=float), where=denominator > 0)
-
-
-def _micro(tp: Any, fp: Any, fn: Any) -> Any:
-    denominator = 2 * tp + fp + fn
-    return np.divide(2 * tp, denominator, out=np.zeros_like(denominator, dtype=float), where=denominator > 0)
+def _f1_scores(tp: Any, fp: Any, fn: Any) -> np.ndarray:
+    """F1 from counts, element by element (0 where there is nothing to count): per label, or of
+    summed counts for micro-F1."""
+    denominator = 2 * np.asarray(tp) + fp + fn
+    return np.divide(2 * np.asarray(tp), denominator, out=np.zeros_like(denominator, dtype=float), where=denominator > 0)
 
 
 class Family(ABC):

@@ -76,9 +76,8 @@ class CompiledCrf:
         """What each of (distinct) `words` gives each tag, as the token itself and then at each
         neighbour offset (words x (1 + offsets) x tags); words not kept yet are summed in one
         sparse product."""
-        kept = self._words
-        new = [w for w in words if w not in kept]
-        found: dict[str, np.ndarray] = {}
+        vectors = [self._words.get(w) for w in words]  # a cache cleared meanwhile only makes more words new
+        new = [w for w, v in zip(words, vectors) if v is None]
         if new:
             rows = self._rows
             columns: list[int] = []
@@ -93,11 +92,12 @@ class CompiledCrf:
             )
             summed = np.asarray(picks @ self._weights, dtype=np.float32).reshape(len(new), 1 + len(self._offsets), len(self.tags))
             found = dict(zip(new, summed))
+            vectors = [found[w] if v is None else v for w, v in zip(words, vectors)]
             with self._lock:
-                if len(kept) + len(new) > WORDS_KEPT:
-                    kept.clear()
-                kept.update(found)
-        return np.stack([found[w] if w in found else kept[w] for w in words])
+                if len(self._words) + len(new) > WORDS_KEPT:
+                    self._words.clear()
+                self._words.update(found)
+        return np.stack(vectors)
 
     def emissions(self, sequences: Sequence[Sequence[str]]) -> np.ndarray:
         """Tokens of all sequences (concatenated) x tags: the state scores of each token."""

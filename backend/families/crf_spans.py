@@ -36,6 +36,7 @@ from .crf import CompiledCrf, Decoded
 
 ARTIFACT = 1  # this family's artifact layout
 PARAMS = {"c1": 0.05, "c2": 0.05, "max_iterations": 150, "feature.possible_transitions": True}
+TOKENS_PER_BATCH = 100_000  # tokens decoded together (`SpanModel.decode`)
 
 
 @dataclass
@@ -65,10 +66,18 @@ class SpanModel:
         return self.compiled.tags
 
     def decode(self, texts: Sequence[str]) -> list[tuple[list[tuple[int, int]], Decoded]]:
-        """Each text's tokens and their decoding."""
+        """Each text's tokens and their decoding, `TOKENS_PER_BATCH` tokens at a time (a ranking of a
+        large pool holds a few arrays of that many rows, not of the whole pool)."""
         bounds = [spans.tokens(text) for text in texts]
         words = [[text[a:b] for a, b in found] for text, found in zip(texts, bounds)]
-        return list(zip(bounds, self.compiled.decode(words)))
+        decoded: list[Decoded] = []
+        start, tokens = 0, 0
+        for end, found in enumerate(words, 1):
+            tokens += len(found)
+            if tokens >= TOKENS_PER_BATCH or end == len(words):
+                decoded += self.compiled.decode(words[start:end])
+                start, tokens = end, 0
+        return list(zip(bounds, decoded))
 
 
 @lru_cache(maxsize=20_000)
@@ -102,7 +111,7 @@ def word_features(word: str) -> tuple[str, ...]:
 
 @lru_cache(maxsize=20_000)
 def neighbour_features(word: str) -> tuple[tuple[str, ...], ...]:
-    """What a token says of its neighbours at each of `NEIGHBOURS` (cached)."""
+    """What `word` tells the token that has it as a neighbour, at each of `NEIGHBOURS` (cached)."""
     lower, kind = word.lower(), shape(word)
     return tuple((f"{offset}w={lower}", f"{offset}s={kind}") for offset in NEIGHBOURS)
 
@@ -120,7 +129,7 @@ def features(text: str, bounds: Sequence[tuple[int, int]]) -> list[list[str]]:
         [EDGES[k]] * max(0, -offset) + [a[k] for a in around[max(0, offset) : n + min(0, offset)]] + [EDGES[k]] * max(0, offset)
         for k, offset in enumerate(NEIGHBOURS)
     ]
-    return [[*own, *a, *b, *c, *d] for own, a, b, c, d in zip(map(word_features, words), *seen)]
+    return [[*own, *(name for names in theirs for name in names)] for own, *theirs in zip(map(word_features, words), *seen)]
 
 
 class CrfSpans(Family):
@@ -130,19 +139,16 @@ class CrfSpans(Family):
     def claims(self, control: Any) -> bool:
         return isinstance(control, LabelsControl)
 
-    def target(self, control: LabelsControl, stored: Any) -> list[str]:
-        return sorted(set(stored))
-
     def problem(self, control: LabelsControl, target: Any) -> str | None:
         return "label not in config" if any(spans.label_of(s) not in control.labels for s in target) else None
 
     def example(self, control: LabelsControl, stored: Any, data: Any, max_chars: int) -> tuple[Any, str | None, str | None]:
-        """`spans.training_spans` over the text as cut for training."""
+        """`spans.training_spans` over the text as cut for training. A text `max_chars` long may have
+        been cut before (the store keeps task texts cut at MAX_TEXT_CHARS), so its spans may cross the cut."""
         text = control.text_of(data, max_chars)
         if text is None:
             return None, None, "no text"
-        full = data.get(control.key)
-        kept, length, problem = spans.training_spans(stored, text, control.labels, cut=len(full) > len(text))
+        kept, length, problem = spans.training_spans(stored, text, control.labels, cut=len(text) >= max_chars)
         if problem:
             return None, None, problem
         return [s.encode() for s in kept], text[:length], None

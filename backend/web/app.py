@@ -58,7 +58,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.extensions["backend"] = runtime
     roles = Roles(
         BasicAuth(settings.basic_auth_user, settings.basic_auth_pass) if settings.auth_enabled else None,
-        BasicAuth(settings.admin_user, settings.admin_pass) if settings.admin_user and settings.admin_pass else None,
+        BasicAuth(settings.admin_user, settings.admin_pass) if settings.admin_auth_enabled else None,
         settings.metrics_public,
     )
 

@@ -2,7 +2,7 @@
 configured user and password (curl and browsers send UTF-8; LS's `requests` client sends latin-1),
 and who may call which route (`Roles`).
 
-Label Studio needs only `LS_ROUTES` (`/openapi.json` is readable by both roles). With ADMIN_USER and
+Label Studio needs only `LS_ROUTES` (`/openapi.json` among them: it is readable by both roles). With ADMIN_USER and
 ADMIN_PASS set, every other route (the admin API, `/queue`, the status page, rq-dashboard, and
 `/metrics` unless METRICS_PUBLIC) takes the admin's credentials, and LS's are refused there with 403;
 LS's routes take LS's credentials (BASIC_AUTH_USER/PASS, when set) or the admin's. Without ADMIN_*,
@@ -72,8 +72,7 @@ def basic_header(user: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
 
 
-LS_ROUTES = frozenset({"/", "/health", "/setup", "/predict", "/webhook", "/versions", "/train"})
-SHARED_ROUTES = frozenset({"/openapi.json"})
+LS_ROUTES = frozenset({"/", "/health", "/setup", "/predict", "/webhook", "/versions", "/train", "/openapi.json"})
 
 
 class Roles:
@@ -88,7 +87,7 @@ class Roles:
         if self.admin is None:  # one credential for every route (or none)
             return None if self.label_studio is None or self.label_studio.check(header) else 401
         is_admin = self.admin.check(header)
-        if path in LS_ROUTES or path in SHARED_ROUTES:
+        if path in LS_ROUTES:
             return None if self.label_studio is None or is_admin or self.label_studio.check(header) else 401
         if is_admin:
             return None

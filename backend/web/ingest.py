@@ -51,7 +51,8 @@ def handle(runtime: Runtime, event: WebhookEvent) -> dict[str, Any]:
     if asked is not None:
         answer["retrain"] = asked.to_json()
         return answer
-    keys, limit = store.input_keys(project, event.label_config or previous or ""), settings.max_text_chars
+    known = event.label_config or previous or ""
+    keys, limit = store.input_keys(project, known), settings.max_text_chars
     if event.action == "TASKS_CREATED":
         store.remember_tasks(project, {positive_int(t.get("id"), "task id"): texts_of(t, keys, limit) for t in event.tasks})
         answer["publish"] = trigger.request_publish(settings, runtime.redis, project, rerank=True).to_json()
@@ -72,7 +73,7 @@ def handle(runtime: Runtime, event: WebhookEvent) -> dict[str, Any]:
                 task = event.tasks[index]
             task_id = raw.get("task") if raw.get("task") is not None else (task or {}).get("id")
             annotations.append(parse_annotation(raw, task_id, texts_of(task or {}, keys, limit), (task or {}).get("created_at")))
-        config = _config(event.label_config or previous or "")
+        config = _config(known)
         spans = bool(config.span_controls) if config is not None else True  # an unknown config may have them
         changes = [c for c in store.upsert_many(project, annotations, spans) if c]
         span_controls = config.span_controls if config is not None else frozenset()

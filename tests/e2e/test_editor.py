@@ -5,7 +5,6 @@ emoji sequences, combining marks and CRLF line ends."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 
@@ -153,4 +152,3 @@ def test_the_editor_shows_our_offsets_over_the_right_characters_and_stores_code_
         # what `spans` trains on: the same spans, in the text's own code points
         kept, _, problem = spans.training_spans([spans.Span(*s).encode() for s in stored], text, control.labels)
         assert problem is None and [text[s.start : s.end] for s in kept] == sorted((w for w, _ in words), key=text.index)
-    assert os.environ.get("LABEL_STUDIO_BIN")

@@ -6,7 +6,7 @@ import pycrfsuite
 import pytest
 
 from backend import spans
-from backend.families.crf_spans import CrfSpans, features
+from backend.families.crf_spans import CrfSpans, SpanModel, features
 from backend.labelconfig import LabelsControl
 from lab.datasets import load_wnut
 
@@ -43,3 +43,27 @@ def test_a_text_decodes_the_same_alone_and_in_any_batch(fitted):
         (alone,) = model.decode([texts[i]])
         assert np.array_equal(alone[1].best, together[i][1].best)
         assert alone[1].probability == pytest.approx(together[i][1].probability, rel=1e-9)
+
+
+def test_a_full_word_cache_is_emptied_without_losing_the_words_of_the_batch(fitted, monkeypatch):
+    from backend.families import crf
+
+    trained, texts = fitted
+    model = SpanModel(trained.crf, trained.labels)  # an empty word cache
+    expected = [d.best.tolist() for _, d in model.decode(texts[:50])]
+    monkeypatch.setattr(crf, "WORDS_KEPT", 40)  # far fewer than the batch's distinct words: the cache is cleared mid-use
+    model.decode(texts[50:60])  # words kept from before, and new ones
+    assert [d.best.tolist() for _, d in model.decode(texts[:50])] == expected
+    last_batch = {t[a:b] for t in texts[:50] for a, b in spans.tokens(t)}
+    assert len(model.compiled._words) <= max(40, len(last_batch))  # the cap holds, beyond one batch's own words
+
+
+def test_decoding_in_token_batches_gives_what_one_batch_gives(fitted, monkeypatch):
+    from backend.families import crf_spans
+
+    model, texts = fitted
+    whole = model.decode(texts)
+    monkeypatch.setattr(crf_spans, "TOKENS_PER_BATCH", 50)
+    for (bounds, one), (same_bounds, batched) in zip(whole, model.decode(texts)):
+        assert bounds == same_bounds and np.array_equal(one.best, batched.best)
+        assert batched.probability == pytest.approx(one.probability, rel=1e-6)

@@ -103,3 +103,12 @@ def test_uncertainty_ranks_texts_the_model_is_unsure_of_first(wnut, fitted):
 def test_no_spans_at_all_gives_no_model(wnut):
     control = wnut[0]
     assert FAMILY.fit(control, ["a text", "another"], [[], []]) is None
+
+
+def test_a_text_the_store_cut_at_max_text_chars_is_cut_again_where_a_crossing_span_starts():
+    control = LabelsControl("ner", "text", ("PER",), "text")
+    # the store keeps "Ann met Bob Smith" cut at 13 characters: Bob Smith (8-17) runs past the cut
+    target, text, problem = FAMILY.example(control, ["0,3,PER", "8,17,PER"], {"text": "Ann met Bob S"}, 13)
+    assert problem is None and text == "Ann met " and target == ["0,3,PER"]  # "Bob S" is not trained as outside any span
+    target, text, _ = FAMILY.example(control, ["0,3,PER", "8,17,PER"], {"text": "Ann met Bob S"}, 100)  # not cut: outside the text
+    assert text == "Ann met Bob S" and target == ["0,3,PER"]
