@@ -31,6 +31,11 @@ class Settings:
     admin_pass: str = ""
     metrics_public: bool = False  # /metrics without credentials, for a scraper
     redis_url: str = ""
+    redis_sentinels: str = ""  # host:port,host:port: find the master through Sentinel instead of REDIS_URL
+    redis_master_name: str = ""  # the master's name in Sentinel's configuration
+    redis_password: str = ""  # the data servers' (REDIS_URL's own password wins where it has one)
+    redis_sentinel_password: str = ""  # the Sentinels' own `requirepass`
+    redis_min_replicas_ack: int = 0  # a webhook is answered 2xx only once this many replicas hold its writes
     log_level: str = "INFO"
     host: str = "0.0.0.0"
     port: int = 9090
@@ -71,8 +76,9 @@ class Settings:
 
     @property
     def embedded(self) -> bool:
-        """No REDIS_URL: the embedded store (`connection`, EMBEDDED_STORE) and in-process worker threads."""
-        return not self.redis_url
+        """Neither REDIS_URL nor REDIS_SENTINELS: the embedded store (`connection`, EMBEDDED_STORE) and
+        in-process worker threads."""
+        return not self.redis_url and not self.redis_sentinels
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:

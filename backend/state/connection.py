@@ -1,4 +1,11 @@
-"""Redis connections: a real server from REDIS_URL, else the embedded store of MODEL_DIR.
+"""Redis connections: a real server from REDIS_URL, the current master of REDIS_SENTINELS, else the
+embedded store of MODEL_DIR.
+
+With REDIS_SENTINELS (and REDIS_MASTER_NAME) every new connection asks the Sentinels which server
+is the master, and a connection to a master that died or was demoted fails and is dropped, so web
+processes, workers, the scheduler and the reaper follow a failover without a restart: requests
+that need Redis answer 503 until Sentinel has promoted a replica, then work again. `replicated`
+tells how many replicas hold a process's writes (REDIS_MIN_REPLICAS_ACK, Redis `WAIT`).
 
 Timeouts are short on purpose: a webhook must answer 503 quickly when Redis is unreachable
 instead of hanging past LS's 1 s webhook timeout.
@@ -58,8 +65,10 @@ from redis import ConnectionPool, Redis, UnixDomainSocketConnection
 from redis.backoff import NoBackoff
 from redis.exceptions import BusyLoadingError, RedisError
 from redis.retry import Retry
+from redis.sentinel import Sentinel, SentinelManagedConnection
 
 from ..config import Settings
+from . import keys
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +89,10 @@ class EmbeddedStoreError(RuntimeError):
     a server that does not start)."""
 
 
+class RedisSettingsError(ValueError):
+    """REDIS_* settings that do not describe one way to reach Redis."""
+
+
 def redis_for(settings: Settings, blocking: bool = False) -> Redis:
     """The Redis client for these settings (RQ needs bytes, so responses are not decoded).
 
@@ -87,14 +100,30 @@ def redis_for(settings: Settings, blocking: bool = False) -> Redis:
     this is the embedded store (see the module docstring): the first call of a process for a
     MODEL_DIR starts its private redis-server when none runs yet.
     """
-    if settings.redis_url:
-        return Redis.from_url(
-            settings.redis_url,
-            socket_timeout=30.0 if blocking else settings.redis_timeout,
-            socket_connect_timeout=settings.redis_timeout,
-            health_check_interval=30,
-            retry=Retry(NoBackoff(), 0),
+    timeouts = {
+        "socket_timeout": 30.0 if blocking else settings.redis_timeout,
+        "socket_connect_timeout": settings.redis_timeout,
+        "health_check_interval": 30,
+        "retry": Retry(NoBackoff(), 0),
+    }
+    if settings.redis_sentinels:
+        if settings.redis_url:
+            raise RedisSettingsError("set REDIS_URL (one Redis) or REDIS_SENTINELS (a monitored master), not both")
+        if not settings.redis_master_name:
+            raise RedisSettingsError("REDIS_SENTINELS needs REDIS_MASTER_NAME, the master's name in the Sentinels' configuration")
+        sentinel = Sentinel(
+            sentinel_addresses(settings.redis_sentinels),
+            sentinel_kwargs={
+                "password": settings.redis_sentinel_password or None,
+                "socket_timeout": settings.redis_timeout,
+                "socket_connect_timeout": settings.redis_timeout,
+            },
         )
+        return sentinel.master_for(settings.redis_master_name, password=settings.redis_password or None, **timeouts)
+    if settings.redis_url:
+        return Redis.from_url(settings.redis_url, password=settings.redis_password or None, **timeouts)
+    if settings.redis_min_replicas_ack:
+        raise RedisSettingsError("REDIS_MIN_REPLICAS_ACK needs replicas: set REDIS_URL or REDIS_SENTINELS")
     mode = embedded_mode(settings)
     with _lock:
         slot: object = "memory" if mode == "memory" else (embedded_dir(settings), blocking)
@@ -110,6 +139,31 @@ def redis_for(settings: Settings, blocking: bool = False) -> Redis:
                 client = _client(server, None if blocking else settings.redis_timeout, settings.redis_timeout)
             _clients[slot] = client
         return client
+
+
+def sentinel_addresses(value: str) -> list[tuple[str, int]]:
+    """REDIS_SENTINELS (`host:port,host:port,...`; an IPv6 host in brackets) as addresses."""
+    addresses = []
+    for item in (part.strip() for part in value.split(",")):
+        host, _, port = item.rpartition(":")
+        host = host.strip("[]")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise RedisSettingsError(f"REDIS_SENTINELS takes host:port pairs separated by commas, not {item!r}")
+        addresses.append((host, int(port)))
+    return addresses
+
+
+def replicated(redis: Redis, replicas: int, timeout: float) -> int:
+    """How many replicas (up to `replicas`) hold every write this process finished before the call,
+    waiting at most `timeout` seconds (Redis `WAIT`).
+
+    WAIT counts the acknowledgements of its own connection's writes, and a pool spreads a request's
+    writes over several, so one marker write goes first on the connection that waits: the replication
+    stream is in order, and a replica that has the marker has every write finished before it."""
+    with redis.pipeline(transaction=False) as pipe:
+        pipe.incr(keys.REPLICATION_MARK)
+        pipe.wait(replicas, max(1, int(timeout * 1000)))
+        return int(pipe.execute()[-1])
 
 
 def embedded_mode(settings: Settings) -> str:
@@ -156,11 +210,14 @@ def start_embedded(settings: Settings) -> EmbeddedServer | None:
 
 
 def storage_kind(redis: Redis) -> str:
-    """What GET /health reports: `memory` (fakeredis), `embedded-redis` or `redis` (REDIS_URL)."""
+    """What GET /health reports: `memory` (fakeredis), `embedded-redis`, `redis` (REDIS_URL) or
+    `redis-sentinel` (REDIS_SENTINELS)."""
     if _is_fake(redis):
         return "memory"
     if isinstance(redis.connection_pool.connection_kwargs.get("directory"), str):
         return "embedded-redis"
+    if issubclass(redis.connection_pool.connection_class, SentinelManagedConnection):
+        return "redis-sentinel"
     return "redis"
 
 

@@ -242,3 +242,6 @@ def instances(ls_project: int) -> str:
 
 
 EXTRA_PROJECTS = f"{PREFIX}:extra_projects"  # counter of backend numbers given to projects with a taken id
+
+# -- replication (state.connection.replicated) ------------------------------------------------------
+REPLICATION_MARK = f"{PREFIX}:replication_mark"  # counter written just before a WAIT, on the waiting connection

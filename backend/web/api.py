@@ -15,7 +15,7 @@ from ..labelconfig import LabelConfigError, parse_label_config
 from ..payload import InvalidPayload, WebhookEvent, parse_json, parse_predict, parse_setup, parse_webhook
 from ..policy import policy_for
 from ..runtime import Runtime
-from ..state.connection import storage_kind
+from ..state.connection import replicated, storage_kind
 from ..state.store import texts_of
 from . import ingest, prometheus
 from .openapi import OPENAPI
@@ -144,8 +144,28 @@ def webhook() -> Response:
     except InvalidPayload:
         metrics.WEBHOOKS.labels(event.action[:40], "invalid").inc()
         raise
-    metrics.WEBHOOKS.labels(event.action[:40] if event.action in ingest.HANDLED else "other", answer["status"]).inc()
+    action = event.action[:40] if event.action in ingest.HANDLED else "other"
+    unsafe = unreplicated(runtime(), answer)
+    if unsafe is not None:
+        metrics.WEBHOOKS.labels(action, "unreplicated").inc()
+        return unsafe
+    metrics.WEBHOOKS.labels(action, answer["status"]).inc()
     return jsonify(answer)
+
+
+def unreplicated(rt: Runtime, answer: dict[str, Any]) -> Response | None:
+    """A 503 when fewer replicas than REDIS_MIN_REPLICAS_ACK confirm the writes of an event within
+    half the Redis timeout (the write stays on the master: LS's reconciliation path decides), else None."""
+    wanted = rt.settings.redis_min_replicas_ack
+    if wanted <= 0 or answer.get("status") == "ignored":
+        return None
+    confirmed = replicated(rt.redis, wanted, rt.settings.redis_timeout / 2)
+    if confirmed >= wanted:
+        return None
+    log.warning("webhook %s: %d of %d replicas confirmed its writes; answered 503", answer.get("action"), confirmed, wanted)
+    response = jsonify(error=f"only {confirmed} of {wanted} Redis replicas confirmed the write (REDIS_MIN_REPLICAS_ACK), try again")
+    response.status_code = 503
+    return response
 
 
 @api.post("/train")
@@ -156,7 +176,8 @@ def train_legacy() -> Response:
         body = {**body, "action": "START_TRAINING"}
         if isinstance(body.get("label_config"), str) and not isinstance(body.get("project"), dict):
             body["project"] = {"id": body.get("project"), "label_config": body["label_config"]}
-    return jsonify(ingest.handle(runtime(), resolved(parse_webhook(body))))
+    answer = ingest.handle(runtime(), resolved(parse_webhook(body)))
+    return unreplicated(runtime(), answer) or jsonify(answer)
 
 
 @api.get("/versions")

@@ -120,5 +120,5 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.register_blueprint(admin)
     app.register_blueprint(ui)
     if not settings.embedded:
-        mount_rq_dashboard(app, settings.redis_url)
+        mount_rq_dashboard(app, settings)
     return app

@@ -17,10 +17,12 @@ from rq.serializers import JSONSerializer
 
 from .. import monitor
 from ..agreement import per_annotator
+from ..config import Settings
 from ..consensus import multi_label, votes_by_voter
 from ..payload import InvalidPayload
 from ..policy import policy_for
 from ..state import audit
+from ..state.connection import sentinel_addresses
 from .admin import rules_of
 from .api import runtime
 
@@ -201,12 +203,19 @@ def learning_curve(history: list[dict[str, Any]], lifetime: dict[str, Any], widt
     return "".join(parts)
 
 
-def mount_rq_dashboard(app: Flask, redis_url: str) -> None:
-    """rq-dashboard at `/rq`, reading our JSON-serialized jobs; behind the app's authentication."""
+def mount_rq_dashboard(app: Flask, settings: Settings) -> None:
+    """rq-dashboard at `/rq`, reading our JSON-serialized jobs; behind the app's authentication.
+    With REDIS_SENTINELS it asks the Sentinels for the master (its `redis+sentinel://` URL)."""
     import rq_dashboard
     from rq_dashboard import web
 
-    app.config["RQ_DASHBOARD_REDIS_URL"] = redis_url
+    if settings.redis_sentinels:
+        hosts = ",".join(f"{host}:{port}" for host, port in sentinel_addresses(settings.redis_sentinels))
+        app.config["RQ_DASHBOARD_REDIS_URL"] = f"redis+sentinel://{hosts}/{settings.redis_master_name}/0"
+    else:
+        app.config["RQ_DASHBOARD_REDIS_URL"] = settings.redis_url
+    app.config["RQ_DASHBOARD_REDIS_PASSWORD"] = settings.redis_password or None
+    app.config["RQ_DASHBOARD_REDIS_SENTINEL_PASSWORD"] = settings.redis_sentinel_password or None
     web.config.serializer = JSONSerializer
     web.setup_rq_connection(app)
     app.register_blueprint(rq_dashboard.blueprint, url_prefix="/rq")

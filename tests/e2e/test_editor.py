@@ -14,6 +14,7 @@ from backend import spans
 from backend.families.crf_spans import span_region
 from backend.labelconfig import parse_label_config
 from lab.client import ner_config
+from lab.processes import stretch
 from tests.conftest import REQUIRE_SERVICES, wait_for
 
 pytestmark = [pytest.mark.labelstudio, pytest.mark.slow]
@@ -57,6 +58,8 @@ if (label) label.click();
 return !!label;
 """
 ACTIVE = "return Array.from(document.querySelectorAll('.lsf-label_selected .lsf-label__text')).map(e => e.textContent)"
+STATE = """return {labels: Array.from(document.querySelectorAll('.lsf-label')).map(e => e.className),
+                  regions: document.querySelectorAll('.htx-highlight').length}"""
 HIGHLIGHTED = "return Array.from(document.querySelectorAll('.lsf-richtext__container .htx-highlight')).map(e => e.textContent)"
 
 
@@ -99,14 +102,35 @@ def open_task(browser, label_studio, project: int, task: int) -> None:
     wait_for(lambda: browser.execute_script("return !!document.querySelector('.lsf-richtext__container .lsf-richtext__line')"), timeout=120)
 
 
+def choose(browser, label: str, timeout: float = 60) -> None:
+    """Make `label` the active one, clicking it again every few seconds while the editor (slow to
+    start on a loaded machine) has not taken the click; never clicks an active label (that would
+    let go of it)."""
+    clicked = [0.0]
+
+    def chosen() -> bool:
+        active = browser.execute_script(ACTIVE)
+        if active == [label]:
+            return True
+        if time.monotonic() - clicked[0] > 3 * stretch():
+            browser.execute_script(CLICK_LABEL, label)
+            clicked[0] = time.monotonic()
+        return False
+
+    try:
+        wait_for(chosen, timeout=timeout, interval=0.1)
+    except AssertionError:
+        raise AssertionError(
+            f"the editor did not take label {label!r}: active {browser.execute_script(ACTIVE)}, {browser.execute_script(STATE)}"
+        ) from None
+
+
 def mark(browser, word: str, label: str, attempts: int = 3) -> None:
     """Mark `word` with `label` as an annotator does: the label, then a selection (tried again when a
     loaded machine leaves the editor without the mark)."""
     marked = len(browser.execute_script(HIGHLIGHTED))
     for _ in range(attempts):
-        if browser.execute_script(ACTIVE) != [label]:
-            wait_for(lambda: browser.execute_script(CLICK_LABEL, label), timeout=30)
-            wait_for(lambda: browser.execute_script(ACTIVE) == [label], timeout=30)
+        choose(browser, label)
         time.sleep(0.5)  # the editor shows the label active before its store has it: a span marked at once gets the last one
         browser.execute_script(SELECT, word, 0)
         try:
