@@ -70,12 +70,14 @@ def healthy(url: str, **request: Any) -> bool:
         return False
 
 
-def start_redis(directory: Path, *options: str, port: int | None = None) -> tuple[subprocess.Popen, str]:
+def start_redis(directory: Path, *options: str, port: int | None = None, password: str = "") -> tuple[subprocess.Popen, str]:
     """A private redis-server on a loopback port (free unless given; AOF on, no eviction, then
-    `options`, which override those), once it answers."""
+    `options`, which override those), once it answers (with `password`, its `requirepass`)."""
     import redis
 
     port = port or free_port()
+    if password:
+        options = ("--requirepass", password, "--masterauth", password, *options)
     process = subprocess.Popen(
         [
             shutil.which("redis-server") or "redis-server",
@@ -99,8 +101,133 @@ def start_redis(directory: Path, *options: str, port: int | None = None) -> tupl
         stderr=subprocess.DEVNULL,
     )
     url = f"redis://127.0.0.1:{port}/0"
-    wait_for(lambda: _pings(redis.Redis.from_url(url)), timeout=10)
+    wait_for(lambda: _pings(redis.Redis.from_url(url, password=password or None)), timeout=10)
     return process, url
+
+
+def _quoted(value: str) -> str:
+    """A value for a redis.conf line (Redis reads C-like escapes inside double quotes)."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+class SentinelGroup:
+    """A monitored master on loopback: a redis-server master (AOF), `replicas` replicas of it and
+    `sentinels` Sentinels (`redis-server --sentinel`, quorum 2) that fail it over `down_after_ms`
+    after it stops answering. `password` is the data servers' (REDIS_PASSWORD),
+    `sentinel_password` the Sentinels' own (REDIS_SENTINEL_PASSWORD)."""
+
+    def __init__(
+        self,
+        directory: Path,
+        name: str = "lsb",
+        replicas: int = 2,
+        sentinels: int = 3,
+        down_after_ms: int = 1000,
+        password: str = "",
+        sentinel_password: str = "",
+    ):
+        self.directory, self.name, self.password = directory, name, password
+        self.servers: dict[int, subprocess.Popen] = {}
+        self.sentinels: dict[int, subprocess.Popen] = {}
+        process, url = self._server("master", ())
+        self.master_port = int(url.rsplit(":", 1)[1].split("/")[0])
+        self.servers[self.master_port] = process
+        for n in range(replicas):
+            process, url = self._server(f"replica-{n}", ("--replicaof", "127.0.0.1", str(self.master_port)))
+            self.servers[int(url.rsplit(":", 1)[1].split("/")[0])] = process
+        wait_for(lambda: self.online_replicas(self.master_port) == replicas, timeout=30)
+        for n in range(sentinels):
+            port = free_port()
+            folder = directory / f"sentinel-{n}"
+            folder.mkdir(parents=True)
+            lines = [
+                f"port {port}",
+                "bind 127.0.0.1",
+                f"dir {folder}",
+                f"sentinel monitor {name} 127.0.0.1 {self.master_port} 2",
+                f"sentinel down-after-milliseconds {name} {down_after_ms}",
+                f"sentinel failover-timeout {name} {max(3 * down_after_ms, 3000)}",
+                f"sentinel parallel-syncs {name} 1",
+            ]
+            if password:
+                lines.append(f"sentinel auth-pass {name} {_quoted(password)}")
+            if sentinel_password:
+                lines += [f"requirepass {_quoted(sentinel_password)}", f"sentinel sentinel-pass {_quoted(sentinel_password)}"]
+            config = folder / "sentinel.conf"
+            config.write_text("\n".join(lines) + "\n")
+            self.sentinels[port] = subprocess.Popen(
+                [shutil.which("redis-server") or "redis-server", str(config), "--sentinel"],
+                stdout=open(folder / "sentinel.log", "ab"),
+                stderr=subprocess.STDOUT,
+            )
+        self.sentinel_password = sentinel_password
+        wait_for(lambda: all(self._sentinels_known(port, sentinels - 1, replicas) for port in self.sentinels), timeout=30)
+
+    def online_replicas(self, port: int) -> int:
+        """Replicas of the server on `port` that are in sync (they acknowledge writes)."""
+        info = self.client(port).info("replication")
+        return sum(
+            1 for key, value in info.items() if key.startswith("slave") and isinstance(value, dict) and value.get("state") == "online"
+        )
+
+    def _server(self, role: str, options: tuple[str, ...]) -> tuple[subprocess.Popen, str]:
+        folder = self.directory / role
+        folder.mkdir(parents=True)
+        return start_redis(folder, "--appendfsync", "always", *options, password=self.password)
+
+    def _sentinels_known(self, port: int, others: int, replicas: int) -> bool:
+        import redis
+
+        try:
+            state = redis.Redis(port=port, password=self.sentinel_password or None, decode_responses=True).sentinel_master(self.name)
+        except redis.RedisError:
+            return False
+        return int(state["num-other-sentinels"]) >= others and int(state["num-slaves"]) >= replicas
+
+    @property
+    def addresses(self) -> str:
+        """REDIS_SENTINELS for this group."""
+        return ",".join(f"127.0.0.1:{port}" for port in self.sentinels)
+
+    def env(self) -> dict[str, str]:
+        """The backend's environment to reach this group through its Sentinels."""
+        return {
+            "REDIS_URL": "",
+            "REDIS_SENTINELS": self.addresses,
+            "REDIS_MASTER_NAME": self.name,
+            "REDIS_PASSWORD": self.password,
+            "REDIS_SENTINEL_PASSWORD": self.sentinel_password,
+        }
+
+    def client(self, port: int) -> Any:
+        import redis
+
+        return redis.Redis(port=port, password=self.password or None, socket_timeout=5)
+
+    def master(self) -> int:
+        """The port of the master the Sentinels name now."""
+        import redis
+
+        for port in self.sentinels:
+            try:
+                client = redis.Redis(port=port, password=self.sentinel_password or None, socket_timeout=1)
+                return int(client.sentinel_get_master_addr_by_name(self.name)[1])
+            except redis.RedisError:
+                continue
+        raise AssertionError("no Sentinel answers")
+
+    def kill_master(self) -> int:
+        """SIGKILL the current master; its port."""
+        port = self.master()
+        self.servers[port].kill()
+        self.servers[port].wait(timeout=10)
+        return port
+
+    def stop(self) -> None:
+        for process in [*self.sentinels.values(), *self.servers.values()]:
+            if process.poll() is None:
+                process.terminate()
+                process.wait(timeout=10)
 
 
 class Process:

@@ -16,6 +16,7 @@ from pathlib import Path
 import fakeredis
 import pytest
 import requests
+from redis import exceptions as redis_exceptions
 
 from backend.cli import main
 from backend.config import Settings
@@ -441,3 +442,84 @@ def test_serve_runs_workers_web_workers_on_the_private_server_and_one_in_memory(
             assert wait_for(lambda: len(set(process.children()) - server) == expected, timeout=30), process.log.read_text()[-2000:]
         finally:
             process.stop()
+
+
+# --- REDIS_SENTINELS and REDIS_MIN_REPLICAS_ACK --------------------------------------------------
+
+
+def test_sentinel_addresses_are_host_port_pairs():
+    assert connection.sentinel_addresses("10.0.0.1:26379, sentinel-2:26380,[::1]:5000") == [
+        ("10.0.0.1", 26379),
+        ("sentinel-2", 26380),
+        ("::1", 5000),
+    ]
+    for bad in ("sentinel", "host:", ":26379", "host:port", "host:70000", "a:1,,b:2"):
+        with pytest.raises(connection.RedisSettingsError, match="host:port"):
+            connection.sentinel_addresses(bad)
+
+
+def test_redis_settings_that_name_no_single_way_are_refused(tmp_path):
+    both = Settings.from_env({"REDIS_URL": "redis://127.0.0.1:1/0", "REDIS_SENTINELS": "127.0.0.1:2", "REDIS_MASTER_NAME": "m"})
+    with pytest.raises(connection.RedisSettingsError, match="not both"):
+        connection.redis_for(both)
+    with pytest.raises(connection.RedisSettingsError, match="REDIS_MASTER_NAME"):
+        connection.redis_for(Settings.from_env({"REDIS_SENTINELS": "127.0.0.1:2"}))
+    embedded = Settings.from_env({"REDIS_MIN_REPLICAS_ACK": "1", "EMBEDDED_STORE": "memory"}, model_dir=tmp_path)
+    with pytest.raises(connection.RedisSettingsError, match="needs replicas"):
+        connection.redis_for(embedded)
+    sentinels = Settings.from_env({"REDIS_SENTINELS": "127.0.0.1:2", "REDIS_MASTER_NAME": "m"}, model_dir=tmp_path)
+    assert not sentinels.embedded and connection.storage_kind(connection.redis_for(sentinels)) == "redis-sentinel"
+
+
+@pytest.fixture
+def sentinel_group(tmp_path, redis_server):
+    from lab.processes import SentinelGroup
+
+    group = SentinelGroup(tmp_path / "sentinel", replicas=1, password="data pass", sentinel_password="sentinel pass")
+    yield group
+    group.stop()
+
+
+def test_sentinels_with_passwords_lead_to_the_master_and_after_a_failover_to_the_new_one(sentinel_group, tmp_path):
+    settings = Settings.from_env(sentinel_group.env(), model_dir=tmp_path, redis_timeout=2.0)  # room for WAIT on a loaded machine
+    redis = connection.redis_for(settings)
+    first = sentinel_group.master()
+    assert redis.set("before", "1") and redis.info("server")["tcp_port"] == first
+    assert connection.replicated(redis, 1, 1.0) == 1  # the one replica holds it
+    for wrong in ({"REDIS_PASSWORD": "wrong"}, {"REDIS_SENTINEL_PASSWORD": "wrong"}, {"REDIS_SENTINEL_PASSWORD": ""}):
+        stranger = connection.redis_for(Settings.from_env({**sentinel_group.env(), **wrong}, model_dir=tmp_path))
+        with pytest.raises(redis_exceptions.RedisError):  # each password is needed where it belongs
+            stranger.ping()
+    sentinel_group.kill_master()
+    wait_for(lambda: sentinel_group.master() != first, timeout=30)
+    assert wait_for(lambda: _writes(redis, "after"), timeout=10)  # the same client, no restart
+    assert redis.info("server")["tcp_port"] == sentinel_group.master() != first
+    assert redis.get("before") == b"1"
+    assert connection.replicated(redis, 1, 0.1) == 0  # its only replica is dead
+
+
+def _writes(redis, key: str) -> bool:
+    try:
+        return bool(redis.set(key, "1"))
+    except redis_exceptions.RedisError:
+        return False
+
+
+def test_replicated_counts_replicas_holding_writes_made_on_other_connections(redis_server, private_redis):
+    import redis as redis_py
+
+    master = private_redis()
+    replica = private_redis("--replicaof", "127.0.0.1", str(master.port))
+    client = redis_py.Redis.from_url(master.url, socket_timeout=5)
+    wait_for(lambda: client.info("replication")["connected_slaves"] == 1, timeout=20)
+    wait_for(lambda: client.info("replication")["slave0"]["state"] == "online", timeout=20)
+    other = redis_py.Redis.from_url(master.url)  # a connection of its own: WAIT there would count nothing of ours
+    other.set("label", "x" * 1000)
+    assert connection.replicated(client, 1, 1.0) == 1
+    assert redis_py.Redis.from_url(replica.url).get("label") == b"x" * 1000
+    os.kill(replica.process.pid, signal.SIGSTOP)  # alive but silent: no acknowledgement comes
+    try:
+        other.set("label", "y")
+        assert connection.replicated(client, 1, 0.1) == 0
+    finally:
+        os.kill(replica.process.pid, signal.SIGCONT)

@@ -9,7 +9,7 @@ import pytest
 from backend.config import Settings
 from backend.labelconfig import parse_label_config
 from backend.runtime import Runtime
-from backend.state.store import texts_of
+from backend.state.store import Store, texts_of
 from backend.web.api import remember_unlabeled
 from backend.web.app import create_app
 from backend.web.auth import basic_header
@@ -481,3 +481,34 @@ def test_several_labels_controls_are_trained_and_predicted_each_on_its_own(clien
     for entry in results.json["results"]:
         ids = [r["id"] for r in entry["result"]] if entry else []
         assert len(set(ids)) == len(ids)
+
+
+def test_min_replicas_ack_answers_503_until_a_replica_holds_the_label(private_redis, tmp_path):
+    """REDIS_MIN_REPLICAS_ACK=1: without a replica in sync the webhook answers 503 (the write stays
+    on the master for LS's reconciliation to meet); with one it answers 200; with 0, as before."""
+    import redis as redis_py
+
+    master = private_redis()
+    answers = {}
+    for wanted in (0, 1):
+        settings = Settings.from_env({}, model_dir=tmp_path / "models", redis_url=master.url, redis_min_replicas_ack=wanted)
+        runtime = Runtime.build(settings)
+        client = create_app(runtime=runtime).test_client()
+        response = client.post("/webhook", json=annotation_event(10 + wanted, 10 + wanted, "late again", "negative"))
+        answers[wanted] = response.status_code, response.json
+        runtime.stop()
+    assert answers[0][0] == 200
+    assert answers[1][0] == 503 and "0 of 1 Redis replicas" in answers[1][1]["error"]
+    assert Store(redis_py.Redis.from_url(master.url)).annotation_ids(1) == {10, 11}  # the unconfirmed label is kept
+
+    replica = private_redis("--replicaof", "127.0.0.1", str(master.port))
+    watcher = redis_py.Redis.from_url(master.url)
+    wait_for(lambda: watcher.info("replication").get("slave0", {}).get("state") == "online", timeout=20)
+    settings = Settings.from_env({}, model_dir=tmp_path / "models", redis_url=master.url, redis_min_replicas_ack=1, redis_timeout=2.0)
+    runtime = Runtime.build(settings)
+    client = create_app(runtime=runtime).test_client()
+    response = client.post("/webhook", json=annotation_event(12, 12, "fine now", "positive"))
+    assert response.status_code == 200, response.json
+    assert client.post("/train", json={"project": 1}).status_code == 200  # the legacy route waits too
+    runtime.stop()
+    assert Store(redis_py.Redis.from_url(replica.url)).annotation_ids(1) == {10, 11, 12}
