@@ -16,6 +16,8 @@ sends the HTTP load from this process. Parts, in order:
   spans     an NER config (the CRF span family) on its own deployment trained on WNUT-16 through
             span webhooks: server time of 1,000-tweet /predict requests and 1-task requests from
             `--clients` threads; then a train job's fit and judge at 1k and 10k sentences (in this process)
+  replication  annotation webhooks against a Sentinel-monitored master with two replicas, with
+            REDIS_MIN_REPLICAS_ACK 0, 1 and 2, from one client and from `--clients` (latency p50, p99)
   publish   what one promotion asks of Label Studio at 10k and 100k tasks (a stand-in LS API, in this
             process): requests, bytes, seconds until LS serves the new head and until it is stored
   official  ours against the official example side by side (`bench/official.py`): /predict
@@ -48,10 +50,23 @@ from backend.state.registry import Registry
 from lab.datasets import load_tweets
 from lab.processes import Deployment
 
-from . import loop, ls_scale, memory, model, official, predict, spans
+from . import loop, ls_scale, memory, model, official, predict, replication, spans
 from . import publish as publishing
 
-PARTS = ("webhook", "feedback", "predict", "memory", "ranking", "retrain", "kernels", "spans", "publish", "official", "labelstudio")
+PARTS = (
+    "webhook",
+    "feedback",
+    "predict",
+    "memory",
+    "ranking",
+    "retrain",
+    "kernels",
+    "spans",
+    "replication",
+    "publish",
+    "official",
+    "labelstudio",
+)
 
 
 @dataclass(frozen=True)
@@ -307,6 +322,16 @@ def main(argv: list[str] | None = None) -> int:
         for size in spans.sizes(args.quick):
             seconds, cpu, f1 = spans.retrain_seconds(size)
             add(Row(f"spans: retrain at {size:,} sentences (train + judge)", f"{seconds:.2f} s (CPU {cpu:.2f} s), span F1 {f1:.3f}"))
+    if not args.url and "replication" in parts:
+        count = 100 if args.quick else 1_000
+        for (acks, threads), hooks in replication.webhook_latency(texts, labels, count, args.clients, args.web_workers).items():
+            add(
+                Row(
+                    f"replication: webhook, REDIS_MIN_REPLICAS_ACK={acks}, {threads} client{'s' if threads > 1 else ''}",
+                    f"p50 {hooks.ms(50):.1f} ms, p99 {hooks.ms(99):.1f} ms, "
+                    f"server p99 {hooks.ms(99, 'server'):.1f} ms ({hooks.errors} errors)",
+                )
+            )
     if not args.url and "publish" in parts:
         promotions = publishing.per_promotion(texts, labels, args.pools, args.labeled)
         smallest = promotions[0]

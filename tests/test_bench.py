@@ -33,6 +33,12 @@ ROWS = (
     "spans: /predict 1 task",
     "spans: retrain at 300",
     "spans: retrain at 1,000",
+    "replication: webhook, REDIS_MIN_REPLICAS_ACK=0, 1 client",
+    "replication: webhook, REDIS_MIN_REPLICAS_ACK=0, 4 clients",
+    "replication: webhook, REDIS_MIN_REPLICAS_ACK=1, 1 client",
+    "replication: webhook, REDIS_MIN_REPLICAS_ACK=1, 4 clients",
+    "replication: webhook, REDIS_MIN_REPLICAS_ACK=2, 1 client",
+    "replication: webhook, REDIS_MIN_REPLICAS_ACK=2, 4 clients",
     "one promotion at 1,000",
     "one promotion at 4,000",
 )
