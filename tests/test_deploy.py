@@ -39,6 +39,7 @@ WORKER = ["python", "-m", "backend", "worker"]
 SETTINGS_ENV = {f.name.upper() for f in fields(Settings)} | {"LABEL_STUDIO_HOST", "LABEL_STUDIO_ACCESS_TOKEN"}
 OTHER_ENV = {"PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE"}  # read by python itself
 OURS = ("redis", "backend", "worker")  # the services `docker compose up` starts
+SENTINEL_PROFILE = ("redis-replica-1", "redis-replica-2", "sentinel-1", "sentinel-2", "sentinel-3")
 
 
 def compose() -> dict[str, Any]:
@@ -60,10 +61,24 @@ def image_cmd() -> list[str]:
     return json.loads(next(a for i, a in dockerfile() if i == "CMD"))
 
 
-def service_env(service: str) -> dict[str, str]:
-    """A service's environment with `${NAME:-default}` resolved to its default (no `.env`)."""
+def service_env(service: str, given: dict[str, str] | None = None) -> dict[str, str]:
+    """A service's environment as compose resolves it with the variables `given` (an `--env-file`):
+    `${NAME:-default}` is the default when NAME is unset or empty, `${NAME-default}` only when unset."""
+    given = given or {}
+
+    def resolve(match: re.Match) -> str:
+        name, colon, default = match.group(1), match.group(2), match.group(3)
+        value = given.get(name)
+        return default if value is None or (colon and not value) else value
+
     env = compose()["services"][service].get("environment", {})
-    return {k: re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", str(v)) for k, v in env.items()}
+    return {k: re.sub(r"\$\{(\w+)(:?)-([^}]*)\}", resolve, str(v)) for k, v in env.items()}
+
+
+def env_file(name: str) -> dict[str, str]:
+    """A compose `--env-file`: NAME=value lines; comments and blank lines skipped."""
+    lines = (line.strip() for line in (ROOT / name).read_text().splitlines())
+    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
 
 
 def command_of(service: str) -> list[str]:
@@ -105,8 +120,9 @@ def web_machine(services, name: str, **overrides: str) -> str:
 def test_compose_services_are_as_documented():
     spec = compose()
     services = spec["services"]
-    assert set(services) == {*OURS, "label-studio"}
+    assert set(services) == {*OURS, "label-studio", *SENTINEL_PROFILE}
     assert all("profiles" not in services[s] for s in OURS)
+    assert all(services[s]["profiles"] == ["sentinel"] for s in SENTINEL_PROFILE)
 
     redis_cmd = services["redis"]["command"]
     for flag, value in (("--appendonly", "yes"), ("--appendfsync", "everysec"), ("--maxmemory-policy", "noeviction")):
@@ -133,7 +149,7 @@ def test_compose_services_are_as_documented():
     assert ls["image"] == "heartexlabs/label-studio:1.23.2" and ls["profiles"] == ["label-studio"]
     assert ls["environment"]["ML_BLOCK_LOCAL_IP"] == "false" and ls["environment"]["SSRF_PROTECTION_ENABLED"] == "false"
     assert service_env("backend")["LABEL_STUDIO_URL"] == "http://label-studio:8080"
-    assert set(spec["volumes"]) == {"redis-data", "models", "label-studio-data"}
+    assert set(spec["volumes"]) == {"redis-data", "models", "label-studio-data", "redis-replica-1-data", "redis-replica-2-data"}
 
 
 def test_every_variable_the_files_set_is_one_the_backend_reads():
@@ -145,6 +161,54 @@ def test_every_variable_the_files_set_is_one_the_backend_reads():
     assert not set(image_env()) - SETTINGS_ENV - OTHER_ENV
     for service in ("backend", "worker"):
         Settings.from_env({**image_env(), **service_env(service)})  # and each value parses
+
+
+def test_the_sentinel_profile_is_a_master_two_replicas_and_three_sentinels_the_backend_follows(redis_server, tmp_path):
+    """`docker compose --env-file sentinel.env up`: the file turns the profile on and points the
+    backend and workers at the three Sentinels; each Sentinel's command, run here with the compose
+    network's names as loopback, monitors the `redis` master under the name the backend asks for."""
+    import redis as redis_py
+
+    from backend.state.connection import redis_for, sentinel_addresses, storage_kind
+
+    given = env_file("sentinel.env")
+    assert given.pop("COMPOSE_PROFILES") == "sentinel" and set(given) <= SETTINGS_ENV
+    services = compose()["services"]
+    for name in ("redis-replica-1", "redis-replica-2"):
+        command = services[name]["command"]
+        assert command[command.index("--replicaof") + 1 :] == ["redis", "6379"]
+        assert command[command.index("--appendonly") + 1] == "yes" and services[name]["volumes"] == [f"{name}-data:/data"]
+    sentinels = [n for n in SENTINEL_PROFILE if n.startswith("sentinel-")]
+    for service in ("backend", "worker"):
+        settings = Settings.from_env(service_env(service, given))
+        assert settings.redis_url == "" and not settings.embedded and settings.redis_min_replicas_ack == 1
+        assert sentinel_addresses(settings.redis_sentinels) == [(n, 26379) for n in sentinels]
+        assert storage_kind(redis_for(settings)) == "redis-sentinel"
+        assert Settings.from_env(service_env(service)).redis_url == "redis://redis:6379/0"  # without the file: one Redis
+
+    master = redis_py.Redis.from_url(redis_server)
+    port = master.info("server")["tcp_port"]
+    for n, name in enumerate(sentinels):
+        script = services[name]["command"][2]
+        assert "port 26379" in script and f"sentinel monitor {settings.redis_master_name} redis 6379 2" in script
+        own = free_port()
+        script = script.replace("redis 6379", f"127.0.0.1 {port}").replace("port 26379", f"port {own}")
+        script = script.replace("/tmp/sentinel.conf", str(tmp_path / f"sentinel-{n}.conf"))
+        process = Process(["sh", "-c", script], dict(os.environ), tmp_path / f"{name}.log")
+        try:
+            sentinel = redis_py.Redis(port=own, decode_responses=True)
+            address = wait_for(lambda: _master_of(sentinel, settings.redis_master_name), timeout=20)
+            assert address == ["127.0.0.1", port]
+            assert sentinel.sentinel_master(settings.redis_master_name)["down-after-milliseconds"] == 5000
+        finally:
+            process.stop()
+
+
+def _master_of(sentinel, name: str) -> list[str] | None:
+    try:
+        return list(sentinel.sentinel_get_master_addr_by_name(name) or []) or None
+    except Exception:  # noqa: BLE001 - not up yet
+        return None
 
 
 def test_the_image_runs_the_commands_the_tests_run_as_a_non_root_user():
