@@ -94,6 +94,16 @@ def project_created(value: Any) -> int | None:
     return None
 
 
+def flag(value: str | None, what: str, default: bool = False) -> bool:
+    """A yes/no query parameter: true/false, 1/0, yes/no (any case); absent is `default`."""
+    if value is None:
+        return default
+    word = value.strip().lower()
+    if word not in {"true", "false", "1", "0", "yes", "no"}:
+        raise InvalidPayload(f"{what} must be true or false")
+    return word in {"true", "1", "yes"}
+
+
 def positive_int(value: Any, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0 or value > 10**15:
         raise InvalidPayload(f"{what} must be a non-negative integer")

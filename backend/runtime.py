@@ -130,6 +130,12 @@ class Runtime:
         while self.stoppers:
             self.stoppers.pop()()
 
+    def forget_project(self, project: int) -> None:
+        """After an erasure: stop serving what this process held of the project whose files are gone
+        (others follow within a poll)."""
+        self.cache.refresh(project)
+        self.cache.refresh_scores(project)
+
     def keep_rules(self, project: int, spec: Sequence[dict[str, str]]) -> None:
         """Store the project's labeling rules where `/predict` reads them without Redis, and serve
         them from this process at once (others follow within a poll)."""

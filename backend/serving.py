@@ -156,8 +156,12 @@ class ModelCache:
     def refresh(self, project: int) -> bool:
         """Load the project's current artifact if it is newer than the served one; True on a swap."""
         pointer = self.registry.pointer(project)
+        if pointer is None:
+            if self._served.pop(project, None) is not None:  # only an erasure removes a pointer
+                log.info("project %s: its models were erased; no longer serving them", project)
+            return False
         served = self._served.get(project)
-        if pointer is None or (served is not None and pointer.seq <= served.seq):
+        if served is not None and pointer.seq <= served.seq:
             return False
         with self._lock:
             lock = self._load_locks.setdefault(project, threading.Lock())

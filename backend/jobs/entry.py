@@ -16,7 +16,7 @@ from typing import Any
 from rq import get_current_job
 from rq.job import Job
 
-from .. import mislabels
+from .. import erasure, mislabels
 from .. import runtime as runtime_module
 from ..policy import policy_for
 from ..runtime import Runtime
@@ -43,19 +43,29 @@ def _current() -> tuple[Job, Runtime]:
 def retrain(project: int, reason: str = "", full_sync: bool = False) -> dict[str, Any]:
     """RQ entry point: train project `project` once, coalescing everything stored so far."""
     job, runtime = _current()
+    born = erasure.generation(runtime.redis, project)
+    if job.meta.get("generation", born) != born:  # a retry of a job the project's erasure outlived
+        return {"status": "erased", "project": project}
+    job.meta["generation"] = born
     attempt = int(job.meta.get("attempt", 0))  # counted here: the enqueuer's JOB_RETRIES may differ from ours
     job.meta["attempt"] = attempt + 1
     job.save_meta()
     if attempt > 0:
         time.sleep(BACKOFF[min(attempt, len(BACKOFF)) - 1])
-    with project_lock(runtime.redis, project, wait=max(1.0, runtime.settings.job_timeout - 30), token=job.id):
-        _respect_min_interval(runtime, project)
-        started(runtime.redis, project, job.id, keys.queued_retrain)
-        ls = ls_client(runtime, project)
-        if ls is not None:
-            sync(runtime, ls, project, full_sync)
-        result = train_project(runtime, project, reason, job.id, last_attempt=not job.retries_left)
-        runtime.redis.set(keys.last_trained(project), time.time())
+    try:
+        with project_lock(runtime.redis, project, wait=max(1.0, runtime.settings.job_timeout - 30), token=job.id):
+            _respect_min_interval(runtime, project)
+            erasure.check_not_erased(runtime.redis, project, born)
+            started(runtime.redis, project, job.id, keys.queued_retrain)
+            ls = ls_client(runtime, project)
+            if ls is not None:
+                sync(runtime, ls, project, full_sync)
+            result = train_project(runtime, project, reason, job.id, last_attempt=not job.retries_left, generation=born)
+            erasure.check_not_erased(runtime.redis, project, born)
+            runtime.redis.set(keys.last_trained(project), time.time())
+    except erasure.ProjectErased:
+        log.warning("project %s: erased while train job %s ran; it stops without writing more", project, job.id)
+        return {"status": "erased", "project": project}
     if result.get("status") == "unchanged" and reason == "schedule":
         audit.record(
             runtime.redis,
@@ -94,6 +104,7 @@ def find_mislabels(project: int, version: str) -> dict[str, Any]:
     trail and ask for a publish, which pushes their `mislabeling` scores to LS (this job, on the
     retrain queue, never calls LS: a slow LS must not delay the next training)."""
     job, runtime = _current()
+    born = erasure.generation(runtime.redis, project)
     store = runtime.store
     pointer = runtime.registry.pointer(project)
     if pointer is None or pointer.version != version:  # a newer version's own job follows: skip the stale one
@@ -104,6 +115,8 @@ def find_mislabels(project: int, version: str) -> dict[str, Any]:
     snapshot, _ = snapshot_of(runtime, project, config, policy_for(runtime.settings, store.meta(project)))
     started = time.perf_counter()
     suspects, predicted, figures = mislabels.check(snapshot)
+    if erasure.generation(runtime.redis, project) != born:
+        return {"suspects": 0, "skipped": "the project was erased"}
     store.save_mislabels(
         project,
         {

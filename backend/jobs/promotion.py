@@ -13,6 +13,7 @@ from typing import Any
 
 from .. import agreement, consensus, faults
 from ..consensus import Consensus
+from ..erasure import check_not_erased
 from ..labelconfig import LabelConfig
 from ..policy import Policy, policy_for
 from ..runtime import Runtime
@@ -23,11 +24,14 @@ from ..training import Snapshot, build_snapshot, example_digest, poisoned_tasks
 log = logging.getLogger(__name__)
 
 
-def train_project(runtime: Runtime, project: int, reason: str, job_id: str = "", last_attempt: bool = False) -> dict[str, Any]:
+def train_project(
+    runtime: Runtime, project: int, reason: str, job_id: str = "", last_attempt: bool = False, generation: int | None = None
+) -> dict[str, Any]:
     """Snapshot, train, judge, record and (maybe) promote. Returns a summary of what happened.
 
     When the last attempt fails in `fit`, the tasks whose examples make it fail are quarantined,
-    so the project's next job trains without them.
+    so the project's next job trains without them. With the erasure `generation` the job started
+    with, nothing is recorded once the project was erased since (`erasure.ProjectErased`).
     """
     store, registry = runtime.store, runtime.registry
     config = store.label_config(project)
@@ -74,6 +78,8 @@ def train_project(runtime: Runtime, project: int, reason: str, job_id: str = "",
         if last_attempt:
             quarantine_poison(runtime, project, snapshot, labeled, job_id)
         raise
+    if generation is not None:
+        check_not_erased(runtime.redis, project, generation)
     version = registry.next_version(project)
     record: dict[str, Any] = {
         "version": version,

@@ -245,3 +245,7 @@ EXTRA_PROJECTS = f"{PREFIX}:extra_projects"  # counter of backend numbers given 
 
 # -- replication (state.connection.replicated) ------------------------------------------------------
 REPLICATION_MARK = f"{PREFIX}:replication_mark"  # counter written just before a WAIT, on the waiting connection
+
+# -- erasure (backend.erasure) -----------------------------------------------------------------------
+ERASED = f"{PREFIX}:erased"  # hash: project -> how many times it was erased (a job's generation)
+ERASURES = f"{PREFIX}:erasures"  # stream: one tombstone per erasure (ids and counts only)

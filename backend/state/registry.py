@@ -5,6 +5,7 @@ Layout under `MODEL_DIR/project-<id>/`:
   `<version>.json`   its record: parent, metrics of both sides, fingerprint, label counts, decision
   `current.json`     the pointer `{version, seq, sha256, watermark}`, moved last and only under a lock
   `queue-scores.npy`, `labeling-rules.spec`  what `/predict` reads without Redis: queue positions, rules
+  `pool/`            the unlabeled pool's cached features (`families.pool`)
 The pointer on disk is authoritative; `seq` grows on every move (promotion or rollback), so a
 process never swaps backwards, and `watermark` never falls, so an older job can never win.
 """
@@ -17,6 +18,7 @@ import io
 import json
 import os
 import re
+import shutil
 import time
 import zipfile
 from collections.abc import Iterator, Sequence
@@ -142,6 +144,31 @@ class Registry:
 
     def project_dir(self, project: int) -> Path:
         return self.root / f"project-{int(project)}"
+
+    def erase(self, project: int, models: bool) -> int:
+        """Remove what the project's directory holds beside its models (pool cache, queue scores,
+        rules), or everything with `models`; the number of files removed."""
+        directory = self.project_dir(project)
+        if not directory.is_dir():
+            return 0
+        kept = (
+            (lambda path: False)
+            if models
+            else (lambda path: path.suffix in {ARTIFACT_SUFFIX, ".json"} or path.name in {".lock", "next-version"})
+        )
+        removed = 0
+        for path in sorted(directory.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+            try:
+                if path.is_dir() and not path.is_symlink():
+                    path.rmdir()  # empty by now, unless a job of the project still writes into it
+                elif not (path.parent == directory and kept(path)):
+                    path.unlink()
+                    removed += 1
+            except OSError:  # gone meanwhile, or a directory still written to
+                continue
+        if models:
+            shutil.rmtree(directory, ignore_errors=True)
+        return removed
 
     def projects(self) -> list[int]:
         if not self.root.is_dir():

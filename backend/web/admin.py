@@ -1,4 +1,4 @@
-"""Admin API for project owners: model history, rollback, manual retrain, label summary."""
+"""Admin API for project owners: model history, rollback, manual retrain, label summary, erasure."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify
 
-from .. import agreement, consensus, monitor, rules
+from .. import agreement, consensus, erasure, monitor, rules
 from ..jobs.trigger import check_settings, request_retrain, reschedule
-from ..payload import MAX_PROJECT, InvalidPayload, project_id, require_object
+from ..payload import MAX_PROJECT, InvalidPayload, flag, project_id, require_object
 from ..policy import policy_for, validated
 from ..state import audit
 from ..state.registry import RegistryError
@@ -43,6 +43,18 @@ def models(project: int) -> Response:
         current=pointer.to_json() if pointer else None,
         history=rt.registry.history(project),
     )
+
+
+@admin.delete("/<int:project>")
+def erase(project: int) -> Response:
+    """Forget the project (`backend.erasure`); `?erase_models=true` removes its models too."""
+    from flask import request as http
+
+    models = flag(http.args.get("erase_models"), "erase_models")
+    rt = runtime()
+    done = erasure.erase(rt.settings, rt.redis, rt.registry, project, actor(), erase_models=models)
+    rt.forget_project(project)
+    return jsonify(erased=done.to_json())
 
 
 @admin.post("/<int:project>/rollback")

@@ -12,7 +12,7 @@ from redis.exceptions import RedisError
 from .. import consensus, metrics
 from ..jobs.trigger import after_predict, request_publish, reschedule
 from ..labelconfig import LabelConfigError, parse_label_config
-from ..payload import InvalidPayload, WebhookEvent, parse_json, parse_predict, parse_setup, parse_webhook
+from ..payload import InvalidPayload, WebhookEvent, flag, parse_json, parse_predict, parse_setup, parse_webhook
 from ..policy import policy_for
 from ..runtime import Runtime
 from ..state.connection import replicated, storage_kind
@@ -140,7 +140,7 @@ def webhook() -> Response:
         metrics.WEBHOOKS.labels(event.action, "ignored").inc()
         return jsonify(status="ignored", action=event.action, reason="no payload (send_payload is off)")
     try:
-        answer = ingest.handle(runtime(), event)
+        answer = ingest.handle(runtime(), event, erase_models=flag(request.args.get("erase_models"), "erase_models"))
     except InvalidPayload:
         metrics.WEBHOOKS.labels(event.action[:40], "invalid").inc()
         raise

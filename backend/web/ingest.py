@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from .. import monitor
+from .. import erasure, monitor
 from ..jobs import trigger
 from ..labelconfig import LabelConfig, LabelConfigError, parse_label_config
 from ..payload import InvalidPayload, WebhookEvent, parse_annotation, positive_int
@@ -21,17 +21,30 @@ from ..state.store import texts_of
 log = logging.getLogger(__name__)
 
 ANNOTATION_ACTIONS = {"ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_CREATED"}
-HANDLED = ANNOTATION_ACTIONS | {"ANNOTATIONS_DELETED", "START_TRAINING", "TASKS_CREATED", "TASKS_DELETED", "PROJECT_UPDATED"}
+HANDLED = ANNOTATION_ACTIONS | {
+    "ANNOTATIONS_DELETED",
+    "START_TRAINING",
+    "TASKS_CREATED",
+    "TASKS_DELETED",
+    "PROJECT_UPDATED",
+    "PROJECT_DELETED",
+}
 
 
-def handle(runtime: Runtime, event: WebhookEvent) -> dict[str, Any]:
-    """Apply one webhook event; the returned dict is the JSON answer (never with a `job` key)."""
+def handle(runtime: Runtime, event: WebhookEvent, erase_models: bool = False) -> dict[str, Any]:
+    """Apply one webhook event; the returned dict is the JSON answer (never with a `job` key).
+    `erase_models` (the webhook URL's `?erase_models=true`) applies to PROJECT_DELETED."""
     if event.action not in HANDLED:
         return {"status": "ignored", "action": event.action}
     if event.project is None:
         raise InvalidPayload(f"{event.action} needs a project")
     project, store, settings = event.project, runtime.store, runtime.settings
     answer: dict[str, Any] = {"status": "ok", "action": event.action, "project": project}
+    if event.action == "PROJECT_DELETED":  # an organization webhook of LS: forget the project
+        done = erasure.erase(settings, runtime.redis, runtime.registry, project, "Label Studio (PROJECT_DELETED)", erase_models)
+        runtime.forget_project(project)
+        answer["erased"] = done.to_json()
+        return answer
     config_changed = False
     meta = store.meta(project)
     previous = meta.get("label_config")

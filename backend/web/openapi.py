@@ -457,6 +457,24 @@ OPENAPI: dict[str, Any] = {
                 "models", "Current pointer and the full candidate history", _project_json, 400, 503, parameters=[PROJECT_PATH]
             )
         },
+        "/projects/{project}": {
+            "delete": _operation(
+                "erase",
+                "Forget the project: labels, texts, pool, queue, monitor, agreement and drift data, its jobs; one tombstone stays",
+                _project_json,
+                400,
+                503,
+                parameters=[
+                    PROJECT_PATH,
+                    {
+                        "name": "erase_models",
+                        "in": "query",
+                        "description": "true: remove its model artifacts and their records too (default false)",
+                        "schema": {"type": "string", "enum": ["true", "false", "1", "0", "yes", "no"]},
+                    },
+                ],
+            )
+        },
         "/projects/{project}/rollback": {
             "post": _operation(
                 "rollback",
