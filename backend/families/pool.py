@@ -29,7 +29,7 @@ import io
 import logging
 import secrets
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -295,6 +295,39 @@ class PoolCache:
                 index, segments, projection = _empty_index(), {}, None
             return self._update(ids_array, texts, digest, index, segments, projection, n_clusters, seed)
 
+    def forget(self, task_ids: Iterable[int]) -> int:
+        """Drop these tasks (LS deleted them) and rewrite the files so their features are gone at
+        once, not at the next compaction; how many were cached."""
+        wanted = np.asarray(sorted({int(t) for t in task_ids}), dtype=np.int64)
+        if not len(wanted) or not (self.directory / "index.npz").exists():
+            return 0
+        with self._locked():
+            try:
+                index, segments, _ = self._load()
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+                return 0
+            gone = np.isin(index["ids"], wanted)
+            if not gone.any():
+                return 0
+            keep = ~gone
+            names = [str(n) for n in index["segment_names"]]
+            pool = Pool([segments[n] for n in names], index["segment"][keep], index["row"][keep], index["cluster"][keep])
+            pool, names = self._compacted(pool, names, force=True)
+            self._save_array_file(
+                "index.npz",
+                {
+                    **index,
+                    "ids": index["ids"][keep],
+                    "digests": index["digests"][keep],
+                    "segment": pool.segment_of,
+                    "row": pool.row_of,
+                    "cluster": pool.clusters,
+                    "segment_names": np.array(names, dtype="U40"),
+                },
+            )
+            self._sweep(set(names) | {str(index["clusters_name"])})
+            return int(gone.sum())
+
     # -- files ---------------------------------------------------------------------------------
     def _load(self) -> tuple[dict[str, np.ndarray], dict[str, Segment], tuple[strategies.Projection | None, np.ndarray, np.ndarray] | None]:
         with np.load(self.directory / "index.npz", allow_pickle=False) as data:
@@ -433,12 +466,14 @@ class PoolCache:
             self._sweep(set(names) | {clusters_name})
         return pool
 
-    def _compacted(self, pool: Pool, names: list[str]) -> tuple[Pool, list[str]]:
+    def _compacted(self, pool: Pool, names: list[str], force: bool = False) -> tuple[Pool, list[str]]:
         """The pool with its live rows rewritten into one segment, when dead rows are the most or
-        segments have piled up; else as it is."""
+        segments have piled up (or `force`); else as it is."""
         total = sum(s.rows for s in pool.segments)
-        if len(pool) >= COMPACT_LIVE * total and len(pool.segments) <= MAX_SEGMENTS:
+        if not force and len(pool) >= COMPACT_LIVE * total and len(pool.segments) <= MAX_SEGMENTS:
             return pool, names
+        if not len(pool):
+            return Pool([], pool.segment_of, pool.row_of, pool.clusters), []
         segments, rows, back = pool._groups()
         segment = Segment.joined([s.take(r) for s, r in zip(segments, rows)])
         name = self._save_segment(segment)

@@ -123,6 +123,9 @@ def rank_pool(runtime: Runtime, project: int, config: LabelConfig) -> Queue | No
     queue (with a stopping signal when the version is new); None when the model was replaced
     meanwhile (its own ranking follows)."""
     store, registry = runtime.store, runtime.registry
+    deleted = store.purge_deleted_tasks(project)
+    if deleted:  # their texts went with the webhook; their features go from the cache now
+        cache_for(registry.project_dir(project)).forget(deleted)
     policy = policy_for(runtime.settings, store.meta(project))
     covers = store.ranking_requests(project)
     runtime.keep_rules(project, policy.rules)

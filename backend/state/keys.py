@@ -62,6 +62,11 @@ def tombstones(project: int) -> str:
     return _project(project, "tombstones")
 
 
+def deleted_tasks(project: int) -> str:
+    """Set: tasks LS deleted whose annotations the next publish job removes (training skips them now)."""
+    return _project(project, "deleted_tasks")
+
+
 def texts(project: int) -> str:
     """Hash: annotated task id -> the task data training reads."""
     return _project(project, "texts")

@@ -238,10 +238,14 @@ class Store:
         pipe.hgetall(keys.annotations(project))
         pipe.hgetall(keys.annotation_labels(project))
         pipe.hgetall(keys.texts(project))
-        records, labels, texts = pipe.execute()
+        pipe.smembers(keys.deleted_tasks(project))
+        records, labels, texts, deleted = pipe.execute()
+        gone = {int(t) for t in deleted}
         votes: dict[int, list[Vote]] = {}
         for raw_id, raw in records.items():
             record = json.loads(raw)
+            if int(record["task"]) in gone:
+                continue
             per_control = json.loads(labels.get(raw_id, b"{}"))
             if not any(per_control.values()) and SUBMITTED not in per_control:
                 continue
@@ -277,6 +281,35 @@ class Store:
         ids = [str(int(t)) for t in task_ids]
         if ids:
             self.redis.hdel(keys.pool(project), *ids)
+
+    def delete_tasks(self, project: int, task_ids: Iterable[int]) -> None:
+        """TASKS_DELETED: the tasks' texts, pool entries, predictions and reviews go at once; their
+        annotations are marked for `purge_deleted_tasks` (a publish job) and left out of training
+        from now on (`task_votes`)."""
+        ids = [str(int(t)) for t in task_ids]
+        if not ids:
+            return
+        pipe = self.redis.pipeline(transaction=True)
+        for name in (keys.pool, keys.texts, keys.predicted, keys.reviews):
+            pipe.hdel(name(project), *ids)
+        pipe.srem(keys.head_tasks(project), *ids)
+        pipe.sadd(keys.deleted_tasks(project), *ids)
+        pipe.execute()
+
+    def purge_deleted_tasks(self, project: int) -> set[int]:
+        """Delete the annotations of the tasks LS deleted (a change for the retrain threshold, like
+        ANNOTATIONS_DELETED); returns those task ids, which are then forgotten."""
+        deleted = {int(t) for t in self.redis.smembers(keys.deleted_tasks(project))}
+        if not deleted:
+            return set()
+        doomed = [
+            int(raw_id)
+            for raw_id, raw in self.redis.hscan_iter(keys.annotations(project), count=1000)
+            if int(json.loads(raw).get("task", -1)) in deleted
+        ]
+        self.delete(project, doomed)
+        self.redis.srem(keys.deleted_tasks(project), *[str(t) for t in deleted])
+        return deleted
 
     def pool(self, project: int) -> dict[int, dict[str, str]]:
         return {int(t): json.loads(d) for t, d in self.redis.hgetall(keys.pool(project)).items()}

@@ -70,8 +70,9 @@ def handle(runtime: Runtime, event: WebhookEvent, erase_models: bool = False) ->
         store.remember_tasks(project, {positive_int(t.get("id"), "task id"): texts_of(t, keys, limit) for t in event.tasks})
         answer["publish"] = trigger.request_publish(settings, runtime.redis, project, rerank=True).to_json()
         return answer
-    if event.action == "TASKS_DELETED":
-        store.forget_tasks(project, [positive_int(t.get("id"), "task id") for t in event.tasks])
+    if event.action == "TASKS_DELETED":  # LS deletes their annotations with them and says nothing of those
+        store.delete_tasks(project, [positive_int(t.get("id"), "task id") for t in event.tasks])
+        answer["publish"] = trigger.request_publish(settings, runtime.redis, project, rerank=True).to_json()
         return answer
     seq = 0
     if event.action == "ANNOTATIONS_DELETED":

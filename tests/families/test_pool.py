@@ -124,3 +124,20 @@ def test_texts_are_hashed_in_batches_into_one_segment(tmp_path, texts, monkeypat
     monkeypatch.setattr(pool_module, "HASH_BATCH", 128)
     pool = cache_for(tmp_path).sync(list(range(1, 501)), texts[:500], 5, 0)
     assert len(pool.segments) == 1 and (pool.counts() != hash_texts(texts[:500])).nnz == 0
+
+
+def test_forgetting_deleted_tasks_rewrites_their_features_out_of_the_files(tmp_path, texts):
+    cache = cache_for(tmp_path)
+    files = tmp_path / "pool"
+    first = cache.sync(list(range(1, 301)), texts[:300], 6, 0)
+    assert cache.forget([5, 6, 7, 9999]) == 3
+    segments = [np.load(p) for p in files.glob("seg-*.indptr.npy")]
+    assert len(segments) == 1 and len(segments[0]) == 2 * 297 + 1  # two rows (words, characters) per task left
+    with np.load(files / "index.npz") as index:
+        assert sorted(index["ids"].tolist()) == [i for i in range(1, 301) if i not in (5, 6, 7)]
+    kept = [i for i in range(1, 301) if i not in (5, 6, 7)]
+    again = cache.sync(kept, [texts[i - 1] for i in kept], 6, 0)
+    assert (again.counts() != hash_texts([texts[i - 1] for i in kept])).nnz == 0
+    assert (again.clusters == np.delete(first.clusters, [4, 5, 6])).all()
+    assert cache.forget([5]) == 0 and cache.forget(kept) == len(kept)
+    assert not list(files.glob("seg-*"))

@@ -53,6 +53,21 @@ def test_deletions_remove_labels_and_beat_late_updates(store):
     assert [t.task for t in labeled(store, 1)] == [2]
 
 
+def test_deleted_tasks_lose_texts_at_once_and_annotations_at_the_purge(store):
+    for i, task in enumerate((1, 1, 2, 3), start=1):
+        store.upsert(1, ann(i, task, "positive", author=str(i)))
+    store.remember_tasks(1, {7: {"text": "unlabeled"}, 8: {"text": "kept"}})
+    store.remember_predictions(1, "v1", {1: {"sentiment": ["positive"]}, 3: {"sentiment": ["negative"]}})
+    seq = store.change_seq(1)
+    store.delete_tasks(1, [1, 7])
+    assert [t.task for t in labeled(store, 1)] == [2, 3]  # training leaves task 1 out from now on
+    assert store.annotated(1, [1, 2, 3]) == {2, 3} and store.pool(1) == {8: {"text": "kept"}}
+    assert not store.redis.hexists("lsb:1:predicted", 1) and store.redis.hexists("lsb:1:predicted", 3)
+    assert store.purge_deleted_tasks(1) == {1, 7}
+    assert store.annotation_ids(1) == {3, 4} and store.change_seq(1) == seq + 2  # two labels gone: a change
+    assert store.purge_deleted_tasks(1) == set() and store.upsert(1, ann(1, 1, "neutral", ts=100)) == 0
+
+
 def test_skips_are_not_labels_and_a_skip_after_a_label_removes_it(store):
     assert store.upsert(1, ann(1, 1, None)) == 0
     assert labeled(store, 1) == []

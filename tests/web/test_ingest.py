@@ -1,5 +1,7 @@
 """Webhook handling through the app on fakeredis with the embedded worker thread."""
 
+import numpy as np
+
 from backend.consensus import for_policy
 from backend.jobs.trigger import queued_job, request_retrain
 from backend.labelconfig import parse_label_config
@@ -37,6 +39,26 @@ def test_tasks_created_fill_the_pool(client, runtime):
     assert runtime.store.pool(1) == {3: {"text": "a"}}
     client.post("/webhook", json={"action": "TASKS_DELETED", "tasks": [{"id": 3}], "project": {"id": 1}})
     assert runtime.store.pool(1) == {}
+
+
+def test_tasks_deleted_take_their_texts_annotations_and_cached_features_with_them(client, runtime, tweets):
+    from backend.families.pool import cache_for
+    from tests.web.test_api import train
+
+    train(client, tweets, n=60)
+    tasks = [{"id": 1000 + i, "data": {"text": tweets.texts[1000 + i]}} for i in range(40)]
+    client.post("/webhook", json={"action": "TASKS_CREATED", "tasks": tasks, "project": {"id": 1}})
+    cache = runtime.registry.project_dir(1) / "pool" / "index.npz"
+    wait_for(lambda: cache.exists() and 1005 in np.load(cache)["ids"].tolist(), timeout=60)
+    doomed = [{"id": 3}, {"id": 4}, {"id": 1005}]
+    answer = client.post("/webhook", json={"action": "TASKS_DELETED", "tasks": doomed, "project": {"id": 1}}).json
+    assert "publish" in answer and runtime.store.annotated(1, [3, 4, 5]) == {5}  # texts gone at once
+    wait_for(lambda: not ({3, 4} & {int(r.task) for r in labeled(runtime.store, 1)}), timeout=5)
+    wait_for(lambda: not ({3, 4} & runtime.store.annotation_ids(1)), timeout=60)  # annotations, by the publish job
+    wait_for(lambda: 1005 not in np.load(cache)["ids"].tolist(), timeout=60)
+    rows = sum(len(np.load(p)) - 1 for p in cache.parent.glob("seg-*.indptr.npy")) // 2
+    assert rows == len(np.load(cache)["ids"])  # no row of a deleted task is left in the files
+    assert cache_for(runtime.registry.project_dir(1)).forget([1005]) == 0
 
 
 def test_a_label_config_change_requests_a_retrain(client, runtime):
