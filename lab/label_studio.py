@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -54,11 +55,30 @@ class LabelStudio:
             "FRONTEND_SENTRY_DSN": "",
             **env,
         }
+        self.binary, self.environment = binary, environment
         args = [binary, "start", "--no-browser", "--internal-host", "127.0.0.1", "--port", str(port), "--enable-legacy-api-token"]
         self.process = Process(args + ["--log-level", "WARNING"], environment, Path(data_dir) / "label-studio.log")
         wait_for(lambda: self.process.popen.poll() is not None or up(f"{self.url}/health"), timeout=300, interval=1)
         if self.process.popen.poll() is not None:
             raise RuntimeError("Label Studio exited:\n" + self.process.log.read_text()[-3000:])
+
+    def orm(self, code: str) -> str:
+        """Run Python `code` with LS's Django set up on this instance's database (what an admin does
+        in `label-studio shell`, for what LS's API does not offer); its output."""
+        python = Path(self.binary).with_name("python")
+        setup = (
+            "import os, sys, label_studio\n"
+            "sys.path.insert(0, os.path.dirname(label_studio.__file__))\n"
+            "os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'core.settings.label_studio')\n"
+            "import django\n"
+            "django.setup()\n"
+        )
+        done = subprocess.run(
+            [str(python), "-W", "ignore", "-c", setup + code], env=self.environment, capture_output=True, text=True, timeout=300
+        )
+        if done.returncode:
+            raise RuntimeError(f"Label Studio's ORM: {done.stderr[-2000:]}")
+        return done.stdout
 
     def client(self) -> Any:
         from label_studio_sdk import LabelStudio as Client
