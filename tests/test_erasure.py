@@ -109,3 +109,22 @@ def test_erasure_cancels_queued_and_stops_running_jobs_of_the_project(services, 
     assert project_keys(client, 1) == [] and registry.history(1) == []  # nothing written after
     assert worker.popen.poll() is None  # the worker lives on and takes other projects' work
     assert predict(url, ["still serving"], project=4).status_code == 200
+
+
+def test_a_job_running_through_the_erasure_records_nothing(client, runtime, tweets, monkeypatch):
+    """The embedded worker's thread cannot be stopped: held in `fit` while the project is erased, it
+    finds the erasure count moved on before it reserves a version, and stops."""
+    from tests.conftest import annotation_event as event
+
+    assert client.put("/projects/1/settings", json={"retrain_threshold": 100000}).status_code == 200  # only START_TRAINING trains
+    for i in range(40):
+        assert client.post("/webhook", json=event(i + 1, i + 1, tweets.texts[i], tweets.labels[i])).status_code == 200
+    monkeypatch.setenv("SLEEP_AT", "fit")
+    monkeypatch.setenv("SLEEP_SECONDS", "3")
+    client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}})
+    wait_for(lambda: runtime.redis.get(keys.train_lock(1)), timeout=30)  # the job holds the project
+    time.sleep(0.5)
+    assert client.delete("/projects/1").status_code == 200
+    time.sleep(4)  # past the hold: the job went on and met the check
+    assert runtime.registry.history(1) == [] and runtime.registry.pointer(1) is None
+    assert [k for k in project_keys(runtime.redis, 1) if not k.endswith(b":traffic")] == []

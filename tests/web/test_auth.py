@@ -101,6 +101,7 @@ ADMIN_CALLS = [
     ("GET", "/projects/1/audit"),
     ("GET", "/projects/1/agreement"),
     ("GET", "/projects/1/mislabels"),
+    ("DELETE", "/projects/1"),
     ("GET", "/queue?project=1"),
     ("GET", "/ui"),
     ("GET", "/rq/"),
