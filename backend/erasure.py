@@ -7,7 +7,8 @@ texts, the pool, the queue and head, monitor, agreement, drift, disputes, the au
 project's entries in the global schedule and project set; MODEL_DIR loses the pool cache, the
 queue scores and the labeling rules (with `erase_models`, the whole project directory). Queued
 jobs of the project are cancelled and running ones stopped (RQ's stop command kills their
-work-horse); a job that still runs here (the embedded worker's threads) finds its generation
+work-horse), and the erasure takes the project's locks before it deletes, waiting a little for a
+job that holds one; a job that still runs (the embedded worker's threads) finds the erasure count
 moved on at its next write point (`generation`) and stops without writing.
 """
 
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from redis import Redis
@@ -33,6 +34,7 @@ from .state.registry import Registry
 log = logging.getLogger(__name__)
 
 SCAN_BATCH = 1000
+LOCK_WAIT = 10.0  # seconds an erasure waits for the project's running jobs to let go of its locks
 
 
 class ProjectErased(Exception):
@@ -53,16 +55,7 @@ class Erasure:
     models_erased: bool
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "project": self.project,
-            "by": self.by,
-            "at": self.at,
-            "redis_keys": self.redis_keys,
-            "jobs_cancelled": self.jobs_cancelled,
-            "jobs_stopped": self.jobs_stopped,
-            "files": self.files,
-            "models_erased": self.models_erased,
-        }
+        return asdict(self)
 
 
 def generation(redis: Redis, project: int) -> int:
@@ -81,6 +74,7 @@ def erase(settings: Settings, redis: Redis, registry: Registry, project: int, by
     project = int(project)
     redis.hincrby(keys.ERASED, project, 1)  # first: a job checking from now on stops
     cancelled, stopped = _stop_jobs(settings, redis, project)
+    _take_locks(redis, project, stopped, LOCK_WAIT)  # a job writing under one finishes first (deleted with the rest)
     removed = 0
     batch: list[bytes] = []
     for name in redis.scan_iter(match=f"{keys.PREFIX}:{project}:*", count=SCAN_BATCH):
@@ -96,7 +90,7 @@ def erase(settings: Settings, redis: Redis, registry: Registry, project: int, by
     pipe.hdel(keys.SCHEDULE_SPECS, project)
     removed += sum(int(n) for n in pipe.execute())
     files = registry.erase(project, models=erase_models)
-    erasure = Erasure(project, by[:200], time.time(), removed, cancelled, stopped, files, erase_models)
+    erasure = Erasure(project, by[:200], time.time(), removed, cancelled, len(stopped), files, erase_models)
     redis.xadd(keys.ERASURES, {k: str(v) for k, v in erasure.to_json().items()}, maxlen=keys.AUDIT_EVENTS, approximate=True)
     log.warning(
         "project %s erased by %s: %d Redis keys, %d files, models %s",
@@ -117,9 +111,9 @@ def tombstones(redis: Redis, limit: int = 100) -> list[dict[str, Any]]:
     ]
 
 
-def _stop_jobs(settings: Settings, redis: Redis, project: int) -> tuple[int, int]:
+def _stop_jobs(settings: Settings, redis: Redis, project: int) -> tuple[int, list[Job]]:
     """Cancel the project's queued and scheduled jobs and stop its running ones; (cancelled, stopped)."""
-    cancelled = stopped = 0
+    cancelled, stopped = 0, []
     for name in (settings.queue_name, keys.rank_queue(settings.queue_name)):
         queue = Queue(name, connection=redis, serializer=JSONSerializer)
         waiting = queue.get_job_ids() + ScheduledJobRegistry(queue=queue).get_job_ids()
@@ -130,10 +124,28 @@ def _stop_jobs(settings: Settings, redis: Redis, project: int) -> tuple[int, int
         for job in _jobs_of(redis, StartedJobRegistry(queue=queue).get_job_ids(), project):
             try:
                 send_stop_job_command(redis, job.id)
-                stopped += 1
+                stopped.append(job)
             except (InvalidJobOperation, NoSuchJobError):
                 continue
     return cancelled, stopped
+
+
+def _take_locks(redis: Redis, project: int, stopped: list[Job], wait: float) -> None:
+    """Hold the project's train and publish locks, waiting up to `wait` seconds for the running jobs
+    that hold them; a lock of a job just stopped is taken over at once (its work-horse is dead)."""
+    deadline = time.monotonic() + wait
+    token = f"erasure-{time.time()}"
+    dead = {job.id for job in stopped}
+    for name, stopped_here in (
+        (keys.train_lock(project), False),
+        (keys.publish_lock(project), any(j.func_name == keys.PUBLISH_JOB for j in stopped)),
+    ):
+        while not redis.set(name, token, nx=True, px=keys.LOCK_TTL_MS) and time.monotonic() < deadline:
+            holder = redis.get(name)
+            if stopped_here or (holder is not None and holder.decode() in dead):
+                redis.set(name, token, px=keys.LOCK_TTL_MS)
+                break
+            time.sleep(0.05)
 
 
 def _jobs_of(redis: Redis, job_ids: list[str], project: int) -> list[Job]:

@@ -94,12 +94,15 @@ def project_created(value: Any) -> int | None:
     return None
 
 
+FLAG_WORDS = ("true", "false", "1", "0", "yes", "no")
+
+
 def flag(value: str | None, what: str, default: bool = False) -> bool:
-    """A yes/no query parameter: true/false, 1/0, yes/no (any case); absent is `default`."""
+    """A yes/no query parameter: one of FLAG_WORDS (any case); absent is `default`."""
     if value is None:
         return default
     word = value.strip().lower()
-    if word not in {"true", "false", "1", "0", "yes", "no"}:
+    if word not in FLAG_WORDS:
         raise InvalidPayload(f"{what} must be true or false")
     return word in {"true", "1", "yes"}
 

@@ -62,10 +62,15 @@ def retrain(project: int, reason: str = "", full_sync: bool = False) -> dict[str
                 sync(runtime, ls, project, full_sync)
             result = train_project(runtime, project, reason, job.id, last_attempt=not job.retries_left, generation=born)
             erasure.check_not_erased(runtime.redis, project, born)
-            runtime.redis.set(keys.last_trained(project), time.time())
+            return _after_training(runtime, job, project, reason, full_sync, result)  # still holding the lock an erasure waits for
     except erasure.ProjectErased:
         log.warning("project %s: erased while train job %s ran; it stops without writing more", project, job.id)
         return {"status": "erased", "project": project}
+
+
+def _after_training(runtime: Runtime, job: Job, project: int, reason: str, full_sync: bool, result: dict[str, Any]) -> dict[str, Any]:
+    """What a train job records and asks for once its candidate is judged."""
+    runtime.redis.set(keys.last_trained(project), time.time())
     if result.get("status") == "unchanged" and reason == "schedule":
         audit.record(
             runtime.redis,

@@ -88,7 +88,7 @@ def train(project: int) -> Response:
     from flask import request as http
 
     rt = runtime()
-    full = http.args.get("full_sync", "0") in {"1", "true", "yes"}
+    full = flag(http.args.get("full_sync"), "full_sync")
     request = request_retrain(rt.settings, rt.redis, project, "admin API" + (" (full sync)" if full else ""), full_sync=full, actor=actor())
     return jsonify(project=project, retrain=request.to_json())
 

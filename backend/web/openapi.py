@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..consensus import METHODS as CONSENSUS_METHODS
-from ..payload import MAX_LS_PROJECT, MAX_PROJECT
+from ..payload import FLAG_WORDS, MAX_LS_PROJECT, MAX_PROJECT
 from ..policy import GATE_METRICS, MAX_INTERVAL, STRATEGY_NAMES
 from ..rules import KINDS as RULE_KINDS
 from ..rules import MAX_PATTERN, MAX_RULES
@@ -35,6 +35,11 @@ def _body(name: str) -> dict[str, Any]:
 
 def _errors(*codes: int) -> dict[str, Any]:
     return {str(code): {"$ref": f"#/components/responses/{ERRORS[code]}"} for code in (401, *codes)}
+
+
+def _flag(name: str, description: str) -> dict[str, Any]:
+    """A yes/no query parameter (`payload.flag`)."""
+    return {"name": name, "in": "query", "description": description, "schema": {"type": "string", "enum": list(FLAG_WORDS)}}
 
 
 def _operation(operation_id: str, summary: str, ok: dict[str, Any], *codes: int, **extra: Any) -> dict[str, Any]:
@@ -464,15 +469,7 @@ OPENAPI: dict[str, Any] = {
                 _project_json,
                 400,
                 503,
-                parameters=[
-                    PROJECT_PATH,
-                    {
-                        "name": "erase_models",
-                        "in": "query",
-                        "description": "true: remove its model artifacts and their records too (default false)",
-                        "schema": {"type": "string", "enum": ["true", "false", "1", "0", "yes", "no"]},
-                    },
-                ],
+                parameters=[PROJECT_PATH, _flag("erase_models", "true: remove its model artifacts and their records too (default false)")],
             )
         },
         "/projects/{project}/rollback": {
@@ -495,15 +492,7 @@ OPENAPI: dict[str, Any] = {
                 _project_json,
                 400,
                 503,
-                parameters=[
-                    PROJECT_PATH,
-                    {
-                        "name": "full_sync",
-                        "in": "query",
-                        "description": "1, true or yes: re-read every annotation from LS first",
-                        "schema": {"type": "string", "enum": ["0", "1", "true", "false", "yes", "no"]},
-                    },
-                ],
+                parameters=[PROJECT_PATH, _flag("full_sync", "1, true or yes: re-read every annotation from LS first")],
             )
         },
         "/projects/{project}/labels": {
