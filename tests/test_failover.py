@@ -98,10 +98,12 @@ def test_sigkill_of_the_master_under_load_loses_no_acknowledged_label_and_fails_
         answered = predictions.results
         assert len(answered) >= 40 and [r for r in answered if r[2] != 200] == []  # /predict never failed
 
+        new_master = group.master()
+        wait_for(lambda: group.online_replicas(new_master) >= 1, timeout=120, interval=0.1)  # the other replica follows it
         assert settled(registry, 2, 60)[-1]["decision"] == "promoted"  # the queued retrain survived
         assert settled(registry, 1, 200)[-1]["job_id"] == running  # the running one finished (or was retried)
         after = Store(group.client(group.master())).change_seq(1)
-        start_training(url)
+        wait_for(lambda: asked_for_training(url), timeout=30, interval=0.5)  # a 503 says: ask again
         assert settled(registry, 1, after)[-1]["decision"] == "promoted"  # a retrain after the failover
         assert worker.popen.poll() is None
 
@@ -117,3 +119,10 @@ def test_sigkill_of_the_master_under_load_loses_no_acknowledged_label_and_fails_
     finally:
         deployment.stop()
         group.stop()
+
+
+def asked_for_training(url: str) -> bool:
+    """START_TRAINING as LS sends it; False on a 503 (too few replicas confirmed it: LS's user asks again)."""
+    response = requests.post(f"{url}/webhook", json={"action": "START_TRAINING", "project": {"id": 1}}, timeout=5)
+    assert response.status_code in (200, 503), response.text
+    return response.status_code == 200
