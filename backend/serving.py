@@ -157,8 +157,8 @@ class ModelCache:
         """Load the project's current artifact if it is newer than the served one; True on a swap."""
         pointer = self.registry.pointer(project)
         if pointer is None:
-            if self._served.pop(project, None) is not None:  # only an erasure removes a pointer
-                log.info("project %s: its models were erased; no longer serving them", project)
+            if not self.registry.pointer_path(project).exists() and self._served.pop(project, None) is not None:
+                log.info("project %s: its models were erased; no longer serving them", project)  # only an erasure removes it
             return False
         served = self._served.get(project)
         if served is not None and pointer.seq <= served.seq:

@@ -151,8 +151,15 @@ def publish(project: int) -> dict[str, Any]:
     date, and keep LS's head of the served version full (`publish.publish`); without LS, rank the
     stored pool (tasks seen through TASKS_CREATED and /predict) so `GET /queue` has it."""
     job, runtime = _current()
+    born = erasure.generation(runtime.redis, project)
+    if job.meta.get("generation", born) != born:  # asked for before the project's erasure
+        return {"status": "erased", "project": project}
     started(runtime.redis, project, job.id, keys.queued_publish)
-    return publish_project(runtime, project, ls_client(runtime, project))
+    try:
+        return publish_project(runtime, project, ls_client(runtime, project), generation=born)
+    except erasure.ProjectErased:
+        log.warning("project %s: erased while publish job %s ran; it stops without writing more", project, job.id)
+        return {"status": "erased", "project": project}
 
 
 def _respect_min_interval(runtime: Runtime, project: int) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from .. import consensus, families, labelstudio
+from ..erasure import check_not_erased
 from ..families.pool import cache_for
 from ..head import head_size, promotion_cycle
 from ..labelconfig import LabelConfig, LabelsControl
@@ -40,9 +41,11 @@ STABILITY_SAMPLE = 5000
 MISLABELS_PUSHED = 300  # the most suspicious tasks of a label-error check pushed to LS
 
 
-def publish(runtime: Runtime, project: int, ls: labelstudio.Connection | None) -> dict[str, Any]:
+def publish(runtime: Runtime, project: int, ls: labelstudio.Connection | None, generation: int | None = None) -> dict[str, Any]:
     """List LS's new tasks into the pool, rank the pool when the ranking is out of date, and keep
-    LS's head of the current version full; what happened, as a summary."""
+    LS's head of the current version full; what happened, as a summary. With the erasure
+    `generation` the job started with, it stops (`erasure.ProjectErased`) before each write once
+    the project was erased since."""
     store = runtime.store
     config = store.label_config(project)
     if config is None:
@@ -54,7 +57,9 @@ def publish(runtime: Runtime, project: int, ls: labelstudio.Connection | None) -
                 summary["listed"] = refresh_pool(runtime, ls, project, config)
             except Exception as exc:  # the SDK and httpx raise errors of many types
                 log.warning("project %s: could not list tasks in Label Studio (%s); ranking the stored pool", project, type(exc).__name__)
-        ranked = rank_pool(runtime, project, config) if ranking_due(runtime, project) else None
+        _check(runtime, project, generation)
+        ranked = rank_pool(runtime, project, config, generation) if ranking_due(runtime, project) else None
+        _check(runtime, project, generation)
         stored = store.queue(project)
         summary["queue"] = int(stored["size"]) if stored else 0
         if ranked is not None:
@@ -71,6 +76,11 @@ def publish(runtime: Runtime, project: int, ls: labelstudio.Connection | None) -
                     type(exc).__name__,
                 )
         return summary
+
+
+def _check(runtime: Runtime, project: int, generation: int | None) -> None:
+    if generation is not None:
+        check_not_erased(runtime.redis, project, generation)
 
 
 def served_version(runtime: Runtime, project: int) -> str:
@@ -118,14 +128,15 @@ def ranking_due(runtime: Runtime, project: int) -> bool:
     )
 
 
-def rank_pool(runtime: Runtime, project: int, config: LabelConfig) -> Queue | None:
+def rank_pool(runtime: Runtime, project: int, config: LabelConfig, generation: int | None = None) -> Queue | None:
     """Rank the stored unlabeled pool with the current model, or for cold start, and store the
     queue (with a stopping signal when the version is new); None when the model was replaced
     meanwhile (its own ranking follows)."""
     store, registry = runtime.store, runtime.registry
-    deleted = store.purge_deleted_tasks(project)
-    if deleted:  # their texts went with the webhook; their features go from the cache now
+    deleted = store.deleted_tasks(project)
+    if deleted:  # their texts went with the webhook; their features go from the cache, then their annotations
         cache_for(registry.project_dir(project)).forget(deleted)
+        store.purge_deleted_tasks(project, deleted)
     policy = policy_for(runtime.settings, store.meta(project))
     covers = store.ranking_requests(project)
     runtime.keep_rules(project, policy.rules)
@@ -153,6 +164,7 @@ def rank_pool(runtime: Runtime, project: int, config: LabelConfig) -> Queue | No
     signal = stopping_signal(runtime, project, served, config, pool, policy) if served and new_version else None
     if registry.pointer(project) != pointer:
         return None
+    _check(runtime, project, generation)
     store.save_queue(project, queue.summary(), queue.order(), signal, covers)
     n = len(queue.entries)
     registry.save_queue_scores(project, [e.task for e in queue.entries], [queue_score(i, n) for i in range(n)])

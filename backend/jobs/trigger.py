@@ -42,6 +42,7 @@ from rq.serializers import JSONSerializer
 
 from .. import monitor
 from ..config import Settings
+from ..erasure import generation
 from ..head import refill_due
 from ..policy import LABEL_SETTINGS, QUEUE_SETTINGS, Policy, next_due, policy_for
 from ..state import audit, keys
@@ -130,6 +131,7 @@ def request_retrain(
         result_ttl=keys.JOB_RESULT_TTL,
         failure_ttl=keys.JOB_FAILURE_TTL,
         description=f"retrain project {int(project)}: {reason}",
+        meta={"generation": generation(redis, project)},  # an erasure after this outlives the job (`entry.retrain`)
     )
     audit.record(redis, project, "trigger", actor, reason, job_id=request.job_id, full_sync=full_sync)
     return request
@@ -152,6 +154,7 @@ def request_publish(settings: Settings, redis: Redis, project: int, rerank: bool
             result_ttl=600,
             failure_ttl=keys.JOB_FAILURE_TTL,
             description=f"publish project {int(project)}'s queue",
+            meta={"generation": generation(redis, project)},
         )
     return request
 

@@ -296,20 +296,28 @@ class Store:
         pipe.sadd(keys.deleted_tasks(project), *ids)
         pipe.execute()
 
-    def purge_deleted_tasks(self, project: int) -> set[int]:
-        """Delete the annotations of the tasks LS deleted (a change for the retrain threshold, like
-        ANNOTATIONS_DELETED); returns those task ids, which are then forgotten."""
-        deleted = {int(t) for t in self.redis.smembers(keys.deleted_tasks(project))}
-        if not deleted:
-            return set()
+    def deleted_tasks(self, project: int) -> set[int]:
+        """The tasks LS deleted whose annotations are not purged yet."""
+        return {int(t) for t in self.redis.smembers(keys.deleted_tasks(project))}
+
+    def purge_deleted_tasks(self, project: int, task_ids: set[int]) -> None:
+        """Delete the annotations of these deleted tasks (a change for the retrain threshold, like
+        ANNOTATIONS_DELETED) and whatever of them came back meanwhile (a listing that ran before the
+        webhook), then forget that they were deleted."""
+        if not task_ids:
+            return
         doomed = [
             int(raw_id)
             for raw_id, raw in self.redis.hscan_iter(keys.annotations(project), count=1000)
-            if int(json.loads(raw).get("task", -1)) in deleted
+            if int(json.loads(raw).get("task", -1)) in task_ids
         ]
         self.delete(project, doomed)
-        self.redis.srem(keys.deleted_tasks(project), *[str(t) for t in deleted])
-        return deleted
+        ids = [str(t) for t in task_ids]
+        pipe = self.redis.pipeline(transaction=True)
+        for name in (keys.pool, keys.texts, keys.predicted, keys.reviews):
+            pipe.hdel(name(project), *ids)
+        pipe.srem(keys.deleted_tasks(project), *ids)
+        pipe.execute()
 
     def pool(self, project: int) -> dict[int, dict[str, str]]:
         return {int(t): json.loads(d) for t, d in self.redis.hgetall(keys.pool(project)).items()}

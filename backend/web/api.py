@@ -8,6 +8,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .. import consensus, metrics
 from ..jobs.trigger import after_predict, request_publish, reschedule
@@ -159,7 +160,10 @@ def unreplicated(rt: Runtime, answer: dict[str, Any]) -> Response | None:
     wanted = rt.settings.redis_min_replicas_ack
     if wanted <= 0 or answer.get("status") == "ignored":
         return None
-    confirmed = replicated(rt.redis, wanted, rt.settings.redis_timeout / 2)
+    try:
+        confirmed = replicated(rt.redis, wanted, rt.settings.redis_timeout / 2)
+    except RedisTimeoutError:  # the master itself was slow to answer: not confirmed either
+        confirmed = 0
     if confirmed >= wanted:
         return None
     log.warning("webhook %s: %d of %d replicas confirmed its writes; answered 503", answer.get("action"), confirmed, wanted)

@@ -210,7 +210,9 @@ def mount_rq_dashboard(app: Flask, settings: Settings) -> None:
     from rq_dashboard import web
 
     if settings.redis_sentinels:
-        hosts = ",".join(f"{host}:{port}" for host, port in sentinel_addresses(settings.redis_sentinels))
+        hosts = ",".join(
+            f"[{host}]:{port}" if ":" in host else f"{host}:{port}" for host, port in sentinel_addresses(settings.redis_sentinels)
+        )
         app.config["RQ_DASHBOARD_REDIS_URL"] = f"redis+sentinel://{hosts}/{settings.redis_master_name}/0"
     else:
         app.config["RQ_DASHBOARD_REDIS_URL"] = settings.redis_url
