@@ -43,10 +43,10 @@ def _current() -> tuple[Job, Runtime]:
 def retrain(project: int, reason: str = "", full_sync: bool = False) -> dict[str, Any]:
     """RQ entry point: train project `project` once, coalescing everything stored so far."""
     job, runtime = _current()
-    born = erasure.generation(runtime.redis, project)
-    if job.meta.get("generation", born) != born:  # a retry of a job the project's erasure outlived
+    born = _generation(job, runtime, project)
+    if born is None:
         return {"status": "erased", "project": project}
-    job.meta["generation"] = born
+    job.meta["generation"] = born  # a retry runs under the same one
     attempt = int(job.meta.get("attempt", 0))  # counted here: the enqueuer's JOB_RETRIES may differ from ours
     job.meta["attempt"] = attempt + 1
     job.save_meta()
@@ -151,8 +151,8 @@ def publish(project: int) -> dict[str, Any]:
     date, and keep LS's head of the served version full (`publish.publish`); without LS, rank the
     stored pool (tasks seen through TASKS_CREATED and /predict) so `GET /queue` has it."""
     job, runtime = _current()
-    born = erasure.generation(runtime.redis, project)
-    if job.meta.get("generation", born) != born:  # asked for before the project's erasure
+    born = _generation(job, runtime, project)
+    if born is None:
         return {"status": "erased", "project": project}
     started(runtime.redis, project, job.id, keys.queued_publish)
     try:
@@ -160,6 +160,13 @@ def publish(project: int) -> dict[str, Any]:
     except erasure.ProjectErased:
         log.warning("project %s: erased while publish job %s ran; it stops without writing more", project, job.id)
         return {"status": "erased", "project": project}
+
+
+def _generation(job: Job, runtime: Runtime, project: int) -> int | None:
+    """The project's erasure count this job runs under (`erasure.generation`); None when the project
+    was erased after the job was asked for (`trigger` stamps the count at enqueue)."""
+    born = erasure.generation(runtime.redis, project)
+    return born if job.meta.get("generation", born) == born else None
 
 
 def _respect_min_interval(runtime: Runtime, project: int) -> None:
