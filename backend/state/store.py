@@ -289,9 +289,7 @@ class Store:
         ids = [str(int(t)) for t in task_ids]
         if not ids:
             return
-        pipe = self.redis.pipeline(transaction=True)
-        for name in (keys.pool, keys.texts, keys.predicted, keys.reviews):
-            pipe.hdel(name(project), *ids)
+        pipe = self._dropping_tasks(project, ids)
         pipe.srem(keys.head_tasks(project), *ids)
         pipe.sadd(keys.deleted_tasks(project), *ids)
         pipe.execute()
@@ -313,11 +311,16 @@ class Store:
         ]
         self.delete(project, doomed)
         ids = [str(t) for t in task_ids]
+        pipe = self._dropping_tasks(project, ids)
+        pipe.srem(keys.deleted_tasks(project), *ids)
+        pipe.execute()
+
+    def _dropping_tasks(self, project: int, ids: list[str]) -> Any:
+        """A transaction that removes the tasks' data, pool entries, predictions and review requests."""
         pipe = self.redis.pipeline(transaction=True)
         for name in (keys.pool, keys.texts, keys.predicted, keys.reviews):
             pipe.hdel(name(project), *ids)
-        pipe.srem(keys.deleted_tasks(project), *ids)
-        pipe.execute()
+        return pipe
 
     def pool(self, project: int) -> dict[int, dict[str, str]]:
         return {int(t): json.loads(d) for t, d in self.redis.hgetall(keys.pool(project)).items()}
