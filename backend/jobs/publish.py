@@ -51,6 +51,7 @@ def publish(runtime: Runtime, project: int, ls: labelstudio.Connection | None, g
     if config is None:
         return {"queue": 0}
     with project_lock(runtime.redis, project, wait=runtime.settings.job_timeout, token=uuid.uuid4().hex, lock=keys.publish_lock):
+        _check(runtime, project, generation)  # it may have waited for the lock an erasure held
         summary: dict[str, Any] = {}
         if ls is not None:
             try:
